@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# load.sh - strangler beside nginx, HAProxy and Caddy under wrk, on loopback only.
+#
+# Builds the release binary, writes a route file for the chosen scenario, and hands
+# strangler to the shared peer harness (../shared/bench/peers.sh, relative to the repo
+# root) as its candidate. Every process the harness starts is stopped when it ends.
+#
+#   benches/load.sh                                  # pass-through, 3 x 10 s, all peers
+#   SCENARIO=routes100 benches/load.sh               # 100 prefix routes before the default
+#   REPS=1 DURATION=5 PEERS="nginx-w1 haproxy-t1" benches/load.sh
+#
+# Knobs (environment, defaults in brackets):
+#   SCENARIO [passthrough]  passthrough: upstreams + default + `routes: []` (step 1)
+#                           routes100:   100 `path_prefix` routes that GET / does not
+#                                        match, then the default: the matcher's cost
+#   EXPERIMENTS [exp-plain] the harness's nginx experiments to run beside the peers
+#   REPS, DURATION, PIN, PEERS, CONNS, THREADS, LAT_DURATION, WARMUP, OUT, ...
+#                           passed through to peers.sh unchanged (see the top of peers.sh)
+#   SKIP_BUILD [0]          1 = use the existing binary, do not run cargo
+#   STRANGLER_BIN           binary to measure [<target dir>/release/strangler]
+#   PEERS_SH                the harness [<repo>/../shared/bench/peers.sh]
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+SCENARIO=${SCENARIO:-passthrough}
+PEERS_SH=${PEERS_SH:-$ROOT/../shared/bench/peers.sh}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
+BIN=${STRANGLER_BIN:-$TARGET_DIR/release/strangler}
+ADMIN=127.0.0.1:18198
+export EXPERIMENTS=${EXPERIMENTS-exp-plain}
+export OUT=${OUT:-/tmp/peers-bench-results/strangler-$SCENARIO-$(date +%Y%m%d-%H%M%S)}
+
+die() { echo "load.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] load.sh: $*" >&2; }
+
+case $SCENARIO in
+    passthrough|routes100) ;;
+    *) die "unknown SCENARIO '$SCENARIO' (passthrough|routes100)" ;;
+esac
+[ -f "$PEERS_SH" ] || die "peer harness not found at $PEERS_SH (set PEERS_SH)"
+
+if [ "${SKIP_BUILD:-0}" != 1 ]; then
+    log "cargo build --release -p strangler"
+    (cd "$ROOT" && cargo build --release -p strangler) || die "cargo build failed"
+fi
+[ -x "$BIN" ] || die "no binary at $BIN"
+"$BIN" run --help 2>/dev/null | grep -q -- '--access-log' \
+    || die "$BIN run --help does not list --access-log (stale or incomplete build?)"
+if [ -n "$(ss -Hltn "sport = :${ADMIN##*:}" 2>/dev/null)" ]; then
+    die "port ${ADMIN##*:} (strangler's admin in this benchmark) is already in use"
+fi
+
+WORK=$(mktemp -d /tmp/strangler-load.XXXXXX)
+trap 'rm -rf "$WORK"' EXIT
+ROUTES=$WORK/routes.yaml
+{
+    echo "# benches/load.sh, scenario $SCENARIO"
+    echo "upstreams:"
+    echo '  origin: { url: "http://127.0.0.1:18080" }'
+    if [ "$SCENARIO" = routes100 ]; then
+        echo '  service: { url: "http://127.0.0.1:18081" }'
+    fi
+    echo "default: origin"
+    if [ "$SCENARIO" = routes100 ]; then
+        echo "routes:"
+        for i in $(seq -w 0 99); do
+            echo "  - name: svc-$i"
+            echo "    match: { path_prefix: /svc-$i }"
+            echo "    to: service"
+        done
+    else
+        echo "routes: []"
+    fi
+} > "$ROUTES"
+"$BIN" check "$ROUTES" >&2 || die "the generated route file does not validate: $ROUTES"
+
+# $BENCH_LISTEN stays literal: peers.sh exports it to the candidate's `bash -c`.
+CANDIDATE_CMD="$(printf '%q' "$BIN") run --routes $(printf '%q' "$ROUTES")"
+CANDIDATE_CMD+=' --listen $BENCH_LISTEN --admin '"$ADMIN"' --access-log off'
+export CANDIDATE_CMD CANDIDATE_PORT=18199 CANDIDATE_NAME=strangler
+
+log "scenario $SCENARIO, route file $ROUTES"
+log "candidate: $CANDIDATE_CMD"
+rc=0
+(cd "$ROOT" && bash "$PEERS_SH") || rc=$?
+echo
+log "results: $OUT/summary.md (table), $OUT/results.tsv (raw rows), $OUT/meta.txt (settings)"
+exit "$rc"

@@ -1,0 +1,122 @@
+//! Command-line flags: static settings that need a restart (everything else is in the route file).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// `strangler`: a reverse proxy for migrating a monolith one route at a time.
+#[derive(Debug, Parser)]
+#[command(name = "strangler", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve traffic according to a route file.
+    Run(RunArgs),
+    /// Validate a route file (like `nginx -t`): exit 0 when valid, 1 when not.
+    Check(CheckArgs),
+    /// Start an embedded monolith, a new service and the proxy in front of them.
+    Demo(DemoArgs),
+}
+
+/// Flags of `strangler run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunArgs {
+    /// The route file; watched and reloaded on change.
+    #[arg(long, env = "STRANGLER_ROUTES")]
+    pub routes: PathBuf,
+    /// Plain HTTP listener (HTTP/1.1 and h2c); repeatable.
+    #[arg(long, env = "STRANGLER_LISTEN", value_delimiter = ',', default_value = "0.0.0.0:8080")]
+    pub listen: Vec<SocketAddr>,
+    /// Admin listener (health, readiness).
+    #[arg(long, env = "STRANGLER_ADMIN", default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// Log format.
+    #[arg(long, env = "STRANGLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// One log line per request (`off` for benchmarks and very busy edges).
+    #[arg(long, env = "STRANGLER_ACCESS_LOG", value_enum, default_value_t = Switch::On)]
+    pub access_log: Switch,
+    /// Largest request body accepted, e.g. `10MiB` (413 above it); unlimited when absent.
+    #[arg(long, env = "STRANGLER_MAX_BODY", value_parser = parse_size)]
+    pub max_body: Option<u64>,
+    /// Largest total size of request headers (431 above it).
+    #[arg(long, env = "STRANGLER_MAX_HEADER_BYTES", value_parser = parse_size, default_value = "32KiB")]
+    pub max_header_bytes: u64,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    #[arg(long, env = "STRANGLER_GRACE", value_parser = parse_duration, default_value = "30s")]
+    pub grace: Duration,
+    /// How long a client may take to send request headers.
+    #[arg(long, env = "STRANGLER_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    pub header_timeout: Duration,
+    /// Safety-net poll of the route file, in case a file event was missed.
+    #[arg(long, env = "STRANGLER_POLL", value_parser = parse_duration, default_value = "2s")]
+    pub poll: Duration,
+}
+
+/// Flags of `strangler check`.
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// The route file to validate.
+    pub file: PathBuf,
+    /// Explain which route takes a request, e.g. `"GET /invoices/7?x=1"`.
+    #[arg(long)]
+    pub explain: Option<String>,
+    /// Headers of the explained request (`-H "x-beta: true"`), repeatable.
+    #[arg(short = 'H', long = "header", requires = "explain")]
+    pub headers: Vec<String>,
+}
+
+/// Flags of `strangler demo`.
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the proxy of the demo listens.
+    #[arg(long, env = "STRANGLER_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the demo's admin endpoint listens.
+    #[arg(long, env = "STRANGLER_ADMIN", default_value = "127.0.0.1:9901")]
+    pub admin: SocketAddr,
+    /// Send the sample traffic, print what happened, and exit instead of serving on.
+    #[arg(long)]
+    pub once: bool,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// An on/off flag value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Switch {
+    /// Enabled.
+    On,
+    /// Disabled.
+    Off,
+}
+
+impl Switch {
+    /// Whether the switch is on.
+    pub fn enabled(self) -> bool {
+        self == Switch::On
+    }
+}
+
+fn parse_size(s: &str) -> Result<u64, String> {
+    strangler_routes::units::parse_size(s).map_err(|e| e.to_string())
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    strangler_routes::units::parse_duration(s).map_err(|e| e.to_string())
+}

@@ -1,0 +1,85 @@
+//! How a matched request flows: one closed set of strategies, one `match`, one file each.
+
+mod forward;
+mod respond;
+
+use http::{HeaderValue, Request, Response};
+use hyper::body::Incoming;
+use strangler_routes::{Action, Rewrite, Route, RouteTable, UpstreamId};
+
+use crate::body::BoxBody;
+use crate::error::ProxyError;
+use crate::pipeline::{ConnInfo, Limits};
+use crate::runtime::Runtime;
+
+/// What to do with a request, decided from its route (or the default upstream).
+#[derive(Debug, Clone, Copy)]
+pub enum Dispatch<'t> {
+    /// Pass the request to one upstream, optionally rewritten.
+    Forward {
+        /// Where to send it.
+        upstream: UpstreamId,
+        /// The route's rewrite rules, if any.
+        rewrite: Option<&'t Rewrite>,
+    },
+    /// Answer from the route file without any upstream.
+    Respond(&'t strangler_routes::Respond),
+}
+
+/// The per-request context every strategy needs.
+pub struct Exchange<'a> {
+    /// The snapshot this request is served with.
+    pub runtime: &'a Runtime,
+    /// The client's connection.
+    pub conn: ConnInfo,
+    /// The request id (already set on the request headers).
+    pub request_id: &'a HeaderValue,
+    /// Request limits.
+    pub limits: Limits,
+    /// The normalized path the route was matched on.
+    pub path: String,
+}
+
+impl<'t> Dispatch<'t> {
+    /// The strategy for `route`; `None` means the table's default upstream.
+    pub fn for_route(table: &RouteTable, route: Option<&'t Route>) -> Self {
+        match route {
+            None => Dispatch::Forward {
+                upstream: table.default_upstream(),
+                rewrite: None,
+            },
+            Some(route) => match &route.action {
+                Action::Forward(upstream) => Dispatch::Forward {
+                    upstream: *upstream,
+                    rewrite: route.rewrite.as_ref(),
+                },
+                Action::Respond(respond) => Dispatch::Respond(respond),
+            },
+        }
+    }
+
+    /// Name of the upstream that answers, for logs and metrics (`respond` for fixed answers).
+    pub fn upstream_name<'n>(&self, table: &'n RouteTable) -> &'n str {
+        match self {
+            Dispatch::Forward { upstream, .. } => table.upstream(*upstream).name.as_str(),
+            Dispatch::Respond(_) => "respond",
+        }
+    }
+}
+
+/// Run `dispatch` for `request`.
+///
+/// # Errors
+/// A [`ProxyError`] that the pipeline turns into the client's answer.
+pub async fn run(
+    dispatch: Dispatch<'_>,
+    exchange: &Exchange<'_>,
+    request: Request<Incoming>,
+) -> Result<Response<BoxBody>, ProxyError> {
+    match dispatch {
+        Dispatch::Forward { upstream, rewrite } => {
+            forward::forward(exchange, upstream, rewrite, request).await
+        }
+        Dispatch::Respond(respond) => Ok(respond::respond(respond)),
+    }
+}

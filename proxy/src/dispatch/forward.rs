@@ -1,0 +1,122 @@
+//! The `forward` strategy: pass the request to one upstream as faithfully as a proxy can.
+
+use http::header::{self, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use strangler_routes::{Rewrite, UpstreamId};
+
+use super::Exchange;
+use crate::body::{self, BoxBody, LimitedStream};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::pipeline::{client_host, via_for};
+
+/// Forward `request` to `upstream` and stream its answer back.
+///
+/// The body streams in both directions; nothing is buffered. An `Upgrade` request (e.g. a
+/// WebSocket) that the upstream accepts with 101 becomes a byte tunnel owned by its own task,
+/// so neither a reload nor the end of this function closes it.
+///
+/// # Errors
+/// A [`ProxyError`] when the upstream cannot be reached, times out or breaks the exchange.
+pub(super) async fn forward(
+    exchange: &Exchange<'_>,
+    upstream: UpstreamId,
+    rewrite: Option<&Rewrite>,
+    mut request: Request<Incoming>,
+) -> Result<Response<BoxBody>, ProxyError> {
+    let pool = exchange.runtime.pool(upstream);
+    let spec = pool.spec();
+    let upgrade = is_upgrade(&request);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+    let version = request.version();
+    let via = via_for(version);
+    let host = client_host(&request);
+    let (mut parts, incoming) = request.into_parts();
+
+    let path = match rewrite {
+        Some(rewrite) => rewrite.apply_path(&exchange.path),
+        None => exchange.path.clone(),
+    };
+    parts.uri = match parts.uri.query() {
+        Some(query) => pool.uri(&format!("{path}?{query}"))?,
+        None => pool.uri(&path)?,
+    };
+    parts.version = if spec.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+
+    let headers = &mut parts.headers;
+    headers::strip_hop_by_hop(headers, upgrade);
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    }
+    headers::add_forwarding(headers, exchange.conn.peer.ip(), exchange.conn.proto, host.as_ref(), via);
+    match host {
+        // The client library fills `Host` from the URI, i.e. the upstream's authority.
+        _ if spec.host_rewrite => {
+            headers.remove(header::HOST);
+        }
+        Some(host) => {
+            headers.insert(header::HOST, host);
+        }
+        None => {}
+    }
+    if let Some(rewrite) = rewrite {
+        for name in &rewrite.remove_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &rewrite.set_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+
+    let body = match exchange.limits.max_body {
+        Some(limit) => body::boxed(LimitedStream::new(incoming, limit)),
+        None => body::boxed(incoming),
+    };
+    let mut response = pool.send(Request::from_parts(parts, body)).await?;
+
+    let tunnelled = response.status() == StatusCode::SWITCHING_PROTOCOLS;
+    match client_upgrade {
+        Some(client_upgrade) if tunnelled => {
+            let upstream_upgrade = hyper::upgrade::on(&mut response);
+            let request_id = exchange.request_id.clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(client_upgrade, upstream_upgrade) {
+                    Ok((client, upstream)) => {
+                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                            tracing::debug!(request_id = ?request_id, error = %err, "tunnel closed");
+                        }
+                    }
+                    Err(err) => {
+                        tracing::warn!(request_id = ?request_id, error = %err, "upgrade failed");
+                    }
+                }
+            });
+            let headers = response.headers_mut();
+            headers::strip_hop_by_hop(headers, true);
+            headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        }
+        _ => headers::strip_hop_by_hop(response.headers_mut(), false),
+    }
+    headers::append_via(response.headers_mut(), via);
+    Ok(response)
+}
+
+/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
+fn is_upgrade<B>(request: &Request<B>) -> bool {
+    request.version() == Version::HTTP_11
+        && request.headers().contains_key(header::UPGRADE)
+        && request
+            .headers()
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+}

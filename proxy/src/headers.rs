@@ -1,0 +1,210 @@
+//! Header rules of a faithful proxy: hop-by-hop removal, forwarding headers, request ids.
+
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// `X-Request-Id`: kept when the client sent a usable one, created otherwise.
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+/// `X-Forwarded-For`: the client address is appended.
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+/// `X-Forwarded-Proto`: the scheme the client used.
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+/// `X-Forwarded-Host`: the host the client asked for.
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+
+/// Headers that describe one hop and never travel further (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    KEEP_ALIVE,
+    PROXY_CONNECTION,
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+/// Remove hop-by-hop headers, including every header named in `Connection`.
+///
+/// `TE: trailers` survives on requests (gRPC needs it); `Upgrade` survives when
+/// `keep_upgrade` is set, because an upgrade is tunnelled end to end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+    // Names listed in Connection are hop-by-hop too; collect first, the map is borrowed.
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in named {
+        if !(keep_upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if !keep_upgrade {
+        headers.remove(header::UPGRADE);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Add `X-Forwarded-For`, `-Proto`, `-Host` and `Via` for a request that arrived from `client`.
+pub fn add_forwarding(
+    headers: &mut HeaderMap,
+    client: IpAddr,
+    proto: &'static str,
+    host: Option<&HeaderValue>,
+    via: &'static str,
+) {
+    let client = client.to_string();
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
+        Some(Ok(previous)) => format!("{previous}, {client}"),
+        _ => client,
+    };
+    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+        headers.insert(X_FORWARDED_FOR, value);
+    }
+    headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if let Some(host) = host {
+        headers.insert(X_FORWARDED_HOST, host.clone());
+    }
+    append_via(headers, via);
+}
+
+/// Append this hop to `Via` (requests and responses alike).
+pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
+    let value = match headers.get(header::VIA).map(HeaderValue::to_str) {
+        Some(Ok(previous)) => HeaderValue::from_str(&format!("{previous}, {via}")).ok(),
+        _ => Some(HeaderValue::from_static(via)),
+    };
+    if let Some(value) = value {
+        headers.insert(header::VIA, value);
+    }
+}
+
+/// The request id: the client's `X-Request-Id` when it is short and printable, else a new one.
+///
+/// The header is (re)written on the request so the upstream sees the same id we log.
+pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
+    if let Some(existing) = headers.get(&X_REQUEST_ID) {
+        let bytes = existing.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
+            return existing.clone();
+        }
+    }
+    let id = new_request_id();
+    headers.insert(X_REQUEST_ID, id.clone());
+    id
+}
+
+/// A new process-unique request id: a random per-process prefix and a counter.
+fn new_request_id() -> HeaderValue {
+    static PREFIX: OnceLock<u64> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = *PREFIX.get_or_init(random_u64);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:016x}{:08x}", prefix, n);
+    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+}
+
+/// A random 64-bit number from the standard library's randomly keyed hasher.
+fn random_u64() -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or_default(),
+    );
+    hasher.write_u32(std::process::id());
+    hasher.finish()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_removed() {
+        let mut headers = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret", "1"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("x-kept", "yes"),
+        ]);
+        strip_hop_by_hop(&mut headers, false);
+        assert!(headers.get("x-secret").is_none());
+        assert!(headers.get("keep-alive").is_none());
+        assert!(headers.get("connection").is_none());
+        assert!(headers.get("transfer-encoding").is_none());
+        assert!(headers.get("upgrade").is_none());
+        assert_eq!(headers["te"], "trailers");
+        assert_eq!(headers["x-kept"], "yes");
+    }
+
+    #[test]
+    fn upgrade_survives_when_tunnelling() {
+        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
+        strip_hop_by_hop(&mut headers, true);
+        assert_eq!(headers["upgrade"], "websocket");
+    }
+
+    #[test]
+    fn forwarding_headers_append_to_what_came_in() {
+        let mut headers = map(&[("x-forwarded-for", "10.0.0.1"), ("via", "1.1 edge")]);
+        let host = HeaderValue::from_static("shop.example");
+        add_forwarding(
+            &mut headers,
+            "127.0.0.1".parse().unwrap(),
+            "http",
+            Some(&host),
+            "1.1 strangler",
+        );
+        assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["x-forwarded-host"], "shop.example");
+        assert_eq!(headers["via"], "1.1 edge, 1.1 strangler");
+    }
+
+    #[test]
+    fn request_ids_are_kept_or_created_unique() {
+        let mut with = map(&[("x-request-id", "abc-123")]);
+        assert_eq!(request_id(&mut with), "abc-123");
+        let mut a = HeaderMap::new();
+        let mut b = HeaderMap::new();
+        let (ida, idb) = (request_id(&mut a), request_id(&mut b));
+        assert_ne!(ida, idb);
+        assert_eq!(a[X_REQUEST_ID], ida);
+    }
+}

@@ -1,0 +1,30 @@
+//! The `strangler` binary: parse flags, set up logging, hand over to the library.
+
+use clap::Parser;
+use strangler::config::{Cli, Command, LogFormat};
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Check(args) => {
+            let code = strangler::check::check(&args.file, args.explain.as_deref(), &args.headers);
+            std::process::exit(code);
+        }
+        Command::Run(args) => {
+            strangler::logging::init(args.log_format);
+            let runtime = tokio::runtime::Runtime::new()?;
+            if let Err(err) = runtime.block_on(strangler::app::run(args)) {
+                tracing::error!("{err}");
+                eprintln!("strangler: {err}");
+                std::process::exit(1);
+            }
+            Ok(())
+        }
+        Command::Demo(args) => {
+            strangler::logging::init(LogFormat::Text);
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(strangler::demo::run(args))?;
+            Ok(())
+        }
+    }
+}

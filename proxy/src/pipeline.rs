@@ -1,0 +1,177 @@
+//! The request lifecycle, top to bottom: snapshot → normalize → match → dispatch → respond → log.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use http::{HeaderValue, Request, Response, Version};
+use hyper::body::Incoming;
+use strangler_routes::{RequestView, normalize::normalize_path};
+
+use crate::body::BoxBody;
+use crate::dispatch::{self, Dispatch, Exchange};
+use crate::error::ProxyError;
+use crate::headers;
+use crate::runtime::RuntimeStore;
+
+/// What the proxy knows about the connection a request arrived on.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub peer: SocketAddr,
+    /// `http` or `https`, for `X-Forwarded-Proto`.
+    pub proto: &'static str,
+}
+
+/// Limits applied to every request before it is routed.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest request body in bytes (413 above it); `None` for no limit.
+    pub max_body: Option<u64>,
+    /// Largest total size of the request headers in bytes (431 above it).
+    pub max_header_bytes: u64,
+}
+
+/// The request path shared by every connection.
+pub struct Pipeline {
+    store: Arc<RuntimeStore>,
+    limits: Limits,
+    access_log: bool,
+}
+
+impl Pipeline {
+    /// A pipeline serving from `store`.
+    pub fn new(store: Arc<RuntimeStore>, limits: Limits, access_log: bool) -> Self {
+        Self {
+            store,
+            limits,
+            access_log,
+        }
+    }
+
+    /// Serve one request. Never fails: every error becomes an answer with the request id.
+    pub async fn handle(&self, mut request: Request<Incoming>, conn: ConnInfo) -> Response<BoxBody> {
+        let started = Instant::now();
+        let request_id = headers::request_id(request.headers_mut());
+        // One snapshot for the whole exchange: a reload mid-request does not change its rules.
+        let runtime = self.store.snapshot();
+        let table = runtime.table();
+
+        let method = request.method().clone();
+        let mut route_name = "-";
+        let mut upstream_name = "-";
+        let outcome = match self.admit(&request).and_then(|()| normalized_path(&request)) {
+            Err(err) => Err(err),
+            Ok(path) => {
+                let view = RequestView {
+                    method: request.method(),
+                    path: &path,
+                    query: request.uri().query(),
+                    host: host_of(&request),
+                    headers: request.headers(),
+                };
+                let route = table.find(&view);
+                let dispatch = Dispatch::for_route(table, route);
+                route_name = route.map_or("default", |r| r.name.as_str());
+                upstream_name = dispatch.upstream_name(table);
+                let path = path.into_owned();
+                let exchange = Exchange {
+                    runtime: &runtime,
+                    conn,
+                    request_id: &request_id,
+                    limits: self.limits,
+                    path,
+                };
+                dispatch::run(dispatch, &exchange, request).await
+            }
+        };
+        let mut response = outcome.unwrap_or_else(|err| {
+            tracing::warn!(request_id = ?request_id, route = route_name, error = %err, "request failed");
+            err.to_response(&request_id)
+        });
+        response
+            .headers_mut()
+            .insert(headers::X_REQUEST_ID, request_id.clone());
+        if self.access_log {
+            tracing::info!(
+                target: "strangler::access",
+                request_id = request_id.to_str().unwrap_or("-"),
+                method = %method,
+                route = %route_name,
+                upstream = %upstream_name,
+                status = response.status().as_u16(),
+                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                client = %conn.peer,
+            );
+        }
+        response
+    }
+
+    /// Refuse requests over the header and declared body limits before any work is done.
+    fn admit(&self, request: &Request<Incoming>) -> Result<(), ProxyError> {
+        let size: usize = request
+            .headers()
+            .iter()
+            .map(|(name, value)| name.as_str().len() + value.len() + 4)
+            .sum();
+        if size as u64 > self.limits.max_header_bytes {
+            return Err(ProxyError::HeadersTooLarge {
+                size,
+                limit: self.limits.max_header_bytes,
+            });
+        }
+        if let (Some(limit), Some(declared)) = (self.limits.max_body, content_length(request)) {
+            if declared > limit {
+                return Err(ProxyError::BodyTooLarge { limit });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The request's path after normalization: what is matched and what is forwarded.
+fn normalized_path(request: &Request<Incoming>) -> Result<std::borrow::Cow<'_, str>, ProxyError> {
+    normalize_path(request.uri().path()).map_err(|e| ProxyError::BadRequest(e.to_string()))
+}
+
+/// The host the client asked for: `Host` on HTTP/1, the `:authority` on HTTP/2.
+pub fn host_of<B>(request: &Request<B>) -> Option<&str> {
+    if request.version() == Version::HTTP_2 {
+        if let Some(authority) = request.uri().authority() {
+            return Some(authority.as_str());
+        }
+    }
+    request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+}
+
+fn content_length<B>(request: &Request<B>) -> Option<u64> {
+    request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+/// The value of `Via` for a request that arrived with `version`.
+pub fn via_for(version: Version) -> &'static str {
+    match version {
+        Version::HTTP_10 => "1.0 strangler",
+        Version::HTTP_2 => "2 strangler",
+        _ => "1.1 strangler",
+    }
+}
+
+/// The `Host` to send upstream when the client's is kept: on HTTP/2 it comes from `:authority`.
+pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
+    host_of(request).and_then(|h| HeaderValue::from_str(h).ok())
+}
+
+impl crate::server::Handler for Pipeline {
+    async fn call(self: Arc<Self>, request: Request<Incoming>, conn: ConnInfo) -> Response<BoxBody> {
+        self.handle(request, conn).await
+    }
+}

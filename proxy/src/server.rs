@@ -1,0 +1,102 @@
+//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on one port, drain on shutdown.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::body::BoxBody;
+use crate::pipeline::ConnInfo;
+
+/// Connection-level settings of a listener.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerSettings {
+    /// How long a client may take to send a request's headers.
+    pub header_timeout: Duration,
+    /// hyper's read buffer: a hard ceiling on the request head (hyper answers 431 above it).
+    pub max_head_bytes: usize,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub grace: Duration,
+}
+
+/// Something that answers requests: the proxy pipeline or the admin endpoint.
+pub trait Handler: Send + Sync + 'static {
+    /// Answer one request that arrived on `conn`.
+    fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> impl Future<Output = Response<BoxBody>> + Send;
+}
+
+/// Accept on `listener` until `shutdown` turns true, then stop accepting and let in-flight
+/// requests finish for up to `settings.grace`.
+pub async fn serve<H: Handler>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    settings: ServerSettings,
+    proto: &'static str,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_head_bytes);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
+    let graceful = GracefulShutdown::new();
+    let local = listener.local_addr().ok();
+
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.wait_for(|stop| *stop) => break,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(err) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let conn = ConnInfo { peer, proto };
+        let handler = handler.clone();
+        let service = service_fn(move |request| {
+            let handler = handler.clone();
+            async move { Ok::<_, Infallible>(handler.call(request, conn).await) }
+        });
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(err) = connection.await {
+                tracing::debug!(%peer, error = %err, "connection ended with an error");
+            }
+        });
+    }
+
+    drop(listener);
+    let open = graceful.count();
+    tracing::info!(listener = ?local, open_connections = open, "stopped accepting; draining");
+    if tokio::time::timeout(settings.grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(listener = ?local, grace = ?settings.grace, "grace period over; closing the remaining connections");
+    }
+}
+

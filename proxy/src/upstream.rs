@@ -1,0 +1,221 @@
+//! Upstream pools: one pooled keep-alive client per upstream, with the limits hyper leaves out.
+
+use std::error::Error as StdError;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, Uri};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+use strangler_routes::{Scheme, Upstream};
+use tokio::sync::Semaphore;
+
+use crate::body::{self, BodyTooLarge, BoxBody, Guarded};
+use crate::error::ProxyError;
+
+/// A pooled client for one upstream of the route file.
+///
+/// Built once per upstream when a route table is loaded and reused by later tables while the
+/// upstream's definition is unchanged, so a reload keeps warm connections.
+pub struct UpstreamPool {
+    spec: Upstream,
+    client: Client<HttpConnector, BoxBody>,
+    /// Caps concurrent exchanges (the legacy client has no per-host connection cap).
+    permits: Arc<Semaphore>,
+}
+
+/// Why a pool could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum PoolError {
+    /// The upstream needs something this build does not provide.
+    #[error("upstream {upstream}: {reason}")]
+    Unsupported {
+        /// Name of the upstream.
+        upstream: String,
+        /// What is missing.
+        reason: &'static str,
+    },
+}
+
+impl UpstreamPool {
+    /// Build the pool for `spec`.
+    ///
+    /// # Errors
+    /// [`PoolError::Unsupported`] for `https://` upstreams (TLS to upstreams is not built yet).
+    pub fn new(spec: &Upstream) -> Result<Self, PoolError> {
+        if spec.scheme == Scheme::Https {
+            return Err(PoolError::Unsupported {
+                upstream: spec.name.clone(),
+                reason: "https upstreams are not supported by this build",
+            });
+        }
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(spec.connect_timeout));
+        connector.set_nodelay(true);
+        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_timer(TokioTimer::new())
+            .timer(TokioTimer::new())
+            .pool_idle_timeout(spec.idle_timeout)
+            .pool_max_idle_per_host(spec.max_connections)
+            .http2_only(spec.http2)
+            .build(connector);
+        Ok(Self {
+            spec: spec.clone(),
+            client,
+            permits: Arc::new(Semaphore::new(spec.max_connections)),
+        })
+    }
+
+    /// The upstream this pool serves.
+    pub fn spec(&self) -> &Upstream {
+        &self.spec
+    }
+
+    /// Whether this pool can keep serving an upstream defined as `spec` after a reload.
+    pub fn serves(&self, spec: &Upstream) -> bool {
+        self.spec == *spec
+    }
+
+    /// The absolute URI of `path_and_query` on this upstream (its base path prepended).
+    ///
+    /// # Errors
+    /// [`ProxyError::BadRequest`] when the result is not a valid URI.
+    pub fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let scheme = match self.spec.scheme {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        };
+        let mut uri = String::with_capacity(
+            scheme.len() + 3 + self.spec.authority.as_str().len() + self.spec.base_path.len()
+                + path_and_query.len(),
+        );
+        uri.push_str(scheme);
+        uri.push_str("://");
+        uri.push_str(self.spec.authority.as_str());
+        uri.push_str(&self.spec.base_path);
+        uri.push_str(path_and_query);
+        Uri::try_from(uri).map_err(|e| ProxyError::BadRequest(format!("invalid upstream uri: {e}")))
+    }
+
+    /// Send `request` (its URI already absolute) and wait for the response head.
+    ///
+    /// A bodiless idempotent request that fails because a pooled connection was closed
+    /// under it is sent once more on a fresh connection; any other request is not, since
+    /// its body is gone or repeating it could repeat a side effect.
+    ///
+    /// # Errors
+    /// A [`ProxyError`] classifying the failure: connect, timeout, broken exchange or a
+    /// request body over the limit.
+    pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
+        let deadline = tokio::time::Instant::now() + self.spec.timeout;
+        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
+            .await
+            .map_err(|_| self.timeout())?
+            .map_err(|_| ProxyError::Internal("upstream pool closed".into()))?;
+        let replay = replayable(&request).then(|| {
+            let mut copy = Request::new(body::empty());
+            *copy.method_mut() = request.method().clone();
+            *copy.uri_mut() = request.uri().clone();
+            *copy.headers_mut() = request.headers().clone();
+            copy
+        });
+        let first = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let result = match (first, replay) {
+            (Ok(Err(err)), Some(replay)) if is_stale_connection(&err) => {
+                tracing::debug!(upstream = %self.spec.name, error = %err, "retrying on a fresh connection");
+                tokio::time::timeout_at(deadline, self.client.request(replay)).await
+            }
+            (first, _) => first,
+        };
+        match result {
+            Ok(Ok(response)) => Ok(response.map(|incoming| body::boxed(Guarded::new(incoming, permit)))),
+            Ok(Err(err)) => Err(self.classify(&err)),
+            Err(_) => Err(self.timeout()),
+        }
+    }
+
+    fn timeout(&self) -> ProxyError {
+        ProxyError::UpstreamTimeout {
+            upstream: self.spec.name.clone(),
+            after: self.spec.timeout,
+        }
+    }
+
+    fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {
+        if let Some(too_large) = find_source::<BodyTooLarge>(err) {
+            return ProxyError::BodyTooLarge {
+                limit: too_large.limit,
+            };
+        }
+        let io_kind = find_source::<io::Error>(err).map(io::Error::kind);
+        if err.is_connect() {
+            if io_kind == Some(io::ErrorKind::TimedOut) {
+                return ProxyError::UpstreamTimeout {
+                    upstream: self.spec.name.clone(),
+                    after: self.spec.connect_timeout,
+                };
+            }
+            let reason = match io_kind {
+                Some(io::ErrorKind::ConnectionRefused) => "connection refused".to_string(),
+                _ => root_cause(err),
+            };
+            return ProxyError::UpstreamConnect {
+                upstream: self.spec.name.clone(),
+                reason,
+            };
+        }
+        ProxyError::UpstreamBroken {
+            upstream: self.spec.name.clone(),
+            reason: root_cause(err),
+        }
+    }
+}
+
+/// Whether a request may be replayed after a stale-connection failure.
+fn replayable(request: &Request<BoxBody>) -> bool {
+    use hyper::body::Body;
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) && request.body().is_end_stream()
+}
+
+/// A pooled connection closed by the upstream just as we reused it.
+fn is_stale_connection(err: &hyper_util::client::legacy::Error) -> bool {
+    if err.is_connect() {
+        return false;
+    }
+    if let Some(hyper_err) = find_source::<hyper::Error>(err) {
+        if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed() {
+            return true;
+        }
+    }
+    matches!(
+        find_source::<io::Error>(err).map(io::Error::kind),
+        Some(io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe)
+    )
+}
+
+/// The first error of type `T` in `err`'s source chain.
+fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        if let Some(found) = e.downcast_ref::<T>() {
+            return Some(found);
+        }
+        current = e.source();
+    }
+    None
+}
+
+/// The innermost message of an error chain: the most specific reason.
+fn root_cause(err: &(dyn StdError + 'static)) -> String {
+    let mut current = err;
+    while let Some(next) = current.source() {
+        current = next;
+    }
+    current.to_string()
+}

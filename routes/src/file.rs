@@ -1,0 +1,328 @@
+//! The serde mirror of the route file (no logic), and the only module that knows YAML.
+//!
+//! The file is first read as a generic YAML tree (syntax errors carry their location),
+//! then every upstream and every route is deserialized on its own, so that one bad route
+//! does not hide the problems of the next. Scalars are kept as text ([`Scalar`]) so that
+//! type problems become semantic errors that name their key.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Deserialize;
+use serde::de::{self, IgnoredAny, Visitor};
+use serde_yaml::Value;
+
+/// A problem found while mirroring the YAML, before any semantic check.
+#[derive(Debug, Clone)]
+pub(crate) struct RawProblem {
+    /// Dotted key of the item (or top-level key) the problem was found in.
+    pub key: String,
+    /// Lowercase message without location.
+    pub message: String,
+    /// A line reported by the YAML parser itself (syntax errors).
+    pub line: Option<usize>,
+    /// A field named by the deserializer (`unknown field `x``), to be located under `key`.
+    pub field: Option<String>,
+}
+
+/// The whole file, item by item; items that failed to deserialize are `None` (their
+/// problem is in [`RawFile::problems`]).
+#[derive(Debug, Default)]
+pub(crate) struct RawFile {
+    pub upstreams: Vec<(String, Option<RawUpstream>)>,
+    pub default: Option<Scalar>,
+    pub routes: Vec<Option<RawRoute>>,
+    pub problems: Vec<RawProblem>,
+}
+
+/// A YAML scalar (string, number or boolean) kept as its text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Scalar(pub String);
+
+/// `upstreams.NAME`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawUpstream {
+    pub url: Option<Scalar>,
+    pub connect_timeout: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub idle_timeout: Option<Scalar>,
+    pub host: Option<Scalar>,
+    pub http2: Option<Scalar>,
+    pub tls: Option<RawTls>,
+    pub max_connections: Option<Scalar>,
+}
+
+/// `upstreams.NAME.tls`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawTls {
+    pub ca: Option<Scalar>,
+    pub server_name: Option<Scalar>,
+}
+
+/// `routes[N]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRoute {
+    pub name: Option<Scalar>,
+    #[serde(rename = "match")]
+    pub matcher: Option<RawMatch>,
+    pub to: Option<Scalar>,
+    pub respond: Option<RawRespond>,
+    pub rewrite: Option<RawRewrite>,
+    pub fallback: Option<Scalar>,
+    pub rollback_to: Option<Scalar>,
+    // Known to the product but not implemented by this version: rejected by validation
+    // with a clear message instead of "unknown field".
+    pub shadow: Option<IgnoredAny>,
+    pub canary: Option<IgnoredAny>,
+    pub hooks: Option<IgnoredAny>,
+}
+
+/// `routes[N].match`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawMatch {
+    pub path: Option<Scalar>,
+    pub path_prefix: Option<Scalar>,
+    pub path_regex: Option<Scalar>,
+    pub methods: Option<Vec<Scalar>>,
+    pub host: Option<Scalar>,
+    pub headers: Option<BTreeMap<String, RawHeaderMatch>>,
+    pub query: Option<BTreeMap<String, Scalar>>,
+    pub cookie: Option<BTreeMap<String, Scalar>>,
+    pub form: Option<IgnoredAny>,
+    pub json: Option<IgnoredAny>,
+}
+
+/// `routes[N].match.headers.NAME`: a value, or `{ regex }` / `{ present }`.
+#[derive(Debug, Deserialize)]
+#[serde(
+    untagged,
+    expecting = "a string, `{ regex: ... }` or `{ present: true|false }`"
+)]
+pub(crate) enum RawHeaderMatch {
+    Exact(Scalar),
+    Rule(RawHeaderRule),
+}
+
+/// The map form of a header predicate.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHeaderRule {
+    pub regex: Option<Scalar>,
+    pub present: Option<bool>,
+}
+
+/// `routes[N].respond`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRespond {
+    pub status: Option<Scalar>,
+    pub body: Option<Scalar>,
+    pub headers: Option<BTreeMap<String, Scalar>>,
+}
+
+/// `routes[N].rewrite`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawRewrite {
+    pub strip_prefix: Option<Scalar>,
+    pub prefix: Option<Scalar>,
+    pub set_headers: Option<BTreeMap<String, Scalar>>,
+    pub remove_headers: Option<Vec<Scalar>>,
+}
+
+const TOP_LEVEL_KEYS: &[&str] = &["upstreams", "default", "routes"];
+
+/// Mirrors `text` item by item, collecting every structural problem.
+pub(crate) fn parse(text: &str) -> RawFile {
+    let mut file = RawFile::default();
+    let root: Value = match serde_yaml::from_str(text) {
+        Ok(value) => value,
+        Err(err) => {
+            file.problems.push(RawProblem {
+                key: "yaml".into(),
+                message: strip_location(&err.to_string()),
+                line: err.location().map(|l| l.line()),
+                field: None,
+            });
+            return file;
+        }
+    };
+    let Value::Mapping(root) = root else {
+        let message = if root.is_null() {
+            "the file is empty (it needs at least `upstreams` and `default`)"
+        } else {
+            "the file must be a mapping with `upstreams`, `default` and `routes`"
+        };
+        file.problems.push(problem("file", message.into()));
+        return file;
+    };
+    for (key, value) in root {
+        let Some(name) = key.as_str() else {
+            file.problems
+                .push(problem("file", "top-level keys must be strings".into()));
+            continue;
+        };
+        match name {
+            "upstreams" => parse_upstreams(value, &mut file),
+            "default" => match from_value::<Option<Scalar>>(value) {
+                Ok(scalar) => file.default = scalar,
+                Err(err) => file.problems.push(item_problem("default", &err)),
+            },
+            "routes" => parse_routes(value, &mut file),
+            other => file.problems.push(RawProblem {
+                key: other.to_owned(),
+                message: format!(
+                    "unknown key `{other}` (expected one of: {})",
+                    TOP_LEVEL_KEYS.join(", ")
+                ),
+                line: None,
+                field: None,
+            }),
+        }
+    }
+    file
+}
+
+fn parse_upstreams(value: Value, file: &mut RawFile) {
+    let mapping = match value {
+        Value::Mapping(mapping) => mapping,
+        Value::Null => return,
+        _ => {
+            let message = "must be a mapping of upstream name to `{ url: ... }`".into();
+            file.problems.push(problem("upstreams", message));
+            return;
+        }
+    };
+    for (key, value) in mapping {
+        let name = match scalar_text(&key) {
+            Some(name) => name,
+            None => {
+                let message = "upstream names must be strings".into();
+                file.problems.push(problem("upstreams", message));
+                continue;
+            }
+        };
+        let item_key = format!("upstreams.{name}");
+        let upstream = match from_value::<RawUpstream>(value) {
+            Ok(upstream) => Some(upstream),
+            Err(err) => {
+                file.problems.push(item_problem(&item_key, &err));
+                None
+            }
+        };
+        file.upstreams.push((name, upstream));
+    }
+}
+
+fn parse_routes(value: Value, file: &mut RawFile) {
+    let sequence = match value {
+        Value::Sequence(sequence) => sequence,
+        Value::Null => return,
+        _ => {
+            let message = "must be a list of routes (`- name: ...`)".into();
+            file.problems.push(problem("routes", message));
+            return;
+        }
+    };
+    for (index, value) in sequence.into_iter().enumerate() {
+        let route = match from_value::<RawRoute>(value) {
+            Ok(route) => Some(route),
+            Err(err) => {
+                file.problems
+                    .push(item_problem(&format!("routes[{index}]"), &err));
+                None
+            }
+        };
+        file.routes.push(route);
+    }
+}
+
+fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, serde_yaml::Error> {
+    serde_yaml::from_value(value)
+}
+
+fn problem(key: &str, message: String) -> RawProblem {
+    RawProblem {
+        key: key.to_owned(),
+        message,
+        line: None,
+        field: None,
+    }
+}
+
+/// Turns a deserializer error inside one item into a problem, keeping the field it names.
+fn item_problem(key: &str, err: &serde_yaml::Error) -> RawProblem {
+    let message = strip_location(&err.to_string());
+    let field = ["unknown field `", "missing field `", "duplicate field `"]
+        .iter()
+        .find_map(|marker| {
+            let start = message.find(marker)? + marker.len();
+            let len = message[start..].find('`')?;
+            Some(message[start..start + len].to_owned())
+        });
+    RawProblem {
+        key: key.to_owned(),
+        message,
+        line: None,
+        field,
+    }
+}
+
+/// serde_yaml appends "at line L column C"; we report the line ourselves.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(at) => message[..at].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(s) => Some(s.clone()),
+        Value::Number(n) => Some(n.to_string()),
+        Value::Bool(b) => Some(b.to_string()),
+        _ => None,
+    }
+}
+
+impl<'de> Deserialize<'de> for Scalar {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ScalarVisitor;
+        impl Visitor<'_> for ScalarVisitor {
+            type Value = Scalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number or boolean")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+                Ok(Scalar(v))
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+                Ok(Scalar(v.to_string()))
+            }
+        }
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl Scalar {
+    /// The text of the scalar.
+    pub(crate) fn as_str(&self) -> &str {
+        &self.0
+    }
+}

@@ -1,0 +1,443 @@
+//! Raw file → compiled [`RouteTable`], reporting every problem in one pass.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::SystemTime;
+
+use http::{HeaderName, HeaderValue, StatusCode};
+use sha2::{Digest, Sha256};
+
+use crate::error::{ConfigError, ValidationErrors};
+use crate::file::{self, RawFile, RawRespond, RawRewrite, RawRoute, Scalar};
+use crate::index::RouteIndex;
+use crate::lint;
+use crate::locate::LineIndex;
+use crate::normalize::normalize_path;
+use crate::table::{Action, Respond, Rewrite, Route, RouteTable, UpstreamId};
+
+mod matcher;
+mod upstream;
+
+/// Collects errors, each located by its dotted key.
+pub(crate) struct Ctx<'a> {
+    file: &'a Path,
+    base_dir: PathBuf,
+    lines: LineIndex,
+    errors: Vec<ConfigError>,
+}
+
+/// What a route may refer to.
+struct Names {
+    upstreams: HashMap<String, UpstreamId>,
+    default: Option<UpstreamId>,
+}
+
+/// Parses and validates `text`, the content of the route file `source`.
+pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, ValidationErrors> {
+    let raw = file::parse(text);
+    let base_dir = match source.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let mut ctx = Ctx {
+        file: source,
+        base_dir,
+        lines: LineIndex::new(text),
+        errors: Vec::new(),
+    };
+    ctx.raw_problems(&raw);
+    let table = build(&mut ctx, raw, source, text);
+    if ctx.errors.is_empty()
+        && let Some(table) = table
+    {
+        return Ok(table);
+    }
+    let mut errors = ctx.errors;
+    errors.sort_by_key(|error| error.line.unwrap_or(usize::MAX));
+    Err(ValidationErrors { errors })
+}
+
+fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<RouteTable> {
+    if raw
+        .problems
+        .iter()
+        .any(|problem| problem.key == "yaml" || problem.key == "file")
+    {
+        return None;
+    }
+    let mut names = Names {
+        upstreams: HashMap::new(),
+        default: None,
+    };
+    let mut upstreams = Vec::new();
+    for (i, (name, raw_upstream)) in raw.upstreams.iter().enumerate() {
+        names.upstreams.insert(name.clone(), UpstreamId(i));
+        let compiled = raw_upstream
+            .as_ref()
+            .and_then(|raw_upstream| upstream::compile(ctx, name, raw_upstream));
+        upstreams.push(compiled);
+    }
+    if raw.upstreams.is_empty() {
+        ctx.error("upstreams", None, "at least one upstream is required");
+    }
+    match &raw.default {
+        None => ctx.error(
+            "default",
+            None,
+            "missing required key `default` (the upstream for unmatched requests)",
+        ),
+        Some(name) => names.default = ctx.upstream_ref("default", None, name, &names.upstreams),
+    }
+
+    let mut routes = Vec::new();
+    let mut matchers = Vec::new();
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    for (index, raw_route) in raw.routes.iter().enumerate() {
+        let Some(raw_route) = raw_route else { continue };
+        if let Some((route, matcher)) = compile_route(ctx, index, raw_route, &names, &mut seen) {
+            routes.push(route);
+            matchers.push(matcher);
+        }
+    }
+    if !ctx.errors.is_empty() {
+        return None;
+    }
+    let upstreams: Vec<_> = upstreams.into_iter().collect::<Option<_>>()?;
+    let default = names.default?;
+    let index = RouteIndex::build(matchers.iter().map(|m| m.path.as_ref()));
+    let warnings = lint::unreachable(&routes, &matchers);
+    Some(RouteTable {
+        version: hex_sha256(text.as_bytes()),
+        source: source.to_path_buf(),
+        loaded_at: SystemTime::now(),
+        upstreams,
+        upstream_names: names.upstreams,
+        default,
+        routes,
+        matchers,
+        index,
+        warnings,
+    })
+}
+
+fn compile_route(
+    ctx: &mut Ctx<'_>,
+    index: usize,
+    raw: &RawRoute,
+    names: &Names,
+    seen: &mut HashMap<String, usize>,
+) -> Option<(Route, crate::matching::RouteMatch)> {
+    let key = format!("routes[{index}]");
+    let line = ctx.lines.line_of(&key).unwrap_or(0);
+    let name = raw.name.as_ref().map(|name| name.as_str().to_owned());
+    let route = name.as_deref();
+    let errors_before = ctx.errors.len();
+
+    match &name {
+        None => ctx.error(format!("{key}.name"), None, "missing required key `name`"),
+        Some(name) if !is_valid_name(name) => ctx.error(
+            format!("{key}.name"),
+            route,
+            format!("invalid route name `{name}` (use letters, digits, `.`, `_`, `-`)"),
+        ),
+        Some(name) => {
+            if let Some(first) = seen.get(name) {
+                let message = format!("duplicate route name `{name}` (first used on line {first})");
+                ctx.error(format!("{key}.name"), route, message);
+            } else {
+                seen.insert(name.clone(), line);
+            }
+        }
+    }
+    for (present, field) in [
+        (raw.shadow.is_some(), "shadow"),
+        (raw.canary.is_some(), "canary"),
+        (raw.hooks.is_some(), "hooks"),
+    ] {
+        if present {
+            let message = format!("`{field}` is not supported by this version");
+            ctx.error(format!("{key}.{field}"), route, message);
+        }
+    }
+
+    let matcher = matcher::compile(ctx, &format!("{key}.match"), route, raw.matcher.as_ref());
+    let action = match (&raw.to, &raw.respond) {
+        (Some(to), None) => ctx
+            .upstream_ref(&format!("{key}.to"), route, to, &names.upstreams)
+            .map(Action::Forward),
+        (None, Some(respond)) => {
+            compile_respond(ctx, &format!("{key}.respond"), route, respond).map(Action::Respond)
+        }
+        (Some(_), Some(_)) => {
+            let message = "`to` and `respond` are mutually exclusive: give exactly one";
+            ctx.error(format!("{key}.respond"), route, message);
+            None
+        }
+        (None, None) => {
+            ctx.error(
+                key.clone(),
+                route,
+                "missing action: give `to: UPSTREAM` or `respond: {...}`",
+            );
+            None
+        }
+    };
+    let rewrite = match &raw.rewrite {
+        Some(_) if raw.respond.is_some() => {
+            let message = "`rewrite` only applies to `to` routes, not `respond`";
+            ctx.error(format!("{key}.rewrite"), route, message);
+            None
+        }
+        Some(rewrite) => compile_rewrite(ctx, &format!("{key}.rewrite"), route, rewrite),
+        None => None,
+    };
+    let fallback = raw.fallback.as_ref().and_then(|fallback| {
+        ctx.upstream_ref(
+            &format!("{key}.fallback"),
+            route,
+            fallback,
+            &names.upstreams,
+        )
+    });
+    let rollback_to = match &raw.rollback_to {
+        Some(target) => ctx.upstream_ref(
+            &format!("{key}.rollback_to"),
+            route,
+            target,
+            &names.upstreams,
+        ),
+        None => names.default,
+    };
+    if ctx.errors.len() > errors_before {
+        return None;
+    }
+    let matcher = matcher?;
+    let route = Route {
+        name: name?,
+        index,
+        line,
+        action: action?,
+        rewrite,
+        fallback,
+        rollback_to: rollback_to?,
+        match_summary: matcher.summary(),
+    };
+    Some((route, matcher))
+}
+
+fn compile_respond(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    route: Option<&str>,
+    raw: &RawRespond,
+) -> Option<Respond> {
+    let status = match &raw.status {
+        None => {
+            ctx.error(
+                format!("{key}.status"),
+                route,
+                "missing required key `status`",
+            );
+            None
+        }
+        Some(status) => {
+            let code = status
+                .as_str()
+                .parse::<u16>()
+                .ok()
+                .filter(|c| (100..=599).contains(c));
+            let code = code.and_then(|c| StatusCode::from_u16(c).ok());
+            if code.is_none() {
+                let message = format!("invalid status `{}` (expected 100 to 599)", status.as_str());
+                ctx.error(format!("{key}.status"), route, message);
+            }
+            code
+        }
+    };
+    let headers = ctx.header_map(&format!("{key}.headers"), route, raw.headers.as_ref());
+    Some(Respond {
+        status: status?,
+        body: raw
+            .body
+            .as_ref()
+            .map(|b| b.as_str().to_owned())
+            .unwrap_or_default(),
+        headers: headers?,
+    })
+}
+
+fn compile_rewrite(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    route: Option<&str>,
+    raw: &RawRewrite,
+) -> Option<Rewrite> {
+    let path_field = |ctx: &mut Ctx<'_>, field: &str, value: Option<&Scalar>| {
+        let value = value?.as_str();
+        match normalize_path(value) {
+            Ok(normal) => Some(Some(normal.trim_end_matches('/').to_owned())),
+            Err(err) => {
+                let message = format!("invalid path `{value}`: {err}");
+                ctx.error(format!("{key}.{field}"), route, message);
+                None
+            }
+        }
+    };
+    let strip_prefix = path_field(ctx, "strip_prefix", raw.strip_prefix.as_ref());
+    let prefix = path_field(ctx, "prefix", raw.prefix.as_ref());
+    let set_headers = ctx.header_map(
+        &format!("{key}.set_headers"),
+        route,
+        raw.set_headers.as_ref(),
+    );
+    let mut remove_headers = Vec::new();
+    for (i, name) in raw.remove_headers.iter().flatten().enumerate() {
+        if let Some(name) =
+            ctx.header_name(&format!("{key}.remove_headers[{i}]"), route, name.as_str())
+        {
+            remove_headers.push(name);
+        }
+    }
+    let strip_ok = raw.strip_prefix.is_none() || strip_prefix.is_some();
+    let prefix_ok = raw.prefix.is_none() || prefix.is_some();
+    if !(strip_ok && prefix_ok) {
+        return None;
+    }
+    Some(Rewrite {
+        strip_prefix: strip_prefix.flatten(),
+        prefix: prefix.flatten(),
+        set_headers: set_headers?,
+        remove_headers,
+    })
+}
+
+impl Ctx<'_> {
+    /// Records an error at `key` (its line is looked up).
+    pub(crate) fn error(
+        &mut self,
+        key: impl Into<String>,
+        route: Option<&str>,
+        message: impl Into<String>,
+    ) {
+        let key = key.into();
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line: self.lines.line_of(&key),
+            route: route.map(str::to_owned),
+            key,
+            message: message.into(),
+        });
+    }
+
+    /// The directory relative paths in the file resolve against.
+    pub(crate) fn base_dir(&self) -> &Path {
+        &self.base_dir
+    }
+
+    fn raw_problems(&mut self, raw: &RawFile) {
+        for problem in &raw.problems {
+            let (key, line) = match &problem.field {
+                Some(field) if problem.message.contains("unknown field") => {
+                    match self.lines.find_field(&problem.key, field) {
+                        Some((key, line)) => (key, Some(line)),
+                        None => (format!("{}.{field}", problem.key), None),
+                    }
+                }
+                Some(field) => (format!("{}.{field}", problem.key), None),
+                None => (problem.key.clone(), None),
+            };
+            let line = problem.line.or(line).or_else(|| self.lines.line_of(&key));
+            self.errors.push(ConfigError {
+                file: self.file.to_path_buf(),
+                line,
+                route: None,
+                key,
+                message: problem.message.clone(),
+            });
+        }
+    }
+
+    fn upstream_ref(
+        &mut self,
+        key: &str,
+        route: Option<&str>,
+        name: &Scalar,
+        upstreams: &HashMap<String, UpstreamId>,
+    ) -> Option<UpstreamId> {
+        let found = upstreams.get(name.as_str()).copied();
+        if found.is_none() {
+            let mut known: Vec<&str> = upstreams.keys().map(String::as_str).collect();
+            known.sort_unstable();
+            let message = format!(
+                "unknown upstream `{}` (defined: {})",
+                name.as_str(),
+                if known.is_empty() {
+                    "none".to_owned()
+                } else {
+                    known.join(", ")
+                }
+            );
+            self.error(key, route, message);
+        }
+        found
+    }
+
+    pub(crate) fn header_name(
+        &mut self,
+        key: &str,
+        route: Option<&str>,
+        name: &str,
+    ) -> Option<HeaderName> {
+        let parsed = HeaderName::from_bytes(name.to_ascii_lowercase().as_bytes()).ok();
+        if parsed.is_none() {
+            self.error(key, route, format!("invalid header name `{name}`"));
+        }
+        parsed
+    }
+
+    fn header_map(
+        &mut self,
+        key: &str,
+        route: Option<&str>,
+        raw: Option<&std::collections::BTreeMap<String, Scalar>>,
+    ) -> Option<Vec<(HeaderName, HeaderValue)>> {
+        let mut out = Vec::new();
+        let mut ok = true;
+        for (name, value) in raw.into_iter().flatten() {
+            let entry_key = format!("{key}.{name}");
+            let name = self.header_name(&entry_key, route, name);
+            let value = HeaderValue::from_str(value.as_str()).ok();
+            if value.is_none() {
+                self.error(&entry_key, route, "invalid header value");
+            }
+            match (name, value) {
+                (Some(name), Some(value)) => out.push((name, value)),
+                _ => ok = false,
+            }
+        }
+        ok.then_some(out)
+    }
+}
+
+/// Route and upstream names: `[A-Za-z0-9._-]+`.
+pub(crate) fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+}
+
+/// Lowercase hex SHA-256.
+pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
+
+/// Lowercase hex.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte >> 4)]));
+        out.push(char::from(b"0123456789abcdef"[usize::from(byte & 0xf)]));
+    }
+    out
+}

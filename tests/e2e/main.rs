@@ -1,0 +1,11 @@
+//! End-to-end tests: the real `strangler` binary between real upstreams and real clients,
+//! everything on loopback with OS-chosen ports.
+#![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
+
+mod cli;
+mod errors;
+mod passthrough;
+mod protocols;
+mod reload;
+mod shutdown;
+mod support;

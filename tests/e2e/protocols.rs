@@ -1,0 +1,85 @@
+//! Protocols: HTTP/2 without TLS (h2c) and `Upgrade` tunnels such as WebSockets.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{Proxy, Upstream, h2c_client, routes_yaml, send, write_atomically};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn h2c_clients_are_served_and_forwarded_as_http1() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let request = Request::post(proxy.url("/h2?x=1"))
+        .body(Full::new(Bytes::from_static(b"over h2")))
+        .unwrap();
+    let answer = send(&h2c_client(), request).await;
+    assert_eq!(answer.status, 200);
+    let seen = answer.json();
+    assert_eq!(seen["version"], "HTTP/1.1");
+    assert_eq!(seen["target"], "/h2?x=1");
+    assert_eq!(seen["body"], "over h2");
+    assert_eq!(seen["headers"]["host"], proxy.addr.to_string(), "the :authority becomes Host");
+    assert_eq!(seen["headers"]["via"], "2 strangler");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn curl_speaks_h2c_to_the_proxy() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let url = proxy.url("/curl");
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("curl")
+            .args(["-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url])
+            .output()
+            .expect("curl is installed (.ci/run installs it)")
+    })
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&output.stdout), "2 200", "{}", String::from_utf8_lossy(&output.stderr));
+}
+
+async fn open_tunnel(proxy: &Proxy) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /chat HTTP/1.1\r\nhost: chat\r\nconnection: Upgrade\r\nupgrade: echo-protocol\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).await.unwrap();
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 101"), "{head}");
+    assert!(head.contains("upgrade: echo-protocol"), "{head}");
+    stream
+}
+
+async fn round_trip(stream: &mut TcpStream, message: &[u8]) {
+    stream.write_all(message).await.unwrap();
+    let mut echoed = vec![0u8; message.len()];
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut echoed))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(echoed, message);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrade_requests_become_tunnels_that_survive_a_reload() {
+    let monolith = Upstream::start("monolith").await;
+    let yaml = routes_yaml(&[("monolith", &monolith.url())], "monolith", "");
+    let proxy = Proxy::start(&yaml, &[]);
+    let mut tunnel = open_tunnel(&proxy).await;
+    round_trip(&mut tunnel, b"hello through the tunnel").await;
+
+    write_atomically(&proxy.routes_file(), &format!("{yaml}# touched\n"));
+    proxy.logs.wait_for("cause=\"file change\"");
+    round_trip(&mut tunnel, b"still open after the reload").await;
+}

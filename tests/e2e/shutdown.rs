@@ -1,0 +1,36 @@
+//! SIGTERM: stop accepting, let in-flight requests finish, exit 0.
+
+use crate::support::{Proxy, Upstream, get, routes_yaml};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_in_flight_requests_then_exits_zero() {
+    let monolith = Upstream::start("monolith").await;
+    let mut proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url, &[("x-test-delay-ms", "1500")]).await });
+    // The request is in flight once the upstream has it.
+    monolith.wait_for_hits(1).await;
+    proxy.signal("TERM");
+    proxy.logs.wait_for("stopped accepting");
+    let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;
+    assert_eq!(ready.status, 503, "readiness must be false while draining");
+    assert!(
+        tokio::net::TcpStream::connect(proxy.addr).await.is_err(),
+        "the listener still accepts after SIGTERM"
+    );
+    let answer = in_flight.await.unwrap();
+    assert_eq!(answer.status, 200, "the in-flight request was cut");
+    assert_eq!(proxy.wait_exit(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_and_liveness_answer_on_the_admin_port() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let health = get(&format!("http://{}/healthz", proxy.admin), &[]).await;
+    assert_eq!(health.status, 200);
+    let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;
+    assert_eq!(ready.status, 200);
+    let missing = get(&format!("http://{}/nope", proxy.admin), &[]).await;
+    assert_eq!(missing.status, 404);
+}

@@ -1,0 +1,396 @@
+//! The harness: real upstream servers, the real `strangler` binary, real clients, on loopback.
+
+use std::collections::BTreeMap;
+use std::convert::Infallible;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use serde_json::{Value, json};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+
+/// How long any wait in a test may take before the test fails.
+pub const PATIENCE: Duration = Duration::from_secs(15);
+
+/// An echo upstream: answers every request with JSON describing what it received.
+///
+/// Request headers steer it: `x-test-delay-ms` (answer late), `x-test-status` (answer with
+/// that status). An `Upgrade` request is accepted with 101 and then echoes bytes.
+pub struct Upstream {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    /// Requests received so far.
+    pub hits: Arc<Mutex<Vec<Value>>>,
+    /// TCP connections accepted so far.
+    pub connections: Arc<AtomicUsize>,
+    arrived: Arc<tokio::sync::Notify>,
+}
+
+impl Upstream {
+    /// Start an echo upstream named `name`.
+    pub async fn start(name: &'static str) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let recorded = hits.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let notify = arrived.clone();
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let recorded = recorded.clone();
+                let notify = notify.clone();
+                let service = service_fn(move |request| {
+                    echo(name, request, recorded.clone(), notify.clone())
+                });
+                tokio::spawn(async move {
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream { addr, hits, connections, arrived }
+    }
+
+    /// `http://addr`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Wait until at least `count` requests reached this upstream.
+    pub async fn wait_for_hits(&self, count: usize) {
+        tokio::time::timeout(PATIENCE, async {
+            loop {
+                let notified = self.arrived.notified();
+                if self.hit_count() >= count {
+                    return;
+                }
+                notified.await;
+            }
+        })
+        .await
+        .expect("the upstream never got the request");
+    }
+
+    /// How many requests reached this upstream.
+    pub fn hit_count(&self) -> usize {
+        self.hits.lock().unwrap().len()
+    }
+}
+
+async fn echo(
+    name: &'static str,
+    mut request: Request<Incoming>,
+    hits: Arc<Mutex<Vec<Value>>>,
+    arrived: Arc<tokio::sync::Notify>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    let header = |k: &str| {
+        request
+            .headers()
+            .get(k)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let delay = header("x-test-delay-ms").and_then(|v| v.parse::<u64>().ok());
+    let status = header("x-test-status").and_then(|v| v.parse::<u16>().ok());
+    if let Some(protocol) = header("upgrade") {
+        let upgrade = hyper::upgrade::on(&mut request);
+        tokio::spawn(async move {
+            if let Ok(upgraded) = upgrade.await {
+                let mut io = TokioIo::new(upgraded);
+                let mut buf = [0u8; 1024];
+                while let Ok(n) = io.read(&mut buf).await {
+                    if n == 0 || io.write_all(&buf[..n]).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        });
+        let mut response = Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+        response.headers_mut().insert("connection", "upgrade".parse().unwrap());
+        response.headers_mut().insert("upgrade", protocol.parse().unwrap());
+        return Ok(response);
+    }
+    let mut headers = BTreeMap::new();
+    for (k, v) in request.headers() {
+        headers.insert(k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).to_string());
+    }
+    let method = request.method().to_string();
+    let target = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let version = format!("{:?}", request.version());
+    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let record = json!({
+        "upstream": name,
+        "method": method,
+        "target": target,
+        "version": version,
+        "headers": headers,
+        "body": String::from_utf8_lossy(&body),
+    });
+    hits.lock().unwrap().push(record.clone());
+    arrived.notify_waiters();
+    if let Some(ms) = delay {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut response = Response::new(Full::new(Bytes::from(record.to_string())));
+    *response.status_mut() = StatusCode::from_u16(status.unwrap_or(200)).unwrap();
+    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
+    response.headers_mut().insert("connection", "x-hop".parse().unwrap());
+    response.headers_mut().insert("x-hop", "must-not-pass".parse().unwrap());
+    response.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    Ok(response)
+}
+
+/// A port on which nothing listens (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// Lines the proxy printed, with a way to wait for one.
+#[derive(Default)]
+pub struct Logs {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+impl Logs {
+    /// Wait until at least `count` lines contain `needle`; return the last of them.
+    pub fn wait_for_count(&self, needle: &str, count: usize) -> String {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        let mut lines = self.lines.lock().unwrap();
+        loop {
+            let found: Vec<&String> = lines.iter().filter(|l| l.contains(needle)).collect();
+            if found.len() >= count {
+                return found[count - 1].clone();
+            }
+            let now = std::time::Instant::now();
+            assert!(now < deadline, "timed out waiting for {count}× {needle:?}; log:\n{}", lines.join("\n"));
+            lines = self.grew.wait_timeout(lines, deadline - now).unwrap().0;
+        }
+    }
+
+    /// Wait for a line containing `needle`.
+    pub fn wait_for(&self, needle: &str) -> String {
+        self.wait_for_count(needle, 1)
+    }
+
+    /// How many lines contain `needle` right now.
+    pub fn count(&self, needle: &str) -> usize {
+        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+    }
+
+    /// Everything printed so far.
+    pub fn all(&self) -> String {
+        self.lines.lock().unwrap().join("\n")
+    }
+
+    fn push(&self, line: String) {
+        self.lines.lock().unwrap().push(line);
+        self.grew.notify_all();
+    }
+}
+
+/// The `strangler` binary running with a route file in its own temporary directory.
+pub struct Proxy {
+    child: Child,
+    /// The proxy listener.
+    pub addr: SocketAddr,
+    /// The admin listener.
+    pub admin: SocketAddr,
+    /// Directory holding the route file.
+    pub dir: tempfile::TempDir,
+    /// Everything the proxy logged (stdout and stderr).
+    pub logs: Arc<Logs>,
+}
+
+/// The path of the `strangler` binary under test.
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_strangler")
+}
+
+impl Proxy {
+    /// Start the proxy with `routes` written to `routes.yaml`, plus extra flags.
+    pub fn start(routes: &str, extra: &[&str]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        Self::start_in(dir, "routes.yaml", extra)
+    }
+
+    /// Start the proxy on `file` inside an already prepared `dir`.
+    pub fn start_in(dir: tempfile::TempDir, file: &str, extra: &[&str]) -> Proxy {
+        let mut child = Command::new(binary())
+            .args(["run", "--routes"])
+            .arg(dir.path().join(file))
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+            .args(if extra.contains(&"--poll") { &[][..] } else { &["--poll", "500ms"][..] })
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let logs = Arc::new(Logs::default());
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let logs = logs.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines() {
+                    let Ok(line) = line else { break };
+                    logs.push(line);
+                }
+            });
+        }
+        let addr = listening(&logs.wait_for("(proxy)"));
+        let admin = listening(&logs.wait_for("(admin)"));
+        logs.wait_for(" ready");
+        Proxy { child, addr, admin, dir, logs }
+    }
+
+    /// The route file's path.
+    pub fn routes_file(&self) -> PathBuf {
+        self.dir.path().join("routes.yaml")
+    }
+
+    /// `http://addr` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Send a signal (`TERM`, `HUP`, ...) to the proxy.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// Wait for the process to exit; its exit code.
+    pub fn wait_exit(&mut self) -> Option<i32> {
+        let deadline = std::time::Instant::now() + PATIENCE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(std::time::Instant::now() < deadline, "proxy did not exit; log:\n{}", self.logs.all());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Replace the route file in place (same inode) and wait until the proxy reloaded it.
+    pub fn rewrite_routes_in_place(&self, routes: &str) {
+        let before = self.logs.count("route table loaded");
+        std::fs::write(self.routes_file(), routes).unwrap();
+        self.logs.wait_for_count("route table loaded", before + 1);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listening(line: &str) -> SocketAddr {
+    let start = line.find("http://").unwrap() + "http://".len();
+    let rest = &line[start..];
+    let end = rest.find(' ').unwrap_or(rest.len());
+    rest[..end].parse().unwrap()
+}
+
+/// A pooled HTTP/1.1 client, like any application's.
+pub fn client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// A prior-knowledge HTTP/2 (h2c) client.
+pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
+    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+}
+
+/// A response read to its end.
+pub struct Answer {
+    /// Status code.
+    pub status: StatusCode,
+    /// Headers.
+    pub headers: http::HeaderMap,
+    /// Body.
+    pub body: Bytes,
+}
+
+impl Answer {
+    /// The body as JSON (the echo upstream's record).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// The body as text.
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).to_string()
+    }
+}
+
+/// Send `request` with `client` and read the whole answer.
+pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Answer {
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let (parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    Answer { status: parts.status, headers: parts.headers, body }
+}
+
+/// `GET url` with extra headers.
+pub async fn get(url: &str, headers: &[(&str, &str)]) -> Answer {
+    let mut builder = Request::get(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    send(&client(), builder.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+/// Write `text` to `path` atomically: a temporary file in the same directory, then rename.
+pub fn write_atomically(path: &Path, text: &str) {
+    let tmp = path.with_extension("tmp~");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// A minimal route file: everything to `default_url`, plus `routes`.
+pub fn routes_yaml(upstreams: &[(&str, &str)], default: &str, routes: &str) -> String {
+    let mut yaml = String::from("upstreams:\n");
+    for (name, url) in upstreams {
+        yaml.push_str(&format!("  {name}: {{ url: \"{url}\", timeout: 2s }}\n"));
+    }
+    yaml.push_str(&format!("default: {default}\nroutes:\n{routes}"));
+    if routes.trim().is_empty() {
+        yaml.push_str("  []\n");
+    }
+    yaml
+}
