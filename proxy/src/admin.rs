@@ -1,13 +1,19 @@
-//! The admin endpoint: liveness and readiness probes.
+//! The admin endpoint: probes, metrics, the active table, reload, rollback pins, explain.
 
+use std::net::SocketAddr;
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use http::{Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use serde_json::{Value, json};
+use strangler_routes::{Action, RequestView, normalize_path};
+use subtle::ConstantTimeEq;
 
 use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
+use crate::runtime::{Runtime, RuntimeStore};
 use crate::server::Handler;
 
 /// Whether the proxy should receive traffic: false while starting and while draining.
@@ -26,44 +32,307 @@ impl Readiness {
     }
 }
 
+/// Why the admin endpoint refuses to start.
+#[derive(Debug, thiserror::Error)]
+pub enum AdminConfigError {
+    /// The token file cannot be read or is empty.
+    #[error("admin token file {file}: {reason}")]
+    Token {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// A non-loopback address without a token.
+    #[error(
+        "refusing to expose the admin endpoint on {0} without --admin-token-file \
+         (pass --admin-insecure if the network is trusted, e.g. a Kubernetes pod for probes)"
+    )]
+    Exposed(SocketAddr),
+}
+
+/// The bearer token that guards the admin endpoint, read from a file.
+pub struct AdminToken(Vec<u8>);
+
+impl AdminToken {
+    /// Read the token (surrounding whitespace ignored).
+    ///
+    /// # Errors
+    /// [`AdminConfigError::Token`] when unreadable or empty.
+    pub fn read(file: &Path) -> Result<Self, AdminConfigError> {
+        let fail = |reason: String| AdminConfigError::Token {
+            file: file.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
+        let token = text.trim();
+        if token.is_empty() {
+            return Err(fail("the file is empty".into()));
+        }
+        Ok(Self(token.as_bytes().to_vec()))
+    }
+
+    fn accepts(&self, headers: &HeaderMap) -> bool {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return false;
+        };
+        let Some(presented) = value.as_bytes().strip_prefix(b"Bearer ") else {
+            return false;
+        };
+        presented.ct_eq(&self.0).into()
+    }
+}
+
+/// Refuse a non-loopback admin address unless a token guards it or the operator insists.
+///
+/// # Errors
+/// [`AdminConfigError::Exposed`] for a non-loopback address without token or override.
+pub fn check_exposure(
+    addr: SocketAddr,
+    token: bool,
+    insecure: bool,
+) -> Result<(), AdminConfigError> {
+    if addr.ip().is_loopback() || token || insecure {
+        Ok(())
+    } else {
+        Err(AdminConfigError::Exposed(addr))
+    }
+}
+
 /// The admin endpoint's request handler.
 pub struct Admin {
+    store: Arc<RuntimeStore>,
     readiness: Arc<Readiness>,
+    token: Option<AdminToken>,
 }
 
 impl Admin {
-    /// An admin endpoint reporting `readiness`.
-    pub fn new(readiness: Arc<Readiness>) -> Self {
-        Self { readiness }
+    /// An admin endpoint over `store`; with `token`, all but the probe paths need it.
+    pub fn new(
+        store: Arc<RuntimeStore>,
+        readiness: Arc<Readiness>,
+        token: Option<AdminToken>,
+    ) -> Self {
+        Self {
+            store,
+            readiness,
+            token,
+        }
     }
 
-    fn answer(&self, request: &Request<Incoming>) -> Response<BoxBody> {
-        match (request.method(), request.uri().path()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => text(StatusCode::OK, "ok\n"),
-            (&Method::GET | &Method::HEAD, "/readyz") if self.readiness.get() => {
-                text(StatusCode::OK, "ready\n")
-            }
+    async fn answer(&self, request: Request<Incoming>) -> Response<BoxBody> {
+        let method = request.method().clone();
+        let path = request.uri().path().to_string();
+        // Probes and scrapes stay open: kubelets and Prometheus carry no token.
+        match (&method, path.as_str()) {
+            (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
             (&Method::GET | &Method::HEAD, "/readyz") => {
-                text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                return if self.readiness.get() {
+                    text(StatusCode::OK, "ready\n")
+                } else {
+                    text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+                };
             }
-            (_, "/healthz" | "/readyz") => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
+            (&Method::GET, "/metrics") => {
+                let mut response = Response::new(body::full(self.store.metrics().render()));
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                );
+                return response;
+            }
+            _ => {}
+        }
+        if let Some(token) = &self.token {
+            if !token.accepts(request.headers()) {
+                let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+                response
+                    .headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                return response;
+            }
+        }
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &self.routes_json()),
+            (&Method::POST, ["reload"]) => match self.store.reload("admin").await {
+                Ok(runtime) => json_response(
+                    StatusCode::OK,
+                    &json!({ "version": runtime.table().version() }),
+                ),
+                Err(err) => json_response(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    &json!({ "errors": err.lines() }),
+                ),
+            },
+            (&Method::POST, ["routes", name, "rollback"]) => {
+                match self
+                    .store
+                    .pin(name, "pinned by an operator (admin API)")
+                    .await
+                {
+                    Ok(changed) => json_response(
+                        StatusCode::OK,
+                        &json!({ "route": name, "pinned": true, "changed": changed }),
+                    ),
+                    Err(err) => {
+                        json_response(StatusCode::NOT_FOUND, &json!({ "error": err.to_string() }))
+                    }
+                }
+            }
+            (&Method::DELETE, ["routes", name, "rollback"]) => match self.store.unpin(name).await {
+                Ok(changed) => json_response(
+                    StatusCode::OK,
+                    &json!({ "route": name, "pinned": false, "changed": changed }),
+                ),
+                Err(err) => {
+                    json_response(StatusCode::NOT_FOUND, &json!({ "error": err.to_string() }))
+                }
+            },
+            (&Method::GET, ["explain"]) => self.explain(request.uri().query().unwrap_or("")),
+            (_, ["routes"] | ["reload"] | ["explain"] | ["routes", _, "rollback"]) => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
-}
 
-impl Handler for Admin {
-    async fn call(self: Arc<Self>, request: Request<Incoming>, _conn: ConnInfo) -> Response<BoxBody> {
-        self.answer(&request)
+    fn routes_json(&self) -> Value {
+        let runtime = self.store.snapshot();
+        let table = runtime.table();
+        let routes: Vec<Value> = table
+            .routes()
+            .iter()
+            .map(|route| route_json(&runtime, route))
+            .collect();
+        let loaded_at = table
+            .loaded_at()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or_default();
+        json!({
+            "version": table.version(),
+            "loaded_at_unix": loaded_at,
+            "source": table.source().display().to_string(),
+            "default": table.upstream(table.default_upstream()).name,
+            "routes": routes,
+            "warnings": table.warnings().iter().map(ToString::to_string).collect::<Vec<_>>(),
+            "last_reload_error": self.store.last_failure(),
+        })
+    }
+
+    fn explain(&self, query: &str) -> Response<BoxBody> {
+        let mut method = Method::GET;
+        let mut path = String::from("/");
+        let mut headers = HeaderMap::new();
+        for (key, value) in form_urlencoded::parse(query.as_bytes()) {
+            match key.as_ref() {
+                "method" => match Method::from_bytes(value.to_ascii_uppercase().as_bytes()) {
+                    Ok(m) => method = m,
+                    Err(_) => return text(StatusCode::BAD_REQUEST, "invalid method\n"),
+                },
+                "path" => path = value.into_owned(),
+                "header" => {
+                    let parsed = value.split_once(':').and_then(|(k, v)| {
+                        Some((
+                            HeaderName::from_bytes(k.trim().as_bytes()).ok()?,
+                            HeaderValue::from_str(v.trim()).ok()?,
+                        ))
+                    });
+                    match parsed {
+                        Some((k, v)) => {
+                            headers.append(k, v);
+                        }
+                        None => {
+                            return text(StatusCode::BAD_REQUEST, "header must be name:value\n");
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let (raw_path, query) = match path.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (path.clone(), None),
+        };
+        let normalized = match normalize_path(&raw_path) {
+            Ok(p) => p.into_owned(),
+            Err(err) => return text(StatusCode::BAD_REQUEST, &format!("{err}\n")),
+        };
+        let runtime = self.store.snapshot();
+        let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
+        let view = RequestView {
+            method: &method,
+            path: &normalized,
+            query: query.as_deref(),
+            host,
+            headers: &headers,
+        };
+        let explanation = runtime.table().explain(&view);
+        let pinned = explanation
+            .chosen
+            .as_deref()
+            .and_then(|name| runtime.pins().get(name));
+        json_response(
+            StatusCode::OK,
+            &json!({
+                "request": { "method": method.as_str(), "path": normalized, "query": query },
+                "route": explanation.chosen,
+                "upstream": explanation.upstream,
+                "pinned": pinned,
+                "steps": explanation.steps,
+                "text": explanation.to_string(),
+            }),
+        )
     }
 }
 
-fn text(status: StatusCode, body: &'static str) -> Response<BoxBody> {
-    let mut response = Response::new(body::full(body));
+fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
+    let table = runtime.table();
+    let name_of = |id| table.upstream(id).name.clone();
+    let (mode, upstreams) = match &route.action {
+        Action::Forward(id) => ("forward", vec![name_of(*id)]),
+        Action::Respond(_) => ("respond", vec![]),
+    };
+    json!({
+        "name": route.name,
+        "line": route.line,
+        "match": route.match_summary,
+        "mode": mode,
+        "upstreams": upstreams,
+        "rewrite": route.rewrite.is_some(),
+        "fallback": route.fallback.map(name_of),
+        "rollback_to": name_of(route.rollback_to),
+        "pin": runtime.pins().get(&route.name),
+    })
+}
+
+impl Handler for Admin {
+    async fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        _conn: ConnInfo,
+    ) -> Response<BoxBody> {
+        self.answer(request).await
+    }
+}
+
+fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
+    let mut response = Response::new(body::full(body.to_string()));
     *response.status_mut() = status;
     response.headers_mut().insert(
-        http::header::CONTENT_TYPE,
-        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+fn json_response(status: StatusCode, value: &Value) -> Response<BoxBody> {
+    let mut response = Response::new(body::full(format!("{value:#}\n")));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
     );
     response
 }

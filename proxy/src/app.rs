@@ -9,8 +9,9 @@ use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{Admin, Readiness};
+use crate::admin::{self, Admin, AdminConfigError, AdminToken, Readiness};
 use crate::config::RunArgs;
+use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::{Limits, Pipeline};
 use crate::runtime::{ReloadError, RuntimeStore};
 use crate::server::{self, ServerSettings};
@@ -36,6 +37,12 @@ pub enum StartError {
         #[source]
         source: std::io::Error,
     },
+    /// The admin endpoint's settings are unsafe or unusable.
+    #[error(transparent)]
+    Admin(#[from] AdminConfigError),
+    /// Metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
@@ -71,7 +78,13 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     started: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), StartError> {
-    let store = RuntimeStore::open(&args.routes).map_err(|source| StartError::Routes {
+    let token = match &args.admin_token_file {
+        Some(file) => Some(AdminToken::read(file)?),
+        None => None,
+    };
+    admin::check_exposure(args.admin, token.is_some(), args.admin_insecure)?;
+    let metrics = Arc::new(Metrics::new()?);
+    let store = RuntimeStore::open(&args.routes, metrics).map_err(|source| StartError::Routes {
         file: args.routes.clone(),
         source,
     })?;
@@ -91,9 +104,13 @@ pub async fn serve(
             .max(8 * 1024),
         grace: args.grace,
     };
-    let pipeline = Arc::new(Pipeline::new(store.clone(), limits, args.access_log.enabled()));
+    let pipeline = Arc::new(Pipeline::new(
+        store.clone(),
+        limits,
+        args.access_log.enabled(),
+    ));
     let readiness = Arc::new(Readiness::default());
-    let admin = Arc::new(Admin::new(readiness.clone()));
+    let admin = Arc::new(Admin::new(store.clone(), readiness.clone(), token));
 
     let mut terminate = signal(SignalKind::terminate()).map_err(StartError::Signals)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(StartError::Signals)?;
@@ -105,19 +122,34 @@ pub async fn serve(
     for addr in &args.listen {
         let listener = bind(*addr).await?;
         bound.extend(announce(&listener, "proxy"));
-        proxies.spawn(server::serve(listener, pipeline.clone(), settings, "http", stop_rx.clone()));
+        proxies.spawn(server::serve(
+            listener,
+            pipeline.clone(),
+            settings,
+            "http",
+            stop_rx.clone(),
+        ));
     }
     let admin_listener = bind(args.admin).await?;
     let admin_addr = announce(&admin_listener, "admin").unwrap_or(args.admin);
     let (admin_stop_tx, admin_stop_rx) = watch::channel(false);
-    let admin_task = tokio::spawn(server::serve(admin_listener, admin, settings, "http", admin_stop_rx));
+    let admin_task = tokio::spawn(server::serve(
+        admin_listener,
+        admin,
+        settings,
+        "http",
+        admin_stop_rx,
+    ));
 
     let mut changes = strangler_routes::reload::spawn_watcher(args.routes.clone(), args.poll)
         .map_err(|e| StartError::Watch(e.to_string()))?;
     readiness.set(true);
     tracing::info!(version = store.snapshot().table().version(), "ready");
     if let Some(started) = started {
-        let _ = started.send(Bound { proxy: bound, admin: admin_addr });
+        let _ = started.send(Bound {
+            proxy: bound,
+            admin: admin_addr,
+        });
     }
 
     tokio::pin!(stop);

@@ -14,7 +14,11 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
         Ok(table) => table,
         Err(errors) => {
             eprintln!("{errors}");
-            eprintln!("{}: invalid ({} problems)", file.display(), errors.errors.len());
+            eprintln!(
+                "{}: invalid ({} problems)",
+                file.display(),
+                errors.errors.len()
+            );
             return 1;
         }
     };
@@ -42,7 +46,9 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
                     return 2;
                 }
             };
-            let host = header_map.get(http::header::HOST).and_then(|v| v.to_str().ok());
+            let host = header_map
+                .get(http::header::HOST)
+                .and_then(|v| v.to_str().ok());
             let view = RequestView {
                 method: &method,
                 path: &path,

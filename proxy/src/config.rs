@@ -33,11 +33,22 @@ pub struct RunArgs {
     #[arg(long, env = "STRANGLER_ROUTES")]
     pub routes: PathBuf,
     /// Plain HTTP listener (HTTP/1.1 and h2c); repeatable.
-    #[arg(long, env = "STRANGLER_LISTEN", value_delimiter = ',', default_value = "0.0.0.0:8080")]
+    #[arg(
+        long,
+        env = "STRANGLER_LISTEN",
+        value_delimiter = ',',
+        default_value = "0.0.0.0:8080"
+    )]
     pub listen: Vec<SocketAddr>,
     /// Admin listener (health, readiness).
     #[arg(long, env = "STRANGLER_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
+    /// File holding the bearer token the admin endpoint requires (all but probes and metrics).
+    #[arg(long, env = "STRANGLER_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
+    /// Allow a non-loopback admin address without a token (trusted networks only).
+    #[arg(long, env = "STRANGLER_ADMIN_INSECURE")]
+    pub admin_insecure: bool,
     /// Log format.
     #[arg(long, env = "STRANGLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,

@@ -80,7 +80,9 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let once = args.once;
     let traffic = tokio::spawn(async move {
         let Ok(bound) = started_rx.await else { return };
-        let Some(proxy) = bound.proxy.first().copied() else { return };
+        let Some(proxy) = bound.proxy.first().copied() else {
+            return;
+        };
         sample_traffic(proxy).await;
         print_tour(proxy, bound.admin, &routes);
         if once {
@@ -104,6 +106,8 @@ fn demo_run_args(args: &DemoArgs, routes: PathBuf) -> RunArgs {
         routes,
         listen: vec![args.listen],
         admin: args.admin,
+        admin_token_file: None,
+        admin_insecure: false,
         log_format: LogFormat::Text,
         access_log: Switch::On,
         max_body: None,
@@ -157,7 +161,9 @@ async fn sample_traffic(proxy: SocketAddr) {
         Client::builder(TokioExecutor::new()).build_http();
     println!("\n== sample traffic through the proxy at http://{proxy} ==");
     for path in ["/", "/invoices/7", "/invoices/../orders/1", "/reports/q3"] {
-        let Ok(uri) = format!("http://{proxy}{path}").parse::<http::Uri>() else { continue };
+        let Ok(uri) = format!("http://{proxy}{path}").parse::<http::Uri>() else {
+            continue;
+        };
         let line = match client.get(uri).await {
             Ok(response) => {
                 let status = response.status();
@@ -167,7 +173,11 @@ async fn sample_traffic(proxy: SocketAddr) {
                     .await
                     .map(|b| b.to_bytes())
                     .unwrap_or_default();
-                format!("{} {}", status.as_u16(), String::from_utf8_lossy(&body).trim())
+                format!(
+                    "{} {}",
+                    status.as_u16(),
+                    String::from_utf8_lossy(&body).trim()
+                )
             }
             Err(err) => format!("{} {err}", StatusCode::BAD_GATEWAY),
         };

@@ -10,7 +10,7 @@ use strangler_routes::{Action, Rewrite, Route, RouteTable, UpstreamId};
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::pipeline::{ConnInfo, Limits};
-use crate::runtime::Runtime;
+use crate::runtime::{Answerer, Runtime};
 
 /// What to do with a request, decided from its route (or the default upstream).
 #[derive(Debug, Clone, Copy)]
@@ -42,10 +42,17 @@ pub struct Exchange<'a> {
 
 impl<'t> Dispatch<'t> {
     /// The strategy for `route`; `None` means the table's default upstream.
-    pub fn for_route(table: &RouteTable, route: Option<&'t Route>) -> Self {
+    ///
+    /// A pinned route goes, unrewritten, to its `rollback_to` upstream: the rewrite rules
+    /// describe the new service's paths, not the monolith's.
+    pub fn for_route(runtime: &'t Runtime, route: Option<&'t Route>) -> Self {
         match route {
             None => Dispatch::Forward {
-                upstream: table.default_upstream(),
+                upstream: runtime.table().default_upstream(),
+                rewrite: None,
+            },
+            Some(route) if runtime.is_pinned(route) => Dispatch::Forward {
+                upstream: route.rollback_to,
                 rewrite: None,
             },
             Some(route) => match &route.action {
@@ -55,6 +62,14 @@ impl<'t> Dispatch<'t> {
                 },
                 Action::Respond(respond) => Dispatch::Respond(respond),
             },
+        }
+    }
+
+    /// Who answers, for metrics.
+    pub fn answerer(&self) -> Answerer {
+        match self {
+            Dispatch::Forward { upstream, .. } => Answerer::Upstream(*upstream),
+            Dispatch::Respond(_) => Answerer::Respond,
         }
     }
 

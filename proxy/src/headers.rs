@@ -1,8 +1,8 @@
 //! Header rules of a faithful proxy: hop-by-hop removal, forwarding headers, request ids.
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 

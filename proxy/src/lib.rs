@@ -16,6 +16,7 @@ pub mod dispatch;
 pub mod error;
 pub mod headers;
 pub mod logging;
+pub mod metrics;
 pub mod pipeline;
 pub mod runtime;
 pub mod server;

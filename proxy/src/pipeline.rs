@@ -8,11 +8,12 @@ use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
 use strangler_routes::{RequestView, normalize::normalize_path};
 
-use crate::body::BoxBody;
+use crate::body::{self, BoxBody, Guarded};
 use crate::dispatch::{self, Dispatch, Exchange};
-use crate::error::ProxyError;
+use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
-use crate::runtime::RuntimeStore;
+use crate::metrics::InFlight;
+use crate::runtime::{Answerer, DEFAULT_SLOT, RouteSlot, Runtime, RuntimeStore};
 
 /// What the proxy knows about the connection a request arrived on.
 #[derive(Debug, Clone, Copy)]
@@ -50,17 +51,24 @@ impl Pipeline {
     }
 
     /// Serve one request. Never fails: every error becomes an answer with the request id.
-    pub async fn handle(&self, mut request: Request<Incoming>, conn: ConnInfo) -> Response<BoxBody> {
+    pub async fn handle(
+        &self,
+        mut request: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<BoxBody> {
         let started = Instant::now();
+        let inflight = self.store.metrics().start();
         let request_id = headers::request_id(request.headers_mut());
         // One snapshot for the whole exchange: a reload mid-request does not change its rules.
         let runtime = self.store.snapshot();
-        let table = runtime.table();
 
         let method = request.method().clone();
-        let mut route_name = "-";
-        let mut upstream_name = "-";
-        let outcome = match self.admit(&request).and_then(|()| normalized_path(&request)) {
+        let mut slot = DEFAULT_SLOT;
+        let mut answerer = Answerer::Upstream(runtime.table().default_upstream());
+        let outcome = match self
+            .admit(&request)
+            .and_then(|()| normalized_path(&request))
+        {
             Err(err) => Err(err),
             Ok(path) => {
                 let view = RequestView {
@@ -70,28 +78,40 @@ impl Pipeline {
                     host: host_of(&request),
                     headers: request.headers(),
                 };
-                let route = table.find(&view);
-                let dispatch = Dispatch::for_route(table, route);
-                route_name = route.map_or("default", |r| r.name.as_str());
-                upstream_name = dispatch.upstream_name(table);
-                let path = path.into_owned();
+                let route = runtime.table().find(&view);
+                let dispatch = Dispatch::for_route(&runtime, route);
+                slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
+                answerer = dispatch.answerer();
                 let exchange = Exchange {
                     runtime: &runtime,
                     conn,
                     request_id: &request_id,
                     limits: self.limits,
-                    path,
+                    path: path.into_owned(),
                 };
                 dispatch::run(dispatch, &exchange, request).await
             }
         };
+        let table = runtime.table();
+        let route_name = match table.routes().get(slot.0) {
+            Some(route) => route.name.as_str(),
+            None => "default",
+        };
+        let upstream_name = match answerer {
+            Answerer::Upstream(id) => table.upstream(id).name.as_str(),
+            Answerer::Respond => "respond",
+        };
         let mut response = outcome.unwrap_or_else(|err| {
             tracing::warn!(request_id = ?request_id, route = route_name, error = %err, "request failed");
+            if err.class() == ErrorClass::Upstream {
+                self.store.metrics().upstream_error(upstream_name, err.kind());
+            }
             err.to_response(&request_id)
         });
         response
             .headers_mut()
             .insert(headers::X_REQUEST_ID, request_id.clone());
+        let status = response.status().as_u16();
         if self.access_log {
             tracing::info!(
                 target: "strangler::access",
@@ -99,12 +119,21 @@ impl Pipeline {
                 method = %method,
                 route = %route_name,
                 upstream = %upstream_name,
-                status = response.status().as_u16(),
+                status,
                 duration_ms = started.elapsed().as_secs_f64() * 1000.0,
                 client = %conn.peer,
             );
         }
-        response
+        // Counted and timed when the body is done (or the client went away), not at the head.
+        let finish = Finish {
+            runtime: runtime.clone(),
+            slot,
+            answerer,
+            status,
+            started,
+            _inflight: inflight,
+        };
+        response.map(|body| body::boxed(Guarded::new(body, finish)))
     }
 
     /// Refuse requests over the header and declared body limits before any work is done.
@@ -126,6 +155,24 @@ impl Pipeline {
             }
         }
         Ok(())
+    }
+}
+
+/// Records a finished exchange in the metrics when the response body is done or dropped.
+struct Finish {
+    runtime: Arc<Runtime>,
+    slot: RouteSlot,
+    answerer: Answerer,
+    status: u16,
+    started: Instant,
+    _inflight: InFlight,
+}
+
+impl Drop for Finish {
+    fn drop(&mut self) {
+        self.runtime
+            .pair_metrics(self.slot, self.answerer)
+            .observe(self.status, self.started);
     }
 }
 
@@ -171,7 +218,11 @@ pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 impl crate::server::Handler for Pipeline {
-    async fn call(self: Arc<Self>, request: Request<Incoming>, conn: ConnInfo) -> Response<BoxBody> {
+    async fn call(
+        self: Arc<Self>,
+        request: Request<Incoming>,
+        conn: ConnInfo,
+    ) -> Response<BoxBody> {
         self.handle(request, conn).await
     }
 }

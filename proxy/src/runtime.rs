@@ -1,18 +1,42 @@
-//! The one snapshot a request needs (route table + upstream pools), and the swap that replaces it.
+//! The one snapshot a request needs (route table, pools, pins, metric handles), and its swaps.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use strangler_routes::{RouteTable, UpstreamId, ValidationErrors};
+use strangler_routes::{Route, RouteTable, UpstreamId, ValidationErrors};
 
+use crate::metrics::{Metrics, PairMetrics};
 use crate::upstream::{PoolError, UpstreamPool};
 
 /// Everything a request needs, immutable once built. A request loads it once and keeps it
-/// until its exchange ends, so a reload never changes the rules under a request.
+/// until its exchange ends, so neither a reload nor a pin changes the rules under a request.
 pub struct Runtime {
-    table: RouteTable,
+    table: Arc<RouteTable>,
     pools: Vec<Arc<UpstreamPool>>,
+    /// `pinned[route.index]`: the route is rolled back to its `rollback_to` upstream.
+    pinned: Vec<bool>,
+    pins: BTreeMap<String, Pin>,
+    cells: Arc<MetricCells>,
+}
+
+/// A rollback pin: the route's traffic goes to its `rollback_to` upstream until cleared.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Pin {
+    /// Why the route was pinned (operator call, failing gate).
+    pub reason: String,
+    /// When, as seconds since the Unix epoch.
+    pub since_unix: u64,
+}
+
+/// Lazily resolved metric handles per (route slot, upstream slot) of one table.
+struct MetricCells {
+    metrics: Arc<Metrics>,
+    /// Number of upstream slots per route slot: the upstreams plus `respond`.
+    width: usize,
+    cells: Box<[OnceLock<PairMetrics>]>,
 }
 
 /// Why a new runtime could not be built; the running one keeps serving.
@@ -26,12 +50,84 @@ pub enum ReloadError {
     Pool(#[from] PoolError),
 }
 
+impl ReloadError {
+    /// One line per problem, for the admin API.
+    pub fn lines(&self) -> Vec<String> {
+        match self {
+            Self::Invalid(errors) => errors.errors.iter().map(ToString::to_string).collect(),
+            Self::Pool(err) => vec![err.to_string()],
+        }
+    }
+}
+
+/// The route slot used for requests that no route matched (the default upstream).
+pub const DEFAULT_SLOT: RouteSlot = RouteSlot(usize::MAX);
+
+/// A route's position for metrics: its index, or [`DEFAULT_SLOT`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RouteSlot(pub usize);
+
+/// Who answers, for metrics: an upstream of the table or the route file itself (`respond`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answerer {
+    /// An upstream.
+    Upstream(UpstreamId),
+    /// A `respond:` route.
+    Respond,
+}
+
 impl Runtime {
-    /// Build a runtime for `table`, reusing the pools of `previous` whose upstream is unchanged.
-    ///
-    /// # Errors
-    /// [`PoolError`] when an upstream cannot be served by this build.
-    pub fn build(table: RouteTable, previous: Option<&Runtime>) -> Result<Self, PoolError> {
+    /// The compiled route table.
+    pub fn table(&self) -> &RouteTable {
+        &self.table
+    }
+
+    /// The pool of an upstream of this table.
+    pub fn pool(&self, id: UpstreamId) -> &Arc<UpstreamPool> {
+        &self.pools[id.0]
+    }
+
+    /// Whether `route` is pinned to its `rollback_to` upstream.
+    pub fn is_pinned(&self, route: &Route) -> bool {
+        self.pinned.get(route.index).copied().unwrap_or(false)
+    }
+
+    /// The active pins by route name.
+    pub fn pins(&self) -> &BTreeMap<String, Pin> {
+        &self.pins
+    }
+
+    /// The metric handles for answers to `route` given by `answerer`.
+    pub fn pair_metrics(&self, route: RouteSlot, answerer: Answerer) -> &PairMetrics {
+        let cells = &self.cells;
+        let row = if route == DEFAULT_SLOT {
+            self.table.routes().len()
+        } else {
+            route.0
+        };
+        let column = match answerer {
+            Answerer::Upstream(id) => id.0,
+            Answerer::Respond => cells.width - 1,
+        };
+        cells.cells[row * cells.width + column].get_or_init(|| {
+            let route_name = match self.table.routes().get(row) {
+                Some(route) => route.name.as_str(),
+                None => "default",
+            };
+            let upstream_name = match answerer {
+                Answerer::Upstream(id) => self.table.upstream(id).name.as_str(),
+                Answerer::Respond => "respond",
+            };
+            cells.metrics.pair(route_name, upstream_name)
+        })
+    }
+
+    fn build(
+        table: Arc<RouteTable>,
+        previous: Option<&Runtime>,
+        pins: &BTreeMap<String, Pin>,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Self, PoolError> {
         let pools = table
             .upstreams()
             .iter()
@@ -45,26 +141,65 @@ impl Runtime {
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Self { table, pools })
-    }
-
-    /// The compiled route table.
-    pub fn table(&self) -> &RouteTable {
-        &self.table
-    }
-
-    /// The pool of an upstream of this table.
-    pub fn pool(&self, id: UpstreamId) -> &Arc<UpstreamPool> {
-        &self.pools[id.0]
+        let cells = match previous {
+            Some(old) if Arc::ptr_eq(&old.table, &table) => old.cells.clone(),
+            _ => {
+                let width = table.upstreams().len() + 1;
+                let rows = table.routes().len() + 1;
+                Arc::new(MetricCells {
+                    metrics: metrics.clone(),
+                    width,
+                    cells: (0..width * rows).map(|_| OnceLock::new()).collect(),
+                })
+            }
+        };
+        // Pins survive reloads by route name; pins of routes that no longer exist are inert.
+        let pinned = table
+            .routes()
+            .iter()
+            .map(|route| pins.contains_key(&route.name))
+            .collect();
+        let pins = pins
+            .iter()
+            .filter(|(name, _)| table.route(name).is_some())
+            .map(|(name, pin)| (name.clone(), pin.clone()))
+            .collect();
+        Ok(Self {
+            table,
+            pools,
+            pinned,
+            pins,
+            cells,
+        })
     }
 }
+
+/// The last reload that failed, for the admin API.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ReloadFailure {
+    /// When, as seconds since the Unix epoch.
+    pub at_unix: u64,
+    /// What triggered it (file change, SIGHUP, admin).
+    pub cause: String,
+    /// Every problem, one per line.
+    pub errors: Vec<String>,
+}
+
+/// A route name that is not in the active table.
+#[derive(Debug, thiserror::Error)]
+#[error("no route named {0:?}")]
+pub struct UnknownRoute(pub String);
 
 /// The swappable home of the current [`Runtime`].
 pub struct RuntimeStore {
     current: ArcSwap<Runtime>,
     routes_file: PathBuf,
-    /// Serializes reloads so two sources (watcher, SIGHUP, admin) never race a swap.
-    reload_lock: tokio::sync::Mutex<()>,
+    metrics: Arc<Metrics>,
+    /// Rollback pins by route name: the source of truth that every rebuilt runtime copies.
+    pins: Mutex<BTreeMap<String, Pin>>,
+    last_failure: Mutex<Option<ReloadFailure>>,
+    /// Serializes swaps so reloads and pin changes never lose each other's update.
+    swap_lock: tokio::sync::Mutex<()>,
 }
 
 impl RuntimeStore {
@@ -72,13 +207,17 @@ impl RuntimeStore {
     ///
     /// # Errors
     /// [`ReloadError`] when the file is invalid or a pool cannot be built.
-    pub fn open(routes_file: &Path) -> Result<Self, ReloadError> {
-        let table = strangler_routes::load_file(routes_file)?;
-        let runtime = Runtime::build(table, None)?;
+    pub fn open(routes_file: &Path, metrics: Arc<Metrics>) -> Result<Self, ReloadError> {
+        let table = Arc::new(strangler_routes::load_file(routes_file)?);
+        let runtime = Runtime::build(table, None, &BTreeMap::new(), &metrics)?;
+        metrics.set_version(runtime.table().version());
         Ok(Self {
             current: ArcSwap::from_pointee(runtime),
             routes_file: routes_file.to_path_buf(),
-            reload_lock: tokio::sync::Mutex::new(()),
+            metrics,
+            pins: Mutex::new(BTreeMap::new()),
+            last_failure: Mutex::new(None),
+            swap_lock: tokio::sync::Mutex::new(()),
         })
     }
 
@@ -92,22 +231,40 @@ impl RuntimeStore {
         &self.routes_file
     }
 
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The last failed reload, if the latest attempt failed.
+    pub fn last_failure(&self) -> Option<ReloadFailure> {
+        self.last_failure.lock().ok().and_then(|f| f.clone())
+    }
+
     /// Re-read the route file, build a complete new runtime beside the running one and swap
-    /// it in. On any error nothing changes. Returns the version now serving.
+    /// it in. On any error nothing changes.
     ///
     /// # Errors
     /// [`ReloadError`] with every validation problem of the file.
     pub async fn reload(&self, cause: &str) -> Result<Arc<Runtime>, ReloadError> {
-        let _one_at_a_time = self.reload_lock.lock().await;
+        let _one_at_a_time = self.swap_lock.lock().await;
         let old = self.snapshot();
+        let pins = self.pins_now();
         let built = strangler_routes::load_file(&self.routes_file)
             .map_err(ReloadError::from)
-            .and_then(|table| Runtime::build(table, Some(&old)).map_err(ReloadError::from));
+            .and_then(|table| {
+                Runtime::build(Arc::new(table), Some(&old), &pins, &self.metrics)
+                    .map_err(ReloadError::from)
+            });
         match built {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
                 let changed = runtime.table().version() != old.table().version();
                 self.current.store(runtime.clone());
+                self.metrics.reloaded(true, runtime.table().version());
+                if let Ok(mut failure) = self.last_failure.lock() {
+                    *failure = None;
+                }
                 tracing::info!(
                     cause,
                     version = runtime.table().version(),
@@ -118,9 +275,87 @@ impl RuntimeStore {
                 Ok(runtime)
             }
             Err(err) => {
+                self.metrics.reloaded(false, "");
+                if let Ok(mut failure) = self.last_failure.lock() {
+                    *failure = Some(ReloadFailure {
+                        at_unix: unix_now(),
+                        cause: cause.to_string(),
+                        errors: err.lines(),
+                    });
+                }
                 tracing::error!(cause, file = %self.routes_file.display(), "reload rejected, the running table keeps serving:\n{err}");
                 Err(err)
             }
         }
     }
+
+    /// Pin `route` to its `rollback_to` upstream (operator call or failing gate).
+    /// Returns false when it was already pinned.
+    ///
+    /// # Errors
+    /// [`UnknownRoute`] when the active table has no such route.
+    pub async fn pin(&self, route: &str, reason: &str) -> Result<bool, UnknownRoute> {
+        self.change_pin(route, Some(reason)).await
+    }
+
+    /// Clear the pin of `route`. Returns false when it was not pinned.
+    ///
+    /// # Errors
+    /// [`UnknownRoute`] when the active table has no such route.
+    pub async fn unpin(&self, route: &str) -> Result<bool, UnknownRoute> {
+        self.change_pin(route, None).await
+    }
+
+    async fn change_pin(&self, route: &str, reason: Option<&str>) -> Result<bool, UnknownRoute> {
+        let _one_at_a_time = self.swap_lock.lock().await;
+        let old = self.snapshot();
+        if old.table().route(route).is_none() {
+            return Err(UnknownRoute(route.to_string()));
+        }
+        let changed = {
+            let Ok(mut pins) = self.pins.lock() else {
+                return Ok(false);
+            };
+            match reason {
+                Some(reason) if !pins.contains_key(route) => {
+                    pins.insert(
+                        route.to_string(),
+                        Pin {
+                            reason: reason.to_string(),
+                            since_unix: unix_now(),
+                        },
+                    );
+                    true
+                }
+                None => pins.remove(route).is_some(),
+                Some(_) => false,
+            }
+        };
+        if changed {
+            let pins = self.pins_now();
+            // Same table, same pools: only the pins differ, so this cannot fail.
+            if let Ok(runtime) = Runtime::build(old.table.clone(), Some(&old), &pins, &self.metrics)
+            {
+                self.current.store(Arc::new(runtime));
+            }
+            match reason {
+                Some(reason) => {
+                    tracing::warn!(route, reason, "route pinned to its rollback upstream")
+                }
+                None => tracing::info!(route, "rollback pin cleared"),
+            }
+        }
+        Ok(changed)
+    }
+
+    fn pins_now(&self) -> BTreeMap<String, Pin> {
+        self.pins.lock().map(|p| p.clone()).unwrap_or_default()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
 }

@@ -95,8 +95,10 @@ pub async fn serve<H: Handler>(
     drop(listener);
     let open = graceful.count();
     tracing::info!(listener = ?local, open_connections = open, "stopped accepting; draining");
-    if tokio::time::timeout(settings.grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(settings.grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!(listener = ?local, grace = ?settings.grace, "grace period over; closing the remaining connections");
     }
 }
-

@@ -89,7 +89,10 @@ impl UpstreamPool {
             Scheme::Https => "https",
         };
         let mut uri = String::with_capacity(
-            scheme.len() + 3 + self.spec.authority.as_str().len() + self.spec.base_path.len()
+            scheme.len()
+                + 3
+                + self.spec.authority.as_str().len()
+                + self.spec.base_path.len()
                 + path_and_query.len(),
         );
         uri.push_str(scheme);
@@ -131,7 +134,9 @@ impl UpstreamPool {
             (first, _) => first,
         };
         match result {
-            Ok(Ok(response)) => Ok(response.map(|incoming| body::boxed(Guarded::new(incoming, permit)))),
+            Ok(Ok(response)) => {
+                Ok(response.map(|incoming| body::boxed(Guarded::new(incoming, permit))))
+            }
             Ok(Err(err)) => Err(self.classify(&err)),
             Err(_) => Err(self.timeout()),
         }

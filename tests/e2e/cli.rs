@@ -10,7 +10,11 @@ fn strangler(args: &[&str]) -> Output {
 }
 
 fn text(output: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
 }
 
 fn examples() -> std::path::PathBuf {
@@ -24,12 +28,21 @@ fn every_example_route_file_is_valid() {
         let path = entry.unwrap().path();
         if path.extension().is_some_and(|e| e == "yaml") {
             let output = strangler(&["check", path.to_str().unwrap()]);
-            assert_eq!(output.status.code(), Some(0), "{}: {}", path.display(), text(&output));
+            assert_eq!(
+                output.status.code(),
+                Some(0),
+                "{}: {}",
+                path.display(),
+                text(&output)
+            );
             assert!(text(&output).contains(": ok"), "{}", text(&output));
             checked += 1;
         }
     }
-    assert!(checked >= 2, "expected the example route files in deploy/examples");
+    assert!(
+        checked >= 2,
+        "expected the example route files in deploy/examples"
+    );
 }
 
 #[test]
@@ -44,9 +57,15 @@ fn an_invalid_file_fails_with_every_problem_named_by_file_line_and_key() {
     let output = strangler(&["check", file.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(1));
     let out = text(&output);
-    assert!(out.contains("routes.yaml:7:"), "unknown upstream on line 7:\n{out}");
+    assert!(
+        out.contains("routes.yaml:7:"),
+        "unknown upstream on line 7:\n{out}"
+    );
     assert!(out.contains("nowhere"), "{out}");
-    assert!(out.contains("routes.yaml:8:") && out.contains("duplicate"), "duplicate name on line 8:\n{out}");
+    assert!(
+        out.contains("routes.yaml:8:") && out.contains("duplicate"),
+        "duplicate name on line 8:\n{out}"
+    );
     assert!(out.contains("path_regex"), "{out}");
 }
 
@@ -62,8 +81,18 @@ fn explain_names_the_route_and_why_earlier_ones_did_not_match() {
     let f = file.to_str().unwrap();
     let plain = text(&strangler(&["check", f, "--explain", "GET /catalog/7"]));
     assert!(plain.contains("all-catalog"), "{plain}");
-    assert!(plain.contains("x-beta"), "says why beta did not match:\n{plain}");
-    let output = strangler(&["check", f, "--explain", "GET /catalog/7", "-H", "x-beta: true"]);
+    assert!(
+        plain.contains("x-beta"),
+        "says why beta did not match:\n{plain}"
+    );
+    let output = strangler(&[
+        "check",
+        f,
+        "--explain",
+        "GET /catalog/7",
+        "-H",
+        "x-beta: true",
+    ]);
     assert_eq!(output.status.code(), Some(0));
     let beta = text(&output);
     assert!(beta.contains("beta") && beta.contains("catalog"), "{beta}");
@@ -71,10 +100,20 @@ fn explain_names_the_route_and_why_earlier_ones_did_not_match() {
 
 #[test]
 fn the_demo_runs_its_sample_traffic_and_exits() {
-    let output = strangler(&["demo", "--once", "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"]);
+    let output = strangler(&[
+        "demo",
+        "--once",
+        "--listen",
+        "127.0.0.1:0",
+        "--admin",
+        "127.0.0.1:0",
+    ]);
     let out = text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
-    assert!(out.contains("invoices-service"), "/invoices is served by the new service:\n{out}");
+    assert!(
+        out.contains("invoices-service"),
+        "/invoices is served by the new service:\n{out}"
+    );
     assert!(out.contains("\"served_by\":\"monolith\""), "{out}");
     assert!(out.contains("501"), "{out}");
 }

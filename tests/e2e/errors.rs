@@ -13,10 +13,17 @@ use crate::support::{Proxy, Upstream, client, closed_port, get, routes_yaml, sen
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upstream_is_a_502_with_a_reason() {
     let dead = closed_port().await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &format!("http://{dead}"))], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &format!("http://{dead}"))], "monolith", ""),
+        &[],
+    );
     let answer = get(&proxy.url("/x"), &[]).await;
     assert_eq!(answer.status, 502);
-    assert!(answer.text().contains("monolith") && answer.text().contains("refused"), "{}", answer.text());
+    assert!(
+        answer.text().contains("monolith") && answer.text().contains("refused"),
+        "{}",
+        answer.text()
+    );
     assert!(answer.headers.contains_key("x-request-id"));
 }
 
@@ -31,14 +38,24 @@ async fn a_slow_upstream_is_a_504_after_its_timeout() {
     let started = std::time::Instant::now();
     let answer = get(&proxy.url("/slow"), &[("x-test-delay-ms", "5000")]).await;
     assert_eq!(answer.status, 504);
-    assert!(answer.text().contains("did not answer within 300ms"), "{}", answer.text());
-    assert!(started.elapsed() < Duration::from_secs(4), "the timeout did not cut the wait short");
+    assert!(
+        answer.text().contains("did not answer within 300ms"),
+        "{}",
+        answer.text()
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "the timeout did not cut the wait short"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_headers_get_431() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &["--max-header-bytes", "4KiB"]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--max-header-bytes", "4KiB"],
+    );
     let big = "a".repeat(6000);
     let answer = get(&proxy.url("/"), &[("x-big", &big)]).await;
     assert_eq!(answer.status, 431);
@@ -49,14 +66,21 @@ async fn oversized_headers_get_431() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_bodies_get_413_declared_or_streamed() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &["--max-body", "1KiB"]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--max-body", "1KiB"],
+    );
     let request = Request::post(proxy.url("/upload"))
         .body(Full::new(Bytes::from(vec![b'x'; 2048])))
         .unwrap();
     let answer = send(&client(), request).await;
     assert_eq!(answer.status, 413);
     assert!(answer.text().contains("1024"));
-    assert_eq!(monolith.hit_count(), 0, "a declared oversized body never reaches the upstream");
+    assert_eq!(
+        monolith.hit_count(),
+        0,
+        "a declared oversized body never reaches the upstream"
+    );
 
     // Chunked: the size is only known while streaming.
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
@@ -69,21 +93,35 @@ async fn oversized_bodies_get_413_declared_or_streamed() {
     let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut response)).await;
     let response = String::from_utf8_lossy(&response);
     assert!(response.starts_with("HTTP/1.1 413"), "{response}");
-    let within = Request::post(proxy.url("/upload")).body(Full::new(Bytes::from(vec![b'x'; 1000]))).unwrap();
+    let within = Request::post(proxy.url("/upload"))
+        .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+        .unwrap();
     assert_eq!(send(&client(), within).await.status, 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_path_is_a_400() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream.write_all(b"GET /a/%zz HTTP/1.1\r\nhost: a\r\n\r\n").await.unwrap();
+    stream
+        .write_all(b"GET /a/%zz HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .unwrap();
     let mut buf = vec![0u8; 4096];
-    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await.unwrap().unwrap();
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
     let response = String::from_utf8_lossy(&buf[..n]);
     assert!(response.starts_with("HTTP/1.1 400"), "{response}");
-    assert!(response.to_ascii_lowercase().contains("x-request-id"), "{response}");
+    assert!(
+        response.to_ascii_lowercase().contains("x-request-id"),
+        "{response}"
+    );
     assert_eq!(monolith.hit_count(), 0);
 }
 
@@ -116,10 +154,19 @@ async fn closing_upstream() -> std::net::SocketAddr {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stale_pooled_connection_is_retried_for_idempotent_requests() {
     let upstream = closing_upstream().await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &format!("http://{upstream}"))], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(
+            &[("monolith", &format!("http://{upstream}"))],
+            "monolith",
+            "",
+        ),
+        &[],
+    );
     let client = client();
     for i in 0..30 {
-        let request = Request::get(proxy.url("/")).body(Full::new(Bytes::new())).unwrap();
+        let request = Request::get(proxy.url("/"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
         let answer = send(&client, request).await;
         assert_eq!(answer.status, 200, "request {i}: {}", answer.text());
     }

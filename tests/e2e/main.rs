@@ -2,6 +2,7 @@
 //! everything on loopback with OS-chosen ports.
 #![allow(clippy::unwrap_used, missing_docs, unreachable_pub)]
 
+mod admin;
 mod cli;
 mod errors;
 mod passthrough;

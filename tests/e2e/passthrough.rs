@@ -9,7 +9,10 @@ use crate::support::{Proxy, Upstream, client, get, routes_yaml, send};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_passes_through_with_forwarding_headers_added() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let request = Request::post(proxy.url("/orders/new?x=1&y=%20z"))
         .header("host", "shop.example")
         .header("x-custom", "kept")
@@ -28,25 +31,42 @@ async fn a_request_passes_through_with_forwarding_headers_added() {
     let headers = &seen["headers"];
     assert_eq!(headers["host"], "shop.example");
     assert_eq!(headers["x-custom"], "kept");
-    assert!(headers.get("x-secret").is_none(), "header named in Connection leaked: {headers}");
+    assert!(
+        headers.get("x-secret").is_none(),
+        "header named in Connection leaked: {headers}"
+    );
     assert_eq!(headers["x-forwarded-for"], "10.1.2.3, 127.0.0.1");
     assert_eq!(headers["x-forwarded-proto"], "http");
     assert_eq!(headers["x-forwarded-host"], "shop.example");
     assert_eq!(headers["via"], "1.1 strangler");
     let id = headers["x-request-id"].as_str().unwrap();
     assert!(!id.is_empty());
-    assert_eq!(answer.headers["x-request-id"], id, "the client sees the id the upstream saw");
-    assert!(answer.headers.get("x-hop").is_none(), "response hop-by-hop header leaked");
+    assert_eq!(
+        answer.headers["x-request-id"], id,
+        "the client sees the id the upstream saw"
+    );
+    assert!(
+        answer.headers.get("x-hop").is_none(),
+        "response hop-by-hop header leaked"
+    );
     assert!(answer.headers.get("keep-alive").is_none());
     assert_eq!(answer.headers["via"], "1.1 strangler");
     let log = proxy.logs.wait_for(id);
-    assert!(log.contains("route=default") && log.contains("upstream=monolith") && log.contains("status=200"), "{log}");
+    assert!(
+        log.contains("route=default")
+            && log.contains("upstream=monolith")
+            && log.contains("status=200"),
+        "{log}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_request_id_is_kept() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let answer = get(&proxy.url("/"), &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(answer.json()["headers"]["x-request-id"], "trace-abc-123");
     assert_eq!(answer.headers["x-request-id"], "trace-abc-123");
@@ -78,7 +98,11 @@ const MOVES: &str = r#"
 async fn routes_send_matching_requests_to_new_services() {
     let monolith = Upstream::start("monolith").await;
     let invoices = Upstream::start("invoices").await;
-    let yaml = routes_yaml(&[("monolith", &monolith.url()), ("invoices", &invoices.url())], "monolith", MOVES);
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("invoices", &invoices.url())],
+        "monolith",
+        MOVES,
+    );
     let proxy = Proxy::start(&yaml, &[]);
     let cases: &[(&str, &[(&str, &str)], &str)] = &[
         ("/invoices", &[], "invoices"),
@@ -106,7 +130,11 @@ async fn routes_send_matching_requests_to_new_services() {
 async fn rewrite_and_respond_change_what_the_route_says() {
     let monolith = Upstream::start("monolith").await;
     let invoices = Upstream::start("invoices").await;
-    let yaml = routes_yaml(&[("monolith", &monolith.url()), ("invoices", &invoices.url())], "monolith", MOVES);
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("invoices", &invoices.url())],
+        "monolith",
+        MOVES,
+    );
     let proxy = Proxy::start(&yaml, &[]);
 
     let answer = get(&proxy.url("/search/books?v=2"), &[("x-legacy", "1")]).await;
@@ -120,14 +148,22 @@ async fn rewrite_and_respond_change_what_the_route_says() {
     assert_eq!(answer.text(), "reports are moving");
     assert_eq!(answer.headers["x-why"], "migrating");
     assert!(answer.headers.contains_key("x-request-id"));
-    assert_eq!(monolith.hit_count() + invoices.hit_count(), 1, "respond must not call an upstream");
+    assert_eq!(
+        monolith.hit_count() + invoices.hit_count(),
+        1,
+        "respond must not call an upstream"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_path_is_normalized_before_matching_and_forwarding() {
     let monolith = Upstream::start("monolith").await;
     let invoices = Upstream::start("invoices").await;
-    let yaml = routes_yaml(&[("monolith", &monolith.url()), ("invoices", &invoices.url())], "monolith", MOVES);
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("invoices", &invoices.url())],
+        "monolith",
+        MOVES,
+    );
     let proxy = Proxy::start(&yaml, &[]);
     // A dot-segment must not smuggle a request past the router.
     let answer = get(&proxy.url("/invoices/../orders//%7E1?q"), &[]).await;
@@ -142,7 +178,10 @@ async fn the_path_is_normalized_before_matching_and_forwarding() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn large_bodies_stream_both_ways() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let body = "x".repeat(4 * 1024 * 1024);
     let request = Request::put(proxy.url("/upload"))
         .body(Full::new(Bytes::from(body.clone())))
@@ -155,10 +194,18 @@ async fn large_bodies_stream_both_ways() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstream_connections_are_pooled_and_reused() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     for _ in 0..20 {
         assert_eq!(get(&proxy.url("/"), &[]).await.status, 200);
     }
     assert_eq!(monolith.hit_count(), 20);
-    assert_eq!(monolith.connections.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        monolith
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }

@@ -13,7 +13,10 @@ use crate::support::{Proxy, Upstream, h2c_client, routes_yaml, send, write_atomi
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_served_and_forwarded_as_http1() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let request = Request::post(proxy.url("/h2?x=1"))
         .body(Full::new(Bytes::from_static(b"over h2")))
         .unwrap();
@@ -23,24 +26,44 @@ async fn h2c_clients_are_served_and_forwarded_as_http1() {
     assert_eq!(seen["version"], "HTTP/1.1");
     assert_eq!(seen["target"], "/h2?x=1");
     assert_eq!(seen["body"], "over h2");
-    assert_eq!(seen["headers"]["host"], proxy.addr.to_string(), "the :authority becomes Host");
+    assert_eq!(
+        seen["headers"]["host"],
+        proxy.addr.to_string(),
+        "the :authority becomes Host"
+    );
     assert_eq!(seen["headers"]["via"], "2 strangler");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_h2c_to_the_proxy() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let url = proxy.url("/curl");
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new("curl")
-            .args(["-sS", "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_version} %{http_code}", &url])
+            .args([
+                "-sS",
+                "--http2-prior-knowledge",
+                "-o",
+                "/dev/null",
+                "-w",
+                "%{http_version} %{http_code}",
+                &url,
+            ])
             .output()
             .expect("curl is installed (.ci/run installs it)")
     })
     .await
     .unwrap();
-    assert_eq!(String::from_utf8_lossy(&output.stdout), "2 200", "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stdout),
+        "2 200",
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }
 
 async fn open_tunnel(proxy: &Proxy) -> TcpStream {

@@ -6,18 +6,29 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use crate::support::{Proxy, Upstream, get, routes_yaml, write_atomically};
 
 fn two_upstreams(monolith: &Upstream, service: &Upstream, routes: &str) -> String {
-    routes_yaml(&[("monolith", &monolith.url()), ("service", &service.url())], "monolith", routes)
+    routes_yaml(
+        &[("monolith", &monolith.url()), ("service", &service.url())],
+        "monolith",
+        routes,
+    )
 }
 
-const MOVE_INVOICES: &str = "  - name: invoices\n    match: { path_prefix: /invoices }\n    to: service\n";
+const MOVE_INVOICES: &str =
+    "  - name: invoices\n    match: { path_prefix: /invoices }\n    to: service\n";
 
 async fn served_by(proxy: &Proxy, path: &str) -> String {
-    get(&proxy.url(path), &[]).await.json()["upstream"].as_str().unwrap().to_string()
+    get(&proxy.url(path), &[]).await.json()["upstream"]
+        .as_str()
+        .unwrap()
+        .to_string()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_place_write_is_picked_up() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     let proxy = Proxy::start(&two_upstreams(&monolith, &service, ""), &[]);
     assert_eq!(served_by(&proxy, "/invoices/1").await, "monolith");
     proxy.rewrite_routes_in_place(&two_upstreams(&monolith, &service, MOVE_INVOICES));
@@ -26,25 +37,48 @@ async fn an_in_place_write_is_picked_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_editor_style_atomic_rename_is_picked_up() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     let proxy = Proxy::start(&two_upstreams(&monolith, &service, ""), &[]);
     for round in 0..3 {
         let routes = if round % 2 == 0 { MOVE_INVOICES } else { "" };
-        let expected = if round % 2 == 0 { "service" } else { "monolith" };
-        write_atomically(&proxy.routes_file(), &two_upstreams(&monolith, &service, routes));
-        proxy.logs.wait_for_count("cause=\"file change\"", round + 1);
-        assert_eq!(served_by(&proxy, "/invoices/1").await, expected, "round {round}");
+        let expected = if round % 2 == 0 {
+            "service"
+        } else {
+            "monolith"
+        };
+        write_atomically(
+            &proxy.routes_file(),
+            &two_upstreams(&monolith, &service, routes),
+        );
+        proxy
+            .logs
+            .wait_for_count("cause=\"file change\"", round + 1);
+        assert_eq!(
+            served_by(&proxy, "/invoices/1").await,
+            expected,
+            "round {round}"
+        );
     }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     // The layout the kubelet makes: routes.yaml -> ..data/routes.yaml, ..data -> ..<timestamp>.
     let dir = tempfile::tempdir().unwrap();
     let first = dir.path().join("..2026_11_27_01");
     std::fs::create_dir(&first).unwrap();
-    std::fs::write(first.join("routes.yaml"), two_upstreams(&monolith, &service, "")).unwrap();
+    std::fs::write(
+        first.join("routes.yaml"),
+        two_upstreams(&monolith, &service, ""),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("..2026_11_27_01", dir.path().join("..data")).unwrap();
     std::os::unix::fs::symlink("..data/routes.yaml", dir.path().join("routes.yaml")).unwrap();
     let proxy = Proxy::start_in(dir, "routes.yaml", &[]);
@@ -53,7 +87,11 @@ async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
     let root = proxy.dir.path();
     let second = root.join("..2026_11_27_02");
     std::fs::create_dir(&second).unwrap();
-    std::fs::write(second.join("routes.yaml"), two_upstreams(&monolith, &service, MOVE_INVOICES)).unwrap();
+    std::fs::write(
+        second.join("routes.yaml"),
+        two_upstreams(&monolith, &service, MOVE_INVOICES),
+    )
+    .unwrap();
     std::os::unix::fs::symlink("..2026_11_27_02", root.join("..data_tmp")).unwrap();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
     std::fs::remove_dir_all(&first_dir(root)).unwrap();
@@ -67,13 +105,23 @@ fn first_dir(root: &std::path::Path) -> std::path::PathBuf {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_file_leaves_the_running_table_serving() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     let proxy = Proxy::start(&two_upstreams(&monolith, &service, MOVE_INVOICES), &[]);
-    let broken = two_upstreams(&monolith, &service, "  - name: invoices\n    match: { path_prefx: /invoices }\n    to: nowhere\n");
+    let broken = two_upstreams(
+        &monolith,
+        &service,
+        "  - name: invoices\n    match: { path_prefx: /invoices }\n    to: nowhere\n",
+    );
     std::fs::write(proxy.routes_file(), broken).unwrap();
     proxy.logs.wait_for("reload rejected");
     let error = proxy.logs.wait_for("path_prefx");
-    assert!(error.contains("routes.yaml:"), "the error names file and line: {error}");
+    assert!(
+        error.contains("routes.yaml:"),
+        "the error names file and line: {error}"
+    );
     assert_eq!(served_by(&proxy, "/invoices/1").await, "service");
     // Fixing the file is picked up as usual.
     proxy.rewrite_routes_in_place(&two_upstreams(&monolith, &service, ""));
@@ -82,7 +130,10 @@ async fn an_invalid_file_leaves_the_running_table_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     let proxy = Proxy::start(&two_upstreams(&monolith, &service, ""), &["--poll", "1h"]);
     proxy.signal("HUP");
     proxy.logs.wait_for("cause=\"SIGHUP\"");
@@ -91,7 +142,10 @@ async fn sighup_reloads() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reloading_under_load_fails_no_request() {
-    let (monolith, service) = (Upstream::start("monolith").await, Upstream::start("service").await);
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
     let proxy = Arc::new(Proxy::start(&two_upstreams(&monolith, &service, ""), &[]));
     let stop = Arc::new(AtomicBool::new(false));
     let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
@@ -113,8 +167,13 @@ async fn reloading_under_load_fails_no_request() {
     }
     for round in 0..6 {
         let routes = if round % 2 == 0 { MOVE_INVOICES } else { "" };
-        write_atomically(&proxy.routes_file(), &two_upstreams(&monolith, &service, routes));
-        proxy.logs.wait_for_count("cause=\"file change\"", round + 1);
+        write_atomically(
+            &proxy.routes_file(),
+            &two_upstreams(&monolith, &service, routes),
+        );
+        proxy
+            .logs
+            .wait_for_count("cause=\"file change\"", round + 1);
     }
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
@@ -122,5 +181,8 @@ async fn reloading_under_load_fails_no_request() {
     }
     assert_eq!(failed.load(Ordering::SeqCst), 0);
     assert!(ok.load(Ordering::SeqCst) > 0);
-    assert!(monolith.hit_count() > 0 && service.hit_count() > 0, "both tables served");
+    assert!(
+        monolith.hit_count() > 0 && service.hit_count() > 0,
+        "both tables served"
+    );
 }

@@ -5,7 +5,10 @@ use crate::support::{Proxy, Upstream, get, routes_yaml};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     let monolith = Upstream::start("monolith").await;
-    let mut proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let mut proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let url = proxy.url("/slow");
     let in_flight = tokio::spawn(async move { get(&url, &[("x-test-delay-ms", "1500")]).await });
     // The request is in flight once the upstream has it.
@@ -26,7 +29,10 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_liveness_answer_on_the_admin_port() {
     let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(&routes_yaml(&[("monolith", &monolith.url())], "monolith", ""), &[]);
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
     let health = get(&format!("http://{}/healthz", proxy.admin), &[]).await;
     assert_eq!(health.status, 200);
     let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;

@@ -66,7 +66,12 @@ impl Upstream {
                 });
             }
         });
-        Upstream { addr, hits, connections, arrived }
+        Upstream {
+            addr,
+            hits,
+            connections,
+            arrived,
+        }
     }
 
     /// `http://addr`.
@@ -125,18 +130,34 @@ async fn echo(
         });
         let mut response = Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
-        response.headers_mut().insert("connection", "upgrade".parse().unwrap());
-        response.headers_mut().insert("upgrade", protocol.parse().unwrap());
+        response
+            .headers_mut()
+            .insert("connection", "upgrade".parse().unwrap());
+        response
+            .headers_mut()
+            .insert("upgrade", protocol.parse().unwrap());
         return Ok(response);
     }
     let mut headers = BTreeMap::new();
     for (k, v) in request.headers() {
-        headers.insert(k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).to_string());
+        headers.insert(
+            k.as_str().to_string(),
+            String::from_utf8_lossy(v.as_bytes()).to_string(),
+        );
     }
     let method = request.method().to_string();
-    let target = request.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    let target = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.to_string())
+        .unwrap_or_default();
     let version = format!("{:?}", request.version());
-    let body = request.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = request
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let record = json!({
         "upstream": name,
         "method": method,
@@ -152,10 +173,18 @@ async fn echo(
     }
     let mut response = Response::new(Full::new(Bytes::from(record.to_string())));
     *response.status_mut() = StatusCode::from_u16(status.unwrap_or(200)).unwrap();
-    response.headers_mut().insert("content-type", "application/json".parse().unwrap());
-    response.headers_mut().insert("connection", "x-hop".parse().unwrap());
-    response.headers_mut().insert("x-hop", "must-not-pass".parse().unwrap());
-    response.headers_mut().insert("keep-alive", "timeout=5".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("content-type", "application/json".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("connection", "x-hop".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("x-hop", "must-not-pass".parse().unwrap());
+    response
+        .headers_mut()
+        .insert("keep-alive", "timeout=5".parse().unwrap());
     Ok(response)
 }
 
@@ -183,7 +212,11 @@ impl Logs {
                 return found[count - 1].clone();
             }
             let now = std::time::Instant::now();
-            assert!(now < deadline, "timed out waiting for {count}× {needle:?}; log:\n{}", lines.join("\n"));
+            assert!(
+                now < deadline,
+                "timed out waiting for {count}× {needle:?}; log:\n{}",
+                lines.join("\n")
+            );
             lines = self.grew.wait_timeout(lines, deadline - now).unwrap().0;
         }
     }
@@ -195,7 +228,12 @@ impl Logs {
 
     /// How many lines contain `needle` right now.
     pub fn count(&self, needle: &str) -> usize {
-        self.lines.lock().unwrap().iter().filter(|l| l.contains(needle)).count()
+        self.lines
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|l| l.contains(needle))
+            .count()
     }
 
     /// Everything printed so far.
@@ -241,7 +279,11 @@ impl Proxy {
             .args(["run", "--routes"])
             .arg(dir.path().join(file))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(if extra.contains(&"--poll") { &[][..] } else { &["--poll", "500ms"][..] })
+            .args(if extra.contains(&"--poll") {
+                &[][..]
+            } else {
+                &["--poll", "500ms"][..]
+            })
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -265,7 +307,13 @@ impl Proxy {
         let addr = listening(&logs.wait_for("(proxy)"));
         let admin = listening(&logs.wait_for("(admin)"));
         logs.wait_for(" ready");
-        Proxy { child, addr, admin, dir, logs }
+        Proxy {
+            child,
+            addr,
+            admin,
+            dir,
+            logs,
+        }
     }
 
     /// The route file's path.
@@ -295,7 +343,11 @@ impl Proxy {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return status.code();
             }
-            assert!(std::time::Instant::now() < deadline, "proxy did not exit; log:\n{}", self.logs.all());
+            assert!(
+                std::time::Instant::now() < deadline,
+                "proxy did not exit; log:\n{}",
+                self.logs.all()
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -329,7 +381,9 @@ pub fn client() -> Client<HttpConnector, Full<Bytes>> {
 
 /// A prior-knowledge HTTP/2 (h2c) client.
 pub fn h2c_client() -> Client<HttpConnector, Full<Bytes>> {
-    Client::builder(TokioExecutor::new()).http2_only(true).build_http()
+    Client::builder(TokioExecutor::new())
+        .http2_only(true)
+        .build_http()
 }
 
 /// A response read to its end.
@@ -356,14 +410,21 @@ impl Answer {
 }
 
 /// Send `request` with `client` and read the whole answer.
-pub async fn send(client: &Client<HttpConnector, Full<Bytes>>, request: Request<Full<Bytes>>) -> Answer {
+pub async fn send(
+    client: &Client<HttpConnector, Full<Bytes>>,
+    request: Request<Full<Bytes>>,
+) -> Answer {
     let response = tokio::time::timeout(PATIENCE, client.request(request))
         .await
         .expect("request timed out")
         .expect("request failed");
     let (parts, body) = response.into_parts();
     let body = body.collect().await.unwrap().to_bytes();
-    Answer { status: parts.status, headers: parts.headers, body }
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
 }
 
 /// `GET url` with extra headers.

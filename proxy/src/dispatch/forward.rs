@@ -54,7 +54,13 @@ pub(super) async fn forward(
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
     }
-    headers::add_forwarding(headers, exchange.conn.peer.ip(), exchange.conn.proto, host.as_ref(), via);
+    headers::add_forwarding(
+        headers,
+        exchange.conn.peer.ip(),
+        exchange.conn.proto,
+        host.as_ref(),
+        via,
+    );
     match host {
         // The client library fills `Host` from the URI, i.e. the upstream's authority.
         _ if spec.host_rewrite => {
@@ -88,8 +94,11 @@ pub(super) async fn forward(
             tokio::spawn(async move {
                 match tokio::try_join!(client_upgrade, upstream_upgrade) {
                     Ok((client, upstream)) => {
-                        let (mut client, mut upstream) = (TokioIo::new(client), TokioIo::new(upstream));
-                        if let Err(err) = tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+                        let (mut client, mut upstream) =
+                            (TokioIo::new(client), TokioIo::new(upstream));
+                        if let Err(err) =
+                            tokio::io::copy_bidirectional(&mut client, &mut upstream).await
+                        {
                             tracing::debug!(request_id = ?request_id, error = %err, "tunnel closed");
                         }
                     }

@@ -10,7 +10,11 @@ pub(super) fn respond(spec: &Respond) -> Response<BoxBody> {
     let mut response = Response::new(body::full(spec.body.clone()));
     *response.status_mut() = spec.status;
     let headers = response.headers_mut();
-    if !spec.headers.iter().any(|(name, _)| name == http::header::CONTENT_TYPE) {
+    if !spec
+        .headers
+        .iter()
+        .any(|(name, _)| name == http::header::CONTENT_TYPE)
+    {
         headers.insert(
             http::header::CONTENT_TYPE,
             http::HeaderValue::from_static("text/plain; charset=utf-8"),

@@ -1,0 +1,192 @@
+//! Prometheus metrics on one explicit registry, with label handles resolved off the hot path.
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use prometheus::{
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Latency buckets in seconds: 0.5 ms to 30 s, dense where proxies live.
+const DURATION_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
+    30.0,
+];
+
+/// Every metric of the design, registered once at start-up.
+pub struct Metrics {
+    registry: Registry,
+    requests: IntCounterVec,
+    duration: HistogramVec,
+    upstream_errors: IntCounterVec,
+    reloads: IntCounterVec,
+    config_info: IntGaugeVec,
+    inflight: IntGauge,
+}
+
+/// Why the metrics could not be set up (a programming error: duplicate or invalid names).
+#[derive(Debug, thiserror::Error)]
+#[error("metrics: {0}")]
+pub struct MetricsError(#[from] prometheus::Error);
+
+impl Metrics {
+    /// Create and register every metric.
+    ///
+    /// # Errors
+    /// [`MetricsError`] if a metric cannot be registered.
+    pub fn new() -> Result<Self, MetricsError> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new(
+                "strangler_requests_total",
+                "Requests answered, by route, upstream and status code.",
+            ),
+            &["route", "upstream", "code"],
+        )?;
+        let duration = HistogramVec::new(
+            HistogramOpts::new(
+                "strangler_request_duration_seconds",
+                "Time from request head to the end of the response body, by route and upstream.",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "upstream"],
+        )?;
+        let upstream_errors = IntCounterVec::new(
+            Opts::new(
+                "strangler_upstream_errors_total",
+                "Failed upstream exchanges, by upstream and kind.",
+            ),
+            &["upstream", "kind"],
+        )?;
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "strangler_config_reloads_total",
+                "Route file reloads, by result (success or failure).",
+            ),
+            &["result"],
+        )?;
+        let config_info = IntGaugeVec::new(
+            Opts::new(
+                "strangler_config_info",
+                "1 for the version (sha256) of the route file serving now.",
+            ),
+            &["version"],
+        )?;
+        let inflight = IntGauge::new(
+            "strangler_inflight_requests",
+            "Requests being served right now.",
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(duration.clone()))?;
+        registry.register(Box::new(upstream_errors.clone()))?;
+        registry.register(Box::new(reloads.clone()))?;
+        registry.register(Box::new(config_info.clone()))?;
+        registry.register(Box::new(inflight.clone()))?;
+        for result in ["success", "failure"] {
+            reloads.with_label_values(&[result]);
+        }
+        Ok(Self {
+            registry,
+            requests,
+            duration,
+            upstream_errors,
+            reloads,
+            config_info,
+            inflight,
+        })
+    }
+
+    /// The handles for one (route, upstream) pair; call when building a runtime, not per request.
+    pub fn pair(&self, route: &str, upstream: &str) -> PairMetrics {
+        PairMetrics {
+            route: route.to_string(),
+            upstream: upstream.to_string(),
+            requests: self.requests.clone(),
+            duration: self.duration.with_label_values(&[route, upstream]),
+            codes: OnceLock::new(),
+        }
+    }
+
+    /// Count a failed upstream exchange (error path only, so the label lookup is fine here).
+    pub fn upstream_error(&self, upstream: &str, kind: &str) {
+        self.upstream_errors
+            .with_label_values(&[upstream, kind])
+            .inc();
+    }
+
+    /// Count a reload and, on success, publish the new version.
+    pub fn reloaded(&self, ok: bool, version: &str) {
+        self.reloads
+            .with_label_values(&[if ok { "success" } else { "failure" }])
+            .inc();
+        if ok {
+            self.set_version(version);
+        }
+    }
+
+    /// Publish `version` as the one serving (the only `strangler_config_info` series).
+    pub fn set_version(&self, version: &str) {
+        self.config_info.reset();
+        self.config_info.with_label_values(&[version]).set(1);
+    }
+
+    /// Start timing a request; the returned guard records it when dropped.
+    pub fn start(&self) -> InFlight {
+        self.inflight.inc();
+        InFlight {
+            gauge: self.inflight.clone(),
+        }
+    }
+
+    /// The registry in Prometheus text format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        if let Err(err) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut out) {
+            tracing::error!(error = %err, "cannot encode metrics");
+        }
+        out
+    }
+}
+
+/// Counts one in-flight request until dropped.
+pub struct InFlight {
+    gauge: IntGauge,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.gauge.dec();
+    }
+}
+
+/// Pre-resolved metric handles of one (route, upstream) pair.
+///
+/// The histogram child is resolved up front; a counter per status code is resolved the
+/// first time that code is seen and then reused, so a request costs no label hashing.
+pub struct PairMetrics {
+    route: String,
+    upstream: String,
+    requests: IntCounterVec,
+    duration: Histogram,
+    codes: OnceLock<Box<[OnceLock<IntCounter>]>>,
+}
+
+impl PairMetrics {
+    /// Count an answer with `status` and record how long the exchange took since `started`.
+    pub fn observe(&self, status: u16, started: Instant) {
+        self.counter(status).inc();
+        self.duration.observe(started.elapsed().as_secs_f64());
+    }
+
+    fn counter(&self, status: u16) -> &IntCounter {
+        let codes = self
+            .codes
+            .get_or_init(|| (100..600).map(|_| OnceLock::new()).collect());
+        let slot = usize::from(status.clamp(100, 599) - 100);
+        codes[slot].get_or_init(|| {
+            self.requests
+                .with_label_values(&[&self.route, &self.upstream, &status.to_string()])
+        })
+    }
+}

@@ -1,0 +1,362 @@
+//! The admin endpoint: the table, reload, rollback pins, explain, metrics, and its guard.
+
+use std::process::Command;
+
+use bytes::Bytes;
+use http::{Method, Request};
+use http_body_util::Full;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use crate::support::{Answer, Proxy, Upstream, binary, client, get, routes_yaml, send};
+
+const ROUTES: &str = "  - name: invoices\n    match: { path_prefix: /invoices }\n    to: service\n  - name: reports\n    match: { path_prefix: /reports }\n    respond: { status: 501, body: moving }\n";
+
+async fn call(proxy: &Proxy, method: Method, path: &str, token: Option<&str>) -> Answer {
+    let mut builder = Request::builder()
+        .method(method)
+        .uri(format!("http://{}{path}", proxy.admin));
+    if let Some(token) = token {
+        builder = builder.header("authorization", format!("Bearer {token}"));
+    }
+    send(&client(), builder.body(Full::new(Bytes::new())).unwrap()).await
+}
+
+async fn started(routes: &str, extra: &[&str]) -> (Upstream, Upstream, Proxy) {
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("service", &service.url())],
+        "monolith",
+        routes,
+    );
+    let proxy = Proxy::start(&yaml, extra);
+    (monolith, service, proxy)
+}
+
+fn sha256_of(path: &std::path::Path) -> String {
+    let digest = Sha256::digest(std::fs::read(path).unwrap());
+    digest.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_shows_the_active_table() {
+    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let answer = call(&proxy, Method::GET, "/routes", None).await;
+    assert_eq!(answer.status, 200);
+    let table = answer.json();
+    assert_eq!(table["version"], sha256_of(&proxy.routes_file()));
+    assert!(table["source"].as_str().unwrap().ends_with("routes.yaml"));
+    assert!(table["loaded_at_unix"].as_u64().unwrap() > 0);
+    assert_eq!(table["default"], "monolith");
+    let routes = table["routes"].as_array().unwrap();
+    assert_eq!(routes.len(), 2);
+    assert_eq!(routes[0]["name"], "invoices");
+    assert_eq!(routes[0]["mode"], "forward");
+    assert_eq!(routes[0]["upstreams"], serde_json::json!(["service"]));
+    assert_eq!(routes[0]["rollback_to"], "monolith");
+    assert!(routes[0]["pin"].is_null());
+    assert_eq!(routes[1]["mode"], "respond");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_reload_is_a_422_and_the_old_version_keeps_serving() {
+    let (_m, _s, proxy) = started(ROUTES, &["--poll", "1h"]).await;
+    let before = call(&proxy, Method::GET, "/routes", None).await.json()["version"].clone();
+    std::fs::write(
+        proxy.routes_file(),
+        "upstreams: {}\ndefault: nowhere\nroutes:\n  - name: x\n    bogus: 1\n",
+    )
+    .unwrap();
+    let answer = call(&proxy, Method::POST, "/reload", None).await;
+    assert_eq!(answer.status, 422);
+    let errors = answer.json()["errors"].as_array().unwrap().clone();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.as_str().unwrap().contains("routes.yaml:5")
+                && e.as_str().unwrap().contains("bogus")),
+        "{errors:?}"
+    );
+    let table = call(&proxy, Method::GET, "/routes", None).await.json();
+    assert_eq!(table["version"], before);
+    assert!(
+        !table["last_reload_error"]["errors"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
+        "service"
+    );
+    let metrics = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &metrics,
+            "strangler_config_reloads_total",
+            &[("result", "failure")]
+        ),
+        Some(1.0)
+    );
+
+    std::fs::write(
+        proxy.routes_file(),
+        routes_yaml(&[("monolith", &_m.url())], "monolith", ""),
+    )
+    .unwrap();
+    let answer = call(&proxy, Method::POST, "/reload", None).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.json()["version"], sha256_of(&proxy.routes_file()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollback_pin_survives_reloads_until_cleared() {
+    let (monolith, service, proxy) = started(ROUTES, &[]).await;
+    assert_eq!(
+        get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
+        "service"
+    );
+    let pinned = call(&proxy, Method::POST, "/routes/invoices/rollback", None).await;
+    assert_eq!(pinned.status, 200);
+    assert_eq!(
+        get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
+        "monolith"
+    );
+
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("service", &service.url())],
+        "monolith",
+        &format!("{ROUTES}  - name: extra\n    match: {{ path: /extra }}\n    to: service\n"),
+    );
+    proxy.rewrite_routes_in_place(&yaml);
+    assert_eq!(
+        get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
+        "monolith",
+        "the pin survives a reload"
+    );
+    let table = call(&proxy, Method::GET, "/routes", None).await.json();
+    assert!(
+        table["routes"][0]["pin"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("operator")
+    );
+
+    assert_eq!(
+        call(&proxy, Method::DELETE, "/routes/invoices/rollback", None)
+            .await
+            .status,
+        200
+    );
+    assert_eq!(
+        get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
+        "service"
+    );
+    assert_eq!(
+        call(&proxy, Method::POST, "/routes/nope/rollback", None)
+            .await
+            .status,
+        404
+    );
+    assert_eq!(
+        call(&proxy, Method::GET, "/routes/invoices/rollback", None)
+            .await
+            .status,
+        405
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn explain_says_which_route_takes_a_request() {
+    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let matched = call(
+        &proxy,
+        Method::GET,
+        "/explain?method=GET&path=/invoices/7",
+        None,
+    )
+    .await
+    .json();
+    assert_eq!(matched["route"], "invoices");
+    assert_eq!(matched["upstream"], "service");
+    let unmatched = call(
+        &proxy,
+        Method::GET,
+        "/explain?method=POST&path=/orders&header=x-beta:true",
+        None,
+    )
+    .await
+    .json();
+    assert!(unmatched["route"].is_null());
+    assert_eq!(unmatched["upstream"], "monolith");
+    let steps = unmatched["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 2);
+    assert!(
+        steps.iter().all(
+            |s| s["matched"] == Value::Bool(false) && !s["reason"].as_str().unwrap().is_empty()
+        )
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_token_guards_everything_but_probes_and_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "s3cret-token\n").unwrap();
+    let (_m, _s, proxy) = started(
+        ROUTES,
+        &["--admin-token-file", token_file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(call(&proxy, Method::GET, "/routes", None).await.status, 401);
+    assert_eq!(
+        call(&proxy, Method::GET, "/routes", Some("wrong"))
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        call(&proxy, Method::POST, "/routes/invoices/rollback", None)
+            .await
+            .status,
+        401
+    );
+    assert_eq!(
+        call(&proxy, Method::GET, "/routes", Some("s3cret-token"))
+            .await
+            .status,
+        200
+    );
+    for open in ["/healthz", "/readyz", "/metrics"] {
+        assert_eq!(
+            call(&proxy, Method::GET, open, None).await.status,
+            200,
+            "{open}"
+        );
+    }
+}
+
+#[test]
+fn a_non_loopback_admin_without_a_token_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  m: { url: \"http://127.0.0.1:1\" }\ndefault: m\n",
+    )
+    .unwrap();
+    let output = Command::new(binary())
+        .args([
+            "run",
+            "--routes",
+            file.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+            "--admin",
+            "0.0.0.0:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("--admin-token-file") && stderr.contains("--admin-insecure"),
+        "{stderr}"
+    );
+}
+
+async fn scrape(proxy: &Proxy) -> prometheus_parse::Scrape {
+    let answer = call(proxy, Method::GET, "/metrics", None).await;
+    assert_eq!(answer.status, 200);
+    let text = answer.text();
+    prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap()
+}
+
+fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    scrape
+        .samples
+        .iter()
+        .find(|s| s.metric == metric && labels.iter().all(|(k, v)| s.labels.get(k) == Some(*v)))
+        .map(|s| match &s.value {
+            prometheus_parse::Value::Counter(v)
+            | prometheus_parse::Value::Gauge(v)
+            | prometheus_parse::Value::Untyped(v) => *v,
+            prometheus_parse::Value::Histogram(buckets) => buckets.last().map_or(0.0, |b| b.count),
+            prometheus_parse::Value::Summary(_) => f64::NAN,
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_known_traffic_exactly() {
+    let dead = crate::support::closed_port().await;
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let yaml = routes_yaml(
+        &[
+            ("monolith", &monolith.url()),
+            ("service", &service.url()),
+            ("dead", &format!("http://{dead}")),
+        ],
+        "monolith",
+        &format!("{ROUTES}  - name: broken\n    match: {{ path_prefix: /broken }}\n    to: dead\n"),
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    for _ in 0..3 {
+        get(&proxy.url("/invoices/1"), &[]).await;
+    }
+    for _ in 0..2 {
+        get(&proxy.url("/reports"), &[]).await;
+    }
+    get(&proxy.url("/anything"), &[("x-test-status", "404")]).await;
+    get(&proxy.url("/broken"), &[]).await;
+    let metrics = scrape(&proxy).await;
+    let requests = |route, upstream, code| {
+        sample(
+            &metrics,
+            "strangler_requests_total",
+            &[("route", route), ("upstream", upstream), ("code", code)],
+        )
+    };
+    assert_eq!(requests("invoices", "service", "200"), Some(3.0));
+    assert_eq!(requests("reports", "respond", "501"), Some(2.0));
+    assert_eq!(requests("default", "monolith", "404"), Some(1.0));
+    assert_eq!(requests("broken", "dead", "502"), Some(1.0));
+    assert_eq!(
+        sample(
+            &metrics,
+            "strangler_request_duration_seconds",
+            &[("route", "invoices"), ("upstream", "service")]
+        ),
+        Some(3.0),
+        "three observations in the histogram"
+    );
+    assert_eq!(
+        sample(
+            &metrics,
+            "strangler_upstream_errors_total",
+            &[("upstream", "dead"), ("kind", "connect")]
+        ),
+        Some(1.0)
+    );
+    let version = sha256_of(&proxy.routes_file());
+    assert_eq!(
+        sample(&metrics, "strangler_config_info", &[("version", &version)]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&metrics, "strangler_inflight_requests", &[]),
+        Some(0.0)
+    );
+    assert!(
+        metrics
+            .samples
+            .iter()
+            .all(|s| !s.labels.values().any(|v| v.contains("/invoices"))),
+        "no raw paths in labels"
+    );
+}
