@@ -190,9 +190,37 @@ impl Admin {
                 }
             },
             (&Method::GET, ["explain"]) => self.explain(request.uri().query().unwrap_or("")),
-            (_, ["routes"] | ["reload"] | ["explain"] | ["routes", _, "rollback"]) => {
-                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            (&Method::GET, ["diffs"]) => json_response(
+                StatusCode::OK,
+                &serde_json::to_value(self.store.verifiers().summary()).unwrap_or_default(),
+            ),
+            (&Method::GET, ["diffs", name]) => {
+                let csv = request.uri().query().is_some_and(|q| {
+                    form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "format" && v == "csv")
+                });
+                match self.store.verifiers().get(name) {
+                    None => json_response(
+                        StatusCode::NOT_FOUND,
+                        &json!({ "error": format!("no shadowed route named {name:?}") }),
+                    ),
+                    Some(verifier) if csv => {
+                        let mut response = Response::new(body::full(verifier.to_csv()));
+                        response.headers_mut().insert(
+                            header::CONTENT_TYPE,
+                            HeaderValue::from_static("text/csv; charset=utf-8"),
+                        );
+                        response
+                    }
+                    Some(verifier) => json_response(
+                        StatusCode::OK,
+                        &serde_json::to_value(verifier.report()).unwrap_or_default(),
+                    ),
+                }
             }
+            (
+                _,
+                ["routes"] | ["reload"] | ["explain"] | ["diffs", ..] | ["routes", _, "rollback"],
+            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
     }
@@ -267,6 +295,7 @@ impl Admin {
             query: query.as_deref(),
             host,
             headers: &headers,
+            body: None,
         };
         let explanation = runtime.table().explain(&view);
         let pinned = explanation
@@ -290,10 +319,16 @@ impl Admin {
 fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
     let table = runtime.table();
     let name_of = |id| table.upstream(id).name.clone();
-    let (mode, upstreams) = match &route.action {
-        Action::Forward(id) => ("forward", vec![name_of(*id)]),
-        Action::Respond(_) => ("respond", vec![]),
+    let mode = match &route.action {
+        Action::Forward(_) => "forward",
+        Action::Respond(_) => "respond",
+        Action::Shadow(_) => "shadow",
+        Action::Canary(_) => "canary",
     };
+    let upstreams: Vec<String> = route.action.upstreams().into_iter().map(name_of).collect();
+    let gate = runtime
+        .shadow(route)
+        .and_then(|shadow| shadow.verifier.gate());
     json!({
         "name": route.name,
         "line": route.line,
@@ -304,6 +339,7 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         "fallback": route.fallback.map(name_of),
         "rollback_to": name_of(route.rollback_to),
         "pin": runtime.pins().get(&route.name),
+        "gate": gate,
     })
 }
 

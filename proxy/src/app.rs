@@ -1,4 +1,4 @@
-//! Wiring of `strangler run`: load, bind, serve, reload, drain.
+//! Wiring of `strangler run`: load, bind, serve, reload (routes and certificates), drain.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -10,11 +10,14 @@ use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, AdminConfigError, AdminToken, Readiness};
-use crate::config::RunArgs;
+use crate::config::{RunArgs, TlsArgs};
+use crate::difflog::DiffLog;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::{Limits, Pipeline};
-use crate::runtime::{ReloadError, RuntimeStore};
-use crate::server::{self, ServerSettings};
+use crate::runtime::{ReloadError, RuntimeStore, Shared};
+use crate::server::{self, ServerSettings, Transport};
+use crate::tls::{self, CertResolver, CertSet, TlsError};
+use crate::verify::Verifiers;
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -43,19 +46,36 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The diff log cannot be opened.
+    #[error("cannot open the diff log {file}: {source}")]
+    DiffLog {
+        /// The file.
+        file: PathBuf,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
     /// Signal handlers could not be installed.
     #[error("cannot install signal handlers: {0}")]
     Signals(#[source] std::io::Error),
     /// The file watcher could not start.
     #[error("cannot watch the route file: {0}")]
     Watch(String),
+    /// The TLS flags or certificate files are unusable.
+    #[error("tls: {0}")]
+    Tls(#[from] TlsError),
+    /// The certificate watcher could not start.
+    #[error("cannot watch the tls certificate files: {0}")]
+    WatchCertificates(String),
 }
 
 /// The addresses a started proxy actually listens on (ports chosen by the OS for `:0`).
 #[derive(Debug, Clone)]
 pub struct Bound {
-    /// The proxy listeners.
+    /// The plain proxy listeners.
     pub proxy: Vec<SocketAddr>,
+    /// The HTTPS proxy listeners.
+    pub tls: Vec<SocketAddr>,
     /// The admin listener.
     pub admin: SocketAddr,
 }
@@ -64,12 +84,11 @@ pub struct Bound {
 ///
 /// # Errors
 /// A [`StartError`] when the proxy cannot start; once serving, it only returns `Ok`.
-pub async fn run(args: RunArgs) -> Result<(), StartError> {
-    serve(args, std::future::pending(), None).await
+pub async fn run(args: RunArgs, tls: TlsArgs) -> Result<(), StartError> {
+    serve_with_tls(args, tls, std::future::pending(), None).await
 }
 
-/// Serve until SIGTERM/SIGINT or until `stop` completes, then drain and return.
-/// `started` receives the bound addresses once the proxy is ready.
+/// [`serve_with_tls`] without HTTPS listeners.
 ///
 /// # Errors
 /// A [`StartError`] when the proxy cannot start; once serving, it only returns `Ok`.
@@ -78,13 +97,47 @@ pub async fn serve(
     stop: impl std::future::Future<Output = ()>,
     started: Option<tokio::sync::oneshot::Sender<Bound>>,
 ) -> Result<(), StartError> {
+    serve_with_tls(args, TlsArgs::default(), stop, started).await
+}
+
+/// Serve until SIGTERM/SIGINT or until `stop` completes, then drain and return.
+/// `started` receives the bound addresses once the proxy is ready.
+///
+/// # Errors
+/// A [`StartError`] when the proxy cannot start (including unreadable or mismatched
+/// certificate files, named with the reason); once serving, it only returns `Ok`.
+pub async fn serve_with_tls(
+    args: RunArgs,
+    tls_args: TlsArgs,
+    stop: impl std::future::Future<Output = ()>,
+    started: Option<tokio::sync::oneshot::Sender<Bound>>,
+) -> Result<(), StartError> {
+    let cert_pairs = tls_args.pairs()?;
+    // Certificates are checked before anything binds: a bad pair is a start-up error.
+    let resolver = match cert_pairs.is_empty() {
+        true => None,
+        false => Some(Arc::new(CertResolver::new(CertSet::load(&cert_pairs)?))),
+    };
     let token = match &args.admin_token_file {
         Some(file) => Some(AdminToken::read(file)?),
         None => None,
     };
     admin::check_exposure(args.admin, token.is_some(), args.admin_insecure)?;
-    let metrics = Arc::new(Metrics::new()?);
-    let store = RuntimeStore::open(&args.routes, metrics).map_err(|source| StartError::Routes {
+    let diff_log = match &args.diff_log {
+        Some(path) => Some(Arc::new(DiffLog::open(path.clone()).await.map_err(
+            |source| StartError::DiffLog {
+                file: path.clone(),
+                source,
+            },
+        )?)),
+        None => None,
+    };
+    let shared = Arc::new(Shared {
+        metrics: Arc::new(Metrics::new()?),
+        verifiers: Verifiers::new(),
+        diff_log,
+    });
+    let store = RuntimeStore::open(&args.routes, shared).map_err(|source| StartError::Routes {
         file: args.routes.clone(),
         source,
     })?;
@@ -103,6 +156,7 @@ pub async fn serve(
             .saturating_add(16 * 1024)
             .max(8 * 1024),
         grace: args.grace,
+        handshake_timeout: args.header_timeout,
     };
     let pipeline = Arc::new(Pipeline::new(
         store.clone(),
@@ -126,9 +180,24 @@ pub async fn serve(
             listener,
             pipeline.clone(),
             settings,
-            "http",
+            Transport::Plain,
             stop_rx.clone(),
         ));
+    }
+    let mut bound_tls = Vec::new();
+    if let Some(resolver) = &resolver {
+        let acceptor = tokio_rustls::TlsAcceptor::from(resolver.server_config()?);
+        for addr in &tls_args.listen_tls {
+            let listener = bind(*addr).await?;
+            bound_tls.extend(announce_as(&listener, "https", "proxy"));
+            proxies.spawn(server::serve(
+                listener,
+                pipeline.clone(),
+                settings,
+                Transport::Tls(acceptor.clone()),
+                stop_rx.clone(),
+            ));
+        }
     }
     let admin_listener = bind(args.admin).await?;
     let admin_addr = announce(&admin_listener, "admin").unwrap_or(args.admin);
@@ -137,17 +206,35 @@ pub async fn serve(
         admin_listener,
         admin,
         settings,
-        "http",
+        Transport::Plain,
         admin_stop_rx,
     ));
 
-    let mut changes = strangler_routes::reload::spawn_watcher(args.routes.clone(), args.poll)
-        .map_err(|e| StartError::Watch(e.to_string()))?;
+    // The route file and the files it names (CA bundles), re-set after every reload.
+    let mut watched_files = store.snapshot().table().watched_files();
+    let (mut changes, watched) =
+        strangler_routes::reload::spawn_watcher_files(watched_files.clone(), args.poll)
+            .map_err(|e| StartError::Watch(e.to_string()))?;
+    let rotation = match &resolver {
+        Some(resolver) => {
+            let store = store.clone();
+            let count = move |ok: bool| {
+                store
+                    .metrics()
+                    .reloaded(ok, store.snapshot().table().version());
+            };
+            let task = tls::rotation::spawn(resolver.clone(), cert_pairs, args.poll, count)
+                .map_err(|e| StartError::WatchCertificates(e.to_string()))?;
+            Some(task)
+        }
+        None => None,
+    };
     readiness.set(true);
     tracing::info!(version = store.snapshot().table().version(), "ready");
     if let Some(started) = started {
         let _ = started.send(Bound {
             proxy: bound,
+            tls: bound_tls,
             admin: admin_addr,
         });
     }
@@ -158,9 +245,9 @@ pub async fn serve(
             () = &mut stop => { tracing::info!("stop requested: shutting down"); break; }
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hangup.recv() => { let _ = store.reload("SIGHUP").await; }
+            _ = hangup.recv() => reload(&store, &watched, &mut watched_files, "SIGHUP").await,
             change = changes.recv() => match change {
-                Some(_) => { let _ = store.reload("file change").await; }
+                Some(_) => reload(&store, &watched, &mut watched_files, "file change").await,
                 None => { tracing::error!("route file watcher stopped"); break; }
             },
         }
@@ -168,6 +255,9 @@ pub async fn serve(
 
     // Readiness first, so load balancers stop sending before the listeners close.
     readiness.set(false);
+    if let Some(rotation) = rotation {
+        rotation.abort();
+    }
     let _ = stop_tx.send(true);
     while proxies.join_next().await.is_some() {}
     let _ = admin_stop_tx.send(true);
@@ -182,9 +272,35 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
         .map_err(|source| StartError::Bind { addr, source })
 }
 
+/// Reload the route table; on success, watch the files the new table names (only when
+/// they differ: replacing the set resets the watcher's baseline, which could hide a write
+/// that landed after this reload read the files).
+async fn reload(
+    store: &RuntimeStore,
+    watched: &strangler_routes::reload::Reloader,
+    files: &mut Vec<std::path::PathBuf>,
+    cause: &str,
+) {
+    if let Ok(runtime) = store.reload(cause).await {
+        let now = runtime.table().watched_files();
+        if now != *files {
+            watched.set_files(now.clone());
+            *files = now;
+        }
+    }
+}
+
 /// Log the bound address (the port is chosen by the OS for `:0`, tests read it from here).
 fn announce(listener: &TcpListener, what: &'static str) -> Option<SocketAddr> {
+    announce_as(listener, "http", what)
+}
+
+fn announce_as(
+    listener: &TcpListener,
+    scheme: &'static str,
+    what: &'static str,
+) -> Option<SocketAddr> {
     let addr = listener.local_addr().ok()?;
-    tracing::info!("listening on http://{addr} ({what})");
+    tracing::info!("listening on {scheme}://{addr} ({what})");
     Some(addr)
 }

@@ -36,6 +36,29 @@ where
     body.map_err(Into::into).boxed_unsync()
 }
 
+/// Read `body` to its end, keeping at most `limit` bytes.
+///
+/// Returns the bytes kept and whether the body was longer (then it was not read further).
+///
+/// # Errors
+/// The body's own error.
+pub async fn collect_bounded<B>(body: B, limit: usize) -> Result<(Bytes, bool), B::Error>
+where
+    B: Body<Data = Bytes>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut kept = Vec::new();
+    while let Some(frame) = std::future::poll_fn(|cx| body.as_mut().poll_frame(cx)).await {
+        if let Ok(data) = frame?.into_data() {
+            if kept.len() + data.len() > limit {
+                return Ok((Bytes::new(), true));
+            }
+            kept.extend_from_slice(&data);
+        }
+    }
+    Ok((Bytes::from(kept), false))
+}
+
 pin_project_lite::pin_project! {
     /// A body that keeps `guard` alive until the body is finished or dropped.
     ///
@@ -173,5 +196,181 @@ mod tests {
         let body = LimitedStream::new(Full::new(Bytes::from_static(b"hello!")), 5);
         let err = body.collect().await.err().unwrap();
         assert!(err.downcast_ref::<BodyTooLarge>().is_some());
+    }
+}
+
+/// Why a teed copy of a body is not available.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CopyError {
+    /// The body grew past the copy's limit; the original went on streaming untouched.
+    TooLarge,
+    /// The body did not finish (client or upstream went away, or the stream failed).
+    Incomplete,
+}
+
+/// The receiving end of a teed copy: resolves once the original body has been fully read.
+pub type CopyReceiver = tokio::sync::oneshot::Receiver<Result<Bytes, CopyError>>;
+
+pin_project_lite::pin_project! {
+    /// A body that streams `inner` unchanged while keeping a bounded copy for someone else
+    /// (the shadow candidate, the comparison, an `after_response` hook).
+    ///
+    /// The copy holds refcounted chunks, not re-allocated bytes, and is handed over when the
+    /// body ends — detected by `is_end_stream()` too, since a peer that knows the length
+    /// stops polling before `Ready(None)`. Past `limit` the copy is abandoned, never the body.
+    pub struct Tee<B> {
+        #[pin]
+        inner: B,
+        chunks: Vec<Bytes>,
+        copied: usize,
+        limit: usize,
+        done: Option<tokio::sync::oneshot::Sender<Result<Bytes, CopyError>>>,
+    }
+
+    impl<B> PinnedDrop for Tee<B> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(done) = this.done.take() {
+                let _ = done.send(Err(CopyError::Incomplete));
+            }
+        }
+    }
+}
+
+impl<B: Body<Data = Bytes>> Tee<B> {
+    /// Tee `inner`, copying up to `limit` bytes; the copy arrives on the returned receiver.
+    pub fn new(inner: B, limit: usize) -> (Self, CopyReceiver) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let mut tee = Self {
+            inner,
+            chunks: Vec::new(),
+            copied: 0,
+            limit,
+            done: Some(tx),
+        };
+        if tee.inner.is_end_stream() {
+            if let Some(done) = tee.done.take() {
+                let _ = done.send(Ok(Bytes::new()));
+            }
+        }
+        (tee, rx)
+    }
+}
+
+impl<B> Body for Tee<B>
+where
+    B: Body<Data = Bytes>,
+{
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let mut this = self.project();
+        let polled = this.inner.as_mut().poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(data), Some(_)) = (frame.data_ref(), this.done.as_ref()) {
+                    *this.copied += data.len();
+                    if *this.copied > *this.limit {
+                        this.chunks.clear();
+                        if let Some(done) = this.done.take() {
+                            let _ = done.send(Err(CopyError::TooLarge));
+                        }
+                    } else {
+                        this.chunks.push(data.clone());
+                    }
+                }
+                if this.inner.is_end_stream() {
+                    finish(this.chunks, this.done);
+                }
+            }
+            Poll::Ready(None) => finish(this.chunks, this.done),
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(done) = this.done.take() {
+                    let _ = done.send(Err(CopyError::Incomplete));
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Hand the collected chunks over as one buffer.
+fn finish(
+    chunks: &mut Vec<Bytes>,
+    done: &mut Option<tokio::sync::oneshot::Sender<Result<Bytes, CopyError>>>,
+) {
+    if let Some(done) = done.take() {
+        let copy = match chunks.len() {
+            0 => Bytes::new(),
+            1 => chunks.remove(0),
+            _ => Bytes::from(chunks.concat()),
+        };
+        chunks.clear();
+        let _ = done.send(Ok(copy));
+    }
+}
+
+#[cfg(test)]
+mod tee_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use http_body_util::StreamBody;
+
+    fn chunked(
+        parts: &[&'static str],
+    ) -> impl Body<Data = Bytes, Error = std::convert::Infallible> {
+        let frames: Vec<Result<Frame<Bytes>, std::convert::Infallible>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p.as_bytes()))))
+            .collect();
+        StreamBody::new(futures_util::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn the_copy_equals_the_streamed_body() {
+        let (tee, copy) = Tee::new(chunked(&["hel", "lo ", "world"]), 1024);
+        let streamed = tee.collect().await.unwrap().to_bytes();
+        assert_eq!(&streamed[..], b"hello world");
+        assert_eq!(&copy.await.unwrap().unwrap()[..], b"hello world");
+    }
+
+    #[tokio::test]
+    async fn a_body_with_known_length_hands_over_its_copy_at_the_last_frame() {
+        let (mut tee, mut copy) = Tee::new(Full::new(Bytes::from_static(b"abc")), 1024);
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut tee).poll_frame(cx)).await;
+        assert!(frame.is_some());
+        // The consumer stops here (is_end_stream), without polling Ready(None).
+        assert!(tee.is_end_stream());
+        assert_eq!(&copy.try_recv().unwrap().unwrap()[..], b"abc");
+    }
+
+    #[tokio::test]
+    async fn past_the_limit_the_copy_is_abandoned_but_the_body_streams_on() {
+        let (tee, copy) = Tee::new(chunked(&["0123456789", "0123456789"]), 15);
+        let streamed = tee.collect().await.unwrap().to_bytes();
+        assert_eq!(streamed.len(), 20);
+        assert_eq!(copy.await.unwrap(), Err(CopyError::TooLarge));
+    }
+
+    #[tokio::test]
+    async fn an_empty_body_is_copied_at_once_and_a_dropped_one_is_incomplete() {
+        let (_tee, copy) = Tee::new(Empty::<Bytes>::new(), 10);
+        assert_eq!(copy.await.unwrap().unwrap().len(), 0);
+        let (tee, copy) = Tee::new(chunked(&["x"]), 10);
+        drop(tee);
+        assert_eq!(copy.await.unwrap(), Err(CopyError::Incomplete));
     }
 }

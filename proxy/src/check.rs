@@ -55,6 +55,7 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
                 query,
                 host,
                 headers: &header_map,
+                body: None,
             };
             println!("{}", table.explain(&view));
             0

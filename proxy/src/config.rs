@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::tls::{CertPair, TlsError};
+
 /// `strangler`: a reverse proxy for migrating a monolith one route at a time.
 #[derive(Debug, Parser)]
 #[command(name = "strangler", version, about)]
@@ -19,14 +21,25 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic according to a route file.
-    Run(RunArgs),
+    Run(RunCommand),
     /// Validate a route file (like `nginx -t`): exit 0 when valid, 1 when not.
     Check(CheckArgs),
     /// Start an embedded monolith, a new service and the proxy in front of them.
     Demo(DemoArgs),
 }
 
-/// Flags of `strangler run`.
+/// All flags of `strangler run`.
+#[derive(Debug, Args, Clone)]
+pub struct RunCommand {
+    /// Everything but TLS.
+    #[command(flatten)]
+    pub args: RunArgs,
+    /// The HTTPS listeners and their certificates.
+    #[command(flatten)]
+    pub tls: TlsArgs,
+}
+
+/// Flags of `strangler run` (see [`TlsArgs`] for the HTTPS listeners).
 #[derive(Debug, Args, Clone)]
 pub struct RunArgs {
     /// The route file; watched and reloaded on change.
@@ -49,6 +62,9 @@ pub struct RunArgs {
     /// Allow a non-loopback admin address without a token (trusted networks only).
     #[arg(long, env = "STRANGLER_ADMIN_INSECURE")]
     pub admin_insecure: bool,
+    /// Append every shadow mismatch record to this file as one JSON line.
+    #[arg(long, env = "STRANGLER_DIFF_LOG")]
+    pub diff_log: Option<PathBuf>,
     /// Log format.
     #[arg(long, env = "STRANGLER_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
@@ -70,6 +86,60 @@ pub struct RunArgs {
     /// Safety-net poll of the route file, in case a file event was missed.
     #[arg(long, env = "STRANGLER_POLL", value_parser = parse_duration, default_value = "2s")]
     pub poll: Duration,
+}
+
+/// HTTPS listener flags of `strangler run`: addresses and certificate/key pairs.
+#[derive(Debug, Args, Clone, Default)]
+pub struct TlsArgs {
+    /// HTTPS listener (TLS 1.2/1.3, HTTP/2 and HTTP/1.1 by ALPN); repeatable. Needs at
+    /// least one --tls-cert/--tls-key pair.
+    #[arg(long, env = "STRANGLER_LISTEN_TLS", value_delimiter = ',')]
+    pub listen_tls: Vec<SocketAddr>,
+    /// PEM certificate chain for the HTTPS listeners, paired in order with --tls-key;
+    /// repeatable (the client's SNI name picks the pair; the first is the default).
+    /// Watched and reloaded on change.
+    #[arg(long, env = "STRANGLER_TLS_CERT", value_delimiter = ',')]
+    pub tls_cert: Vec<PathBuf>,
+    /// PEM private key (PKCS#8, RSA or EC) of the --tls-cert at the same position.
+    #[arg(long, env = "STRANGLER_TLS_KEY", value_delimiter = ',')]
+    pub tls_key: Vec<PathBuf>,
+}
+
+impl TlsArgs {
+    /// The certificate pairs, checked against the listeners: none without `--listen-tls`,
+    /// at least one with it, as many keys as certificates.
+    ///
+    /// # Errors
+    /// [`TlsError::Flags`] saying which flag is missing.
+    pub fn pairs(&self) -> Result<Vec<CertPair>, TlsError> {
+        if self.tls_cert.len() != self.tls_key.len() {
+            return Err(TlsError::Flags(format!(
+                "got {} --tls-cert and {} --tls-key: give them in pairs",
+                self.tls_cert.len(),
+                self.tls_key.len()
+            )));
+        }
+        if self.listen_tls.is_empty() && !self.tls_cert.is_empty() {
+            return Err(TlsError::Flags(
+                "--tls-cert/--tls-key given without --listen-tls: no listener would use them"
+                    .into(),
+            ));
+        }
+        if !self.listen_tls.is_empty() && self.tls_cert.is_empty() {
+            return Err(TlsError::Flags(
+                "--listen-tls needs a certificate: add --tls-cert FILE --tls-key FILE".into(),
+            ));
+        }
+        Ok(self
+            .tls_cert
+            .iter()
+            .zip(&self.tls_key)
+            .map(|(cert, key)| CertPair {
+                cert: cert.clone(),
+                key: key.clone(),
+            })
+            .collect())
+    }
 }
 
 /// Flags of `strangler check`.
@@ -130,4 +200,51 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     strangler_routes::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls(listen: &[&str], certs: &[&str], keys: &[&str]) -> TlsArgs {
+        TlsArgs {
+            listen_tls: listen.iter().map(|a| a.parse().unwrap()).collect(),
+            tls_cert: certs.iter().map(PathBuf::from).collect(),
+            tls_key: keys.iter().map(PathBuf::from).collect(),
+        }
+    }
+
+    #[test]
+    fn certificates_and_keys_pair_up_in_order() {
+        let pairs = tls(
+            &["127.0.0.1:8443"],
+            &["a.crt", "b.crt"],
+            &["a.key", "b.key"],
+        )
+        .pairs()
+        .unwrap();
+        assert_eq!(pairs.len(), 2);
+        assert_eq!(pairs[1].cert, PathBuf::from("b.crt"));
+        assert_eq!(pairs[1].key, PathBuf::from("b.key"));
+        assert!(tls(&[], &[], &[]).pairs().unwrap().is_empty());
+    }
+
+    #[test]
+    fn incomplete_tls_flags_are_refused_with_the_missing_flag_named() {
+        let cases = [
+            (
+                tls(&["127.0.0.1:8443"], &["a.crt"], &[]),
+                "give them in pairs",
+            ),
+            (
+                tls(&["127.0.0.1:8443"], &[], &[]),
+                "add --tls-cert FILE --tls-key FILE",
+            ),
+            (tls(&[], &["a.crt"], &["a.key"]), "without --listen-tls"),
+        ];
+        for (args, expected) in cases {
+            let err = args.pairs().unwrap_err().to_string();
+            assert!(err.contains(expected), "{err}");
+        }
+    }
 }

@@ -108,6 +108,7 @@ fn demo_run_args(args: &DemoArgs, routes: PathBuf) -> RunArgs {
         admin: args.admin,
         admin_token_file: None,
         admin_insecure: false,
+        diff_log: None,
         log_format: LogFormat::Text,
         access_log: Switch::On,
         max_body: None,

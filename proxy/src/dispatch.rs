@@ -2,18 +2,23 @@
 
 mod forward;
 mod respond;
+mod shadow;
+
+use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use strangler_routes::{Action, Rewrite, Route, RouteTable, UpstreamId};
+use strangler_routes::{Action, Rewrite, Route, UpstreamId};
 
 use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::pipeline::{ConnInfo, Limits};
 use crate::runtime::{Answerer, Runtime};
 
+pub use shadow::ShadowRoute;
+
 /// What to do with a request, decided from its route (or the default upstream).
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone, Copy)]
 pub enum Dispatch<'t> {
     /// Pass the request to one upstream, optionally rewritten.
     Forward {
@@ -24,6 +29,13 @@ pub enum Dispatch<'t> {
     },
     /// Answer from the route file without any upstream.
     Respond(&'t strangler_routes::Respond),
+    /// Parallel run: the primary answers, the candidate's copy is compared.
+    Shadow {
+        /// The route's shadow state.
+        route: &'t Arc<ShadowRoute>,
+        /// Rewrite rules for the candidate's copy.
+        rewrite: Option<&'t Rewrite>,
+    },
 }
 
 /// The per-request context every strategy needs.
@@ -61,6 +73,22 @@ impl<'t> Dispatch<'t> {
                     rewrite: route.rewrite.as_ref(),
                 },
                 Action::Respond(respond) => Dispatch::Respond(respond),
+                Action::Shadow(spec) => match runtime.shadow(route) {
+                    Some(shadow) => Dispatch::Shadow {
+                        route: shadow,
+                        rewrite: route.rewrite.as_ref(),
+                    },
+                    None => Dispatch::Forward {
+                        upstream: spec.primary,
+                        rewrite: None,
+                    },
+                },
+                // Placeholder until the canary strategy lands: serve from the old side only,
+                // unrewritten (the rewrite describes the new service).
+                Action::Canary(canary) => Dispatch::Forward {
+                    upstream: canary.baseline,
+                    rewrite: None,
+                },
             },
         }
     }
@@ -70,14 +98,7 @@ impl<'t> Dispatch<'t> {
         match self {
             Dispatch::Forward { upstream, .. } => Answerer::Upstream(*upstream),
             Dispatch::Respond(_) => Answerer::Respond,
-        }
-    }
-
-    /// Name of the upstream that answers, for logs and metrics (`respond` for fixed answers).
-    pub fn upstream_name<'n>(&self, table: &'n RouteTable) -> &'n str {
-        match self {
-            Dispatch::Forward { upstream, .. } => table.upstream(*upstream).name.as_str(),
-            Dispatch::Respond(_) => "respond",
+            Dispatch::Shadow { route, .. } => Answerer::Upstream(route.spec.primary),
         }
     }
 }
@@ -96,5 +117,8 @@ pub async fn run(
             forward::forward(exchange, upstream, rewrite, request).await
         }
         Dispatch::Respond(respond) => Ok(respond::respond(respond)),
+        Dispatch::Shadow { route, rewrite } => {
+            shadow::shadow(exchange, route, rewrite, request).await
+        }
     }
 }

@@ -32,9 +32,9 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 ///
-/// `TE: trailers` survives on requests (gRPC needs it); `Upgrade` survives when
-/// `keep_upgrade` is set, because an upgrade is tunnelled end to end.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
+/// `TE: trailers` survives on requests (gRPC needs it). `Upgrade` goes too: a tunnel sets
+/// its own `Connection`/`Upgrade` pair for the next hop.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // Names listed in Connection are hop-by-hop too; collect first, the map is borrowed.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -48,16 +48,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
     for name in named {
-        if !(keep_upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
-        }
+        headers.remove(&name);
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
     }
-    if !keep_upgrade {
-        headers.remove(header::UPGRADE);
-    }
+    headers.remove(header::UPGRADE);
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
@@ -163,7 +159,7 @@ mod tests {
             ("upgrade", "websocket"),
             ("x-kept", "yes"),
         ]);
-        strip_hop_by_hop(&mut headers, false);
+        strip_hop_by_hop(&mut headers);
         assert!(headers.get("x-secret").is_none());
         assert!(headers.get("keep-alive").is_none());
         assert!(headers.get("connection").is_none());
@@ -171,13 +167,6 @@ mod tests {
         assert!(headers.get("upgrade").is_none());
         assert_eq!(headers["te"], "trailers");
         assert_eq!(headers["x-kept"], "yes");
-    }
-
-    #[test]
-    fn upgrade_survives_when_tunnelling() {
-        let mut headers = map(&[("connection", "Upgrade"), ("upgrade", "websocket")]);
-        strip_hop_by_hop(&mut headers, true);
-        assert_eq!(headers["upgrade"], "websocket");
     }
 
     #[test]

@@ -4,16 +4,18 @@ use clap::Parser;
 use strangler::config::{Cli, Command, LogFormat};
 
 fn main() -> anyhow::Result<()> {
+    // The only rustls provider compiled in; installed before anything can ask for the default.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let cli = Cli::parse();
     match cli.command {
         Command::Check(args) => {
             let code = strangler::check::check(&args.file, args.explain.as_deref(), &args.headers);
             std::process::exit(code);
         }
-        Command::Run(args) => {
-            strangler::logging::init(args.log_format);
+        Command::Run(run) => {
+            strangler::logging::init(run.args.log_format);
             let runtime = tokio::runtime::Runtime::new()?;
-            if let Err(err) = runtime.block_on(strangler::app::run(args)) {
+            if let Err(err) = runtime.block_on(strangler::app::run(run.args, run.tls)) {
                 tracing::error!("{err}");
                 eprintln!("strangler: {err}");
                 std::process::exit(1);

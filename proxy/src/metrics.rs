@@ -23,6 +23,9 @@ pub struct Metrics {
     reloads: IntCounterVec,
     config_info: IntGaugeVec,
     inflight: IntGauge,
+    shadow_comparisons: IntCounterVec,
+    shadow_duration: HistogramVec,
+    shadow_gate: IntGaugeVec,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate or invalid names).
@@ -77,12 +80,37 @@ impl Metrics {
             "strangler_inflight_requests",
             "Requests being served right now.",
         )?;
+        let shadow_comparisons = IntCounterVec::new(
+            Opts::new(
+                "strangler_shadow_comparisons_total",
+                "Shadowed requests by route and outcome (match, mismatch, noise, candidate_error, dropped).",
+            ),
+            &["route", "outcome"],
+        )?;
+        let shadow_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "strangler_shadow_duration_seconds",
+                "Latency of each side of a shadowed request (primary, candidate, baseline).",
+            )
+            .buckets(DURATION_BUCKETS.to_vec()),
+            &["route", "role"],
+        )?;
+        let shadow_gate = IntGaugeVec::new(
+            Opts::new(
+                "strangler_shadow_gate",
+                "1 for the current state of a shadow route's promotion gate (inconclusive, passing, failing).",
+            ),
+            &["route", "state"],
+        )?;
         registry.register(Box::new(requests.clone()))?;
         registry.register(Box::new(duration.clone()))?;
         registry.register(Box::new(upstream_errors.clone()))?;
         registry.register(Box::new(reloads.clone()))?;
         registry.register(Box::new(config_info.clone()))?;
         registry.register(Box::new(inflight.clone()))?;
+        registry.register(Box::new(shadow_comparisons.clone()))?;
+        registry.register(Box::new(shadow_duration.clone()))?;
+        registry.register(Box::new(shadow_gate.clone()))?;
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
@@ -94,7 +122,28 @@ impl Metrics {
             reloads,
             config_info,
             inflight,
+            shadow_comparisons,
+            shadow_duration,
+            shadow_gate,
         })
+    }
+
+    /// Pre-resolved handles for one shadowed route; call when building a runtime.
+    pub fn shadow(&self, route: &str) -> ShadowMetrics {
+        let outcome = |label: &str| self.shadow_comparisons.with_label_values(&[route, label]);
+        let role = |label: &str| self.shadow_duration.with_label_values(&[route, label]);
+        ShadowMetrics {
+            matched: outcome("match"),
+            mismatch: outcome("mismatch"),
+            noise: outcome("noise"),
+            candidate_error: outcome("candidate_error"),
+            dropped: outcome("dropped"),
+            primary: role("primary"),
+            candidate: role("candidate"),
+            baseline: role("baseline"),
+            gate: self.shadow_gate.clone(),
+            route: route.to_string(),
+        }
     }
 
     /// The handles for one (route, upstream) pair; call when building a runtime, not per request.
@@ -188,5 +237,39 @@ impl PairMetrics {
             self.requests
                 .with_label_values(&[&self.route, &self.upstream, &status.to_string()])
         })
+    }
+}
+
+/// Handles for `strangler_shadow_*` of one route, resolved once per runtime.
+#[derive(Clone)]
+pub struct ShadowMetrics {
+    /// `outcome="match"`.
+    pub matched: IntCounter,
+    /// `outcome="mismatch"`.
+    pub mismatch: IntCounter,
+    /// `outcome="noise"`.
+    pub noise: IntCounter,
+    /// `outcome="candidate_error"`.
+    pub candidate_error: IntCounter,
+    /// `outcome="dropped"`.
+    pub dropped: IntCounter,
+    /// `role="primary"`.
+    pub primary: Histogram,
+    /// `role="candidate"`.
+    pub candidate: Histogram,
+    /// `role="baseline"`.
+    pub baseline: Histogram,
+    gate: IntGaugeVec,
+    route: String,
+}
+
+impl ShadowMetrics {
+    /// Publish the gate's current state (1 for it, 0 for the others).
+    pub fn gate_state(&self, state: &str) {
+        for candidate in ["inconclusive", "passing", "failing"] {
+            self.gate
+                .with_label_values(&[&self.route, candidate])
+                .set(i64::from(candidate == state));
+        }
     }
 }

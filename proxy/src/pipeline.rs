@@ -77,6 +77,7 @@ impl Pipeline {
                     query: request.uri().query(),
                     host: host_of(&request),
                     headers: request.headers(),
+                    body: None,
                 };
                 let route = runtime.table().find(&view);
                 let dispatch = Dispatch::for_route(&runtime, route);

@@ -6,10 +6,25 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use strangler_routes::{Route, RouteTable, UpstreamId, ValidationErrors};
+use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
+use tokio::sync::Semaphore;
 
+use crate::difflog::DiffLog;
+use crate::dispatch::ShadowRoute;
 use crate::metrics::{Metrics, PairMetrics};
 use crate::upstream::{PoolError, UpstreamPool};
+use crate::verify::{CompareRules, RulesError, ShadowGate, Verifiers, VerifyConfig};
+
+/// What lives as long as the process and every runtime shares: metrics, the comparison
+/// state of shadowed routes, the diff log.
+pub struct Shared {
+    /// The metrics registry and families.
+    pub metrics: Arc<Metrics>,
+    /// Shadowed routes' judges by name (state carried across reloads, read by `/diffs`).
+    pub verifiers: Verifiers,
+    /// `--diff-log` writer, if configured.
+    pub diff_log: Option<Arc<DiffLog>>,
+}
 
 /// Everything a request needs, immutable once built. A request loads it once and keeps it
 /// until its exchange ends, so neither a reload nor a pin changes the rules under a request.
@@ -20,6 +35,8 @@ pub struct Runtime {
     pinned: Vec<bool>,
     pins: BTreeMap<String, Pin>,
     cells: Arc<MetricCells>,
+    /// `shadows[route.index]`: the shadow state of a `shadow:` route.
+    shadows: Arc<Vec<Option<Arc<ShadowRoute>>>>,
 }
 
 /// A rollback pin: the route's traffic goes to its `rollback_to` upstream until cleared.
@@ -48,6 +65,15 @@ pub enum ReloadError {
     /// An upstream's pool could not be built.
     #[error("{0}")]
     Pool(#[from] PoolError),
+    /// A shadow route's compare rules do not compile.
+    #[error("route {route}: shadow.compare: {source}")]
+    Compare {
+        /// The route.
+        route: String,
+        /// What is wrong.
+        #[source]
+        source: RulesError,
+    },
 }
 
 impl ReloadError {
@@ -55,7 +81,7 @@ impl ReloadError {
     pub fn lines(&self) -> Vec<String> {
         match self {
             Self::Invalid(errors) => errors.errors.iter().map(ToString::to_string).collect(),
-            Self::Pool(err) => vec![err.to_string()],
+            Self::Pool(_) | Self::Compare { .. } => vec![self.to_string()],
         }
     }
 }
@@ -97,6 +123,11 @@ impl Runtime {
         &self.pins
     }
 
+    /// The shadow state of a `shadow:` route.
+    pub fn shadow(&self, route: &Route) -> Option<&Arc<ShadowRoute>> {
+        self.shadows.get(route.index).and_then(Option::as_ref)
+    }
+
     /// The metric handles for answers to `route` given by `answerer`.
     pub fn pair_metrics(&self, route: RouteSlot, answerer: Answerer) -> &PairMetrics {
         let cells = &self.cells;
@@ -126,8 +157,9 @@ impl Runtime {
         table: Arc<RouteTable>,
         previous: Option<&Runtime>,
         pins: &BTreeMap<String, Pin>,
-        metrics: &Arc<Metrics>,
-    ) -> Result<Self, PoolError> {
+        shared: &Shared,
+    ) -> Result<Self, ReloadError> {
+        let metrics = &shared.metrics;
         let pools = table
             .upstreams()
             .iter()
@@ -140,10 +172,15 @@ impl Runtime {
                     None => UpstreamPool::new(spec).map(Arc::new),
                 }
             })
-            .collect::<Result<Vec<_>, _>>()?;
-        let cells = match previous {
-            Some(old) if Arc::ptr_eq(&old.table, &table) => old.cells.clone(),
-            _ => {
+            .collect::<Result<Vec<_>, PoolError>>()?;
+        let same_table = previous.filter(|old| Arc::ptr_eq(&old.table, &table));
+        let shadows = match same_table {
+            Some(old) => old.shadows.clone(),
+            None => Arc::new(shadow_routes(&table, shared)?),
+        };
+        let cells = match same_table {
+            Some(old) => old.cells.clone(),
+            None => {
                 let width = table.upstreams().len() + 1;
                 let rows = table.routes().len() + 1;
                 Arc::new(MetricCells {
@@ -170,7 +207,68 @@ impl Runtime {
             pinned,
             pins,
             cells,
+            shadows,
         })
+    }
+
+    /// Tell the registry which shadowed routes are live now (after the swap).
+    fn commit_verifiers(&self, shared: &Shared) {
+        shared.verifiers.commit(
+            self.shadows
+                .iter()
+                .flatten()
+                .map(|shadow| shadow.verifier.clone()),
+        );
+    }
+}
+
+/// The shadow state of every `shadow:` route of `table`, indexed by route.
+fn shadow_routes(
+    table: &RouteTable,
+    shared: &Shared,
+) -> Result<Vec<Option<Arc<ShadowRoute>>>, ReloadError> {
+    table
+        .routes()
+        .iter()
+        .map(|route| {
+            let Action::Shadow(spec) = &route.action else {
+                return Ok(None);
+            };
+            let verifier = shared
+                .verifiers
+                .prepare(&route.name, &verify_config(spec))
+                .map_err(|source| ReloadError::Compare {
+                    route: route.name.clone(),
+                    source,
+                })?;
+            Ok(Some(Arc::new(ShadowRoute {
+                spec: spec.clone(),
+                verifier,
+                in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
+                metrics: shared.metrics.shadow(&route.name),
+                diff_log: shared.diff_log.clone(),
+            })))
+        })
+        .collect()
+}
+
+fn verify_config(spec: &Shadow) -> VerifyConfig {
+    let compare = &spec.compare;
+    VerifyConfig {
+        rules: CompareRules {
+            ignore_headers: compare.ignore_headers.clone(),
+            ignore_json: compare.ignore_json.clone(),
+            redact_headers: compare.redact_headers.clone(),
+            redact_json: compare.redact_json.clone(),
+            redact_query: Vec::new(),
+            max_decoded_body: usize::try_from(spec.max_body.saturating_mul(8))
+                .unwrap_or(usize::MAX),
+        },
+        gate: spec.gate.as_ref().map(|gate| ShadowGate {
+            min_comparisons: gate.min_comparisons,
+            max_mismatch_rate: gate.max_mismatch_rate,
+        }),
+        ..VerifyConfig::default()
     }
 }
 
@@ -194,7 +292,7 @@ pub struct UnknownRoute(pub String);
 pub struct RuntimeStore {
     current: ArcSwap<Runtime>,
     routes_file: PathBuf,
-    metrics: Arc<Metrics>,
+    shared: Arc<Shared>,
     /// Rollback pins by route name: the source of truth that every rebuilt runtime copies.
     pins: Mutex<BTreeMap<String, Pin>>,
     last_failure: Mutex<Option<ReloadFailure>>,
@@ -207,14 +305,15 @@ impl RuntimeStore {
     ///
     /// # Errors
     /// [`ReloadError`] when the file is invalid or a pool cannot be built.
-    pub fn open(routes_file: &Path, metrics: Arc<Metrics>) -> Result<Self, ReloadError> {
+    pub fn open(routes_file: &Path, shared: Arc<Shared>) -> Result<Self, ReloadError> {
         let table = Arc::new(strangler_routes::load_file(routes_file)?);
-        let runtime = Runtime::build(table, None, &BTreeMap::new(), &metrics)?;
-        metrics.set_version(runtime.table().version());
+        let runtime = Runtime::build(table, None, &BTreeMap::new(), &shared)?;
+        runtime.commit_verifiers(&shared);
+        shared.metrics.set_version(runtime.table().version());
         Ok(Self {
             current: ArcSwap::from_pointee(runtime),
             routes_file: routes_file.to_path_buf(),
-            metrics,
+            shared,
             pins: Mutex::new(BTreeMap::new()),
             last_failure: Mutex::new(None),
             swap_lock: tokio::sync::Mutex::new(()),
@@ -233,7 +332,12 @@ impl RuntimeStore {
 
     /// The shared metrics.
     pub fn metrics(&self) -> &Arc<Metrics> {
-        &self.metrics
+        &self.shared.metrics
+    }
+
+    /// The shadowed routes' judges, for `/diffs`.
+    pub fn verifiers(&self) -> &Verifiers {
+        &self.shared.verifiers
     }
 
     /// The last failed reload, if the latest attempt failed.
@@ -252,16 +356,16 @@ impl RuntimeStore {
         let pins = self.pins_now();
         let built = strangler_routes::load_file(&self.routes_file)
             .map_err(ReloadError::from)
-            .and_then(|table| {
-                Runtime::build(Arc::new(table), Some(&old), &pins, &self.metrics)
-                    .map_err(ReloadError::from)
-            });
+            .and_then(|table| Runtime::build(Arc::new(table), Some(&old), &pins, &self.shared));
         match built {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
                 let changed = runtime.table().version() != old.table().version();
                 self.current.store(runtime.clone());
-                self.metrics.reloaded(true, runtime.table().version());
+                runtime.commit_verifiers(&self.shared);
+                self.shared
+                    .metrics
+                    .reloaded(true, runtime.table().version());
                 if let Ok(mut failure) = self.last_failure.lock() {
                     *failure = None;
                 }
@@ -275,7 +379,7 @@ impl RuntimeStore {
                 Ok(runtime)
             }
             Err(err) => {
-                self.metrics.reloaded(false, "");
+                self.shared.metrics.reloaded(false, "");
                 if let Ok(mut failure) = self.last_failure.lock() {
                     *failure = Some(ReloadFailure {
                         at_unix: unix_now(),
@@ -334,7 +438,7 @@ impl RuntimeStore {
         if changed {
             let pins = self.pins_now();
             // Same table, same pools: only the pins differ, so this cannot fail.
-            if let Ok(runtime) = Runtime::build(old.table.clone(), Some(&old), &pins, &self.metrics)
+            if let Ok(runtime) = Runtime::build(old.table.clone(), Some(&old), &pins, &self.shared)
             {
                 self.current.store(Arc::new(runtime));
             }

@@ -1,4 +1,5 @@
-//! Listeners: accept connections, serve HTTP/1.1 and HTTP/2 on one port, drain on shutdown.
+//! Listeners: accept connections (TLS on HTTPS listeners), serve HTTP/1.1 and HTTP/2 on
+//! one port, drain on shutdown.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -13,6 +14,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::body::BoxBody;
 use crate::pipeline::ConnInfo;
@@ -26,6 +28,27 @@ pub struct ServerSettings {
     pub max_head_bytes: usize,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub grace: Duration,
+    /// How long a client may take to complete a TLS handshake (HTTPS listeners).
+    pub handshake_timeout: Duration,
+}
+
+/// How a listener's connections are carried.
+#[derive(Clone)]
+pub enum Transport {
+    /// Plain TCP: `http`, HTTP/1.1 or h2c.
+    Plain,
+    /// TLS terminated here: `https`, HTTP/2 or HTTP/1.1 as ALPN negotiated.
+    Tls(TlsAcceptor),
+}
+
+impl Transport {
+    /// The scheme requests on this transport arrive with (`X-Forwarded-Proto`).
+    pub fn proto(&self) -> &'static str {
+        match self {
+            Self::Plain => "http",
+            Self::Tls(_) => "https",
+        }
+    }
 }
 
 /// Something that answers requests: the proxy pipeline or the admin endpoint.
@@ -40,11 +63,15 @@ pub trait Handler: Send + Sync + 'static {
 
 /// Accept on `listener` until `shutdown` turns true, then stop accepting and let in-flight
 /// requests finish for up to `settings.grace`.
+///
+/// On a [`Transport::Tls`] listener each connection's handshake runs in that connection's
+/// own task, bounded by `settings.handshake_timeout`, so a slow or silent client never
+/// holds up the accept loop.
 pub async fn serve<H: Handler>(
     listener: TcpListener,
     handler: Arc<H>,
     settings: ServerSettings,
-    proto: &'static str,
+    transport: Transport,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -57,8 +84,10 @@ pub async fn serve<H: Handler>(
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
+    let builder = Arc::new(builder);
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
+    let proto = transport.proto();
 
     loop {
         let accepted = tokio::select! {
@@ -81,15 +110,46 @@ pub async fn serve<H: Handler>(
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(request, conn).await) }
         });
-        let connection = builder
-            .serve_connection_with_upgrades(TokioIo::new(stream), service)
-            .into_owned();
-        let connection = graceful.watch(connection);
-        tokio::spawn(async move {
-            if let Err(err) = connection.await {
-                tracing::debug!(%peer, error = %err, "connection ended with an error");
+        // Taken here, not in the task: a connection still in its handshake counts as open.
+        let watcher = graceful.watcher();
+        match &transport {
+            Transport::Plain => {
+                let connection = builder
+                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                    .into_owned();
+                let connection = watcher.watch(connection);
+                tokio::spawn(async move {
+                    if let Err(err) = connection.await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                });
             }
-        });
+            Transport::Tls(acceptor) => {
+                let acceptor = acceptor.clone();
+                let builder = builder.clone();
+                tokio::spawn(async move {
+                    let accept = acceptor.accept(stream);
+                    let stream =
+                        match tokio::time::timeout(settings.handshake_timeout, accept).await {
+                            Ok(Ok(stream)) => stream,
+                            Ok(Err(err)) => {
+                                tracing::debug!(%peer, error = %err, "tls handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::debug!(%peer, "tls handshake timed out");
+                                return;
+                            }
+                        };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(err) = watcher.watch(connection).await {
+                        tracing::debug!(%peer, error = %err, "connection ended with an error");
+                    }
+                });
+            }
+        }
     }
 
     drop(listener);

@@ -6,14 +6,21 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Method, Request, Response, Uri};
+use hyper_rustls::{FixedServerNameResolver, HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use rustls::pki_types::ServerName;
 use strangler_routes::{Scheme, Upstream};
 use tokio::sync::Semaphore;
 
 use crate::body::{self, BodyTooLarge, BoxBody, Guarded};
 use crate::error::ProxyError;
+use crate::tls::TlsError;
+use crate::tls::client::{self as tls_client, CaBundle};
+
+/// TCP, then TLS for `https://` upstreams; one connector type for both schemes.
+type Connector = HttpsConnector<HttpConnector>;
 
 /// A pooled client for one upstream of the route file.
 ///
@@ -21,7 +28,9 @@ use crate::error::ProxyError;
 /// upstream's definition is unchanged, so a reload keeps warm connections.
 pub struct UpstreamPool {
     spec: Upstream,
-    client: Client<HttpConnector, BoxBody>,
+    /// The `tls.ca` bundle the client trusts, as read when the pool was built.
+    ca: Option<CaBundle>,
+    client: Client<Connector, BoxBody>,
     /// Caps concurrent exchanges (the legacy client has no per-host connection cap).
     permits: Arc<Semaphore>,
 }
@@ -29,32 +38,62 @@ pub struct UpstreamPool {
 /// Why a pool could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum PoolError {
-    /// The upstream needs something this build does not provide.
-    #[error("upstream {upstream}: {reason}")]
-    Unsupported {
+    /// The upstream's TLS settings are unusable (CA file, `server_name`).
+    #[error("upstream {upstream}: {source}")]
+    Tls {
         /// Name of the upstream.
         upstream: String,
-        /// What is missing.
-        reason: &'static str,
+        /// What is wrong.
+        #[source]
+        source: TlsError,
     },
 }
 
 impl UpstreamPool {
-    /// Build the pool for `spec`.
+    /// Build the pool for `spec`. `https://` upstreams are verified against the public roots
+    /// or `tls.ca`, under the URL's host or `tls.server_name`; ALPN offers `h2` alone with
+    /// `http2: true`, else `http/1.1` alone (requests are forwarded as HTTP/1.1).
     ///
     /// # Errors
-    /// [`PoolError::Unsupported`] for `https://` upstreams (TLS to upstreams is not built yet).
+    /// [`PoolError::Tls`] when the CA file cannot be read or parsed, or `server_name` is not
+    /// a valid name.
     pub fn new(spec: &Upstream) -> Result<Self, PoolError> {
-        if spec.scheme == Scheme::Https {
-            return Err(PoolError::Unsupported {
-                upstream: spec.name.clone(),
-                reason: "https upstreams are not supported by this build",
-            });
-        }
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(spec.connect_timeout));
-        connector.set_nodelay(true);
-        connector.set_keepalive(Some(Duration::from_secs(60)));
+        let tls_error = |source| PoolError::Tls {
+            upstream: spec.name.clone(),
+            source,
+        };
+        let tls = spec.tls.as_ref();
+        let ca = match tls.and_then(|tls| tls.ca.as_deref()) {
+            Some(file) if spec.scheme == Scheme::Https => {
+                Some(CaBundle::read(file).map_err(tls_error)?)
+            }
+            _ => None,
+        };
+        let config = tls_client::client_config(ca.as_ref()).map_err(tls_error)?;
+        let mut tcp = HttpConnector::new();
+        tcp.set_connect_timeout(Some(spec.connect_timeout));
+        tcp.set_nodelay(true);
+        tcp.set_keepalive(Some(Duration::from_secs(60)));
+        tcp.enforce_http(false);
+        let builder = HttpsConnectorBuilder::new()
+            .with_tls_config(config)
+            .https_or_http();
+        let builder = match tls.and_then(|tls| tls.server_name.as_deref()) {
+            Some(name) => {
+                let name = ServerName::try_from(name.to_string()).map_err(|err| {
+                    tls_error(TlsError::Flags(format!(
+                        "invalid tls.server_name {name:?}: {err}"
+                    )))
+                })?;
+                builder.with_server_name_resolver(FixedServerNameResolver::new(name))
+            }
+            None => builder,
+        };
+        let connector = if spec.http2 {
+            builder.enable_http2().wrap_connector(tcp)
+        } else {
+            builder.enable_http1().wrap_connector(tcp)
+        };
         let client = Client::builder(TokioExecutor::new())
             .pool_timer(TokioTimer::new())
             .timer(TokioTimer::new())
@@ -64,6 +103,7 @@ impl UpstreamPool {
             .build(connector);
         Ok(Self {
             spec: spec.clone(),
+            ca,
             client,
             permits: Arc::new(Semaphore::new(spec.max_connections)),
         })
@@ -74,9 +114,11 @@ impl UpstreamPool {
         &self.spec
     }
 
-    /// Whether this pool can keep serving an upstream defined as `spec` after a reload.
+    /// Whether this pool can keep serving an upstream defined as `spec` after a reload: the
+    /// same definition, and the same content in its `tls.ca` file (a rotated CA needs a new
+    /// client).
     pub fn serves(&self, spec: &Upstream) -> bool {
-        self.spec == *spec
+        self.spec == *spec && self.ca.as_ref().is_none_or(CaBundle::is_current)
     }
 
     /// The absolute URI of `path_and_query` on this upstream (its base path prepended).
@@ -155,6 +197,12 @@ impl UpstreamPool {
                 limit: too_large.limit,
             };
         }
+        if let Some(tls) = find_source::<rustls::Error>(err) {
+            return ProxyError::UpstreamConnect {
+                upstream: self.spec.name.clone(),
+                reason: tls_client::describe(tls),
+            };
+        }
         let io_kind = find_source::<io::Error>(err).map(io::Error::kind);
         if err.is_connect() {
             if io_kind == Some(io::ErrorKind::TimedOut) {
@@ -193,10 +241,10 @@ fn is_stale_connection(err: &hyper_util::client::legacy::Error) -> bool {
     if err.is_connect() {
         return false;
     }
-    if let Some(hyper_err) = find_source::<hyper::Error>(err) {
-        if hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed() {
-            return true;
-        }
+    if let Some(hyper_err) = find_source::<hyper::Error>(err)
+        && (hyper_err.is_incomplete_message() || hyper_err.is_canceled() || hyper_err.is_closed())
+    {
+        return true;
     }
     matches!(
         find_source::<io::Error>(err).map(io::Error::kind),
@@ -205,13 +253,20 @@ fn is_stale_connection(err: &hyper_util::client::legacy::Error) -> bool {
 }
 
 /// The first error of type `T` in `err`'s source chain.
+///
+/// An `io::Error` wrapping another error reports the wrapped error's *source* as its own,
+/// skipping the wrapped error itself (that is where TLS puts the `rustls::Error`), so the
+/// walk steps into it with `get_ref` instead.
 fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
     while let Some(e) = current {
         if let Some(found) = e.downcast_ref::<T>() {
             return Some(found);
         }
-        current = e.source();
+        current = match e.downcast_ref::<io::Error>().and_then(io::Error::get_ref) {
+            Some(inner) => Some(inner as &(dyn StdError + 'static)),
+            None => e.source(),
+        };
     }
     None
 }

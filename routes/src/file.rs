@@ -9,7 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Deserialize;
-use serde::de::{self, IgnoredAny, Visitor};
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
 use serde_yaml::Value;
 
 /// A problem found while mirroring the YAML, before any semantic check.
@@ -73,11 +74,111 @@ pub(crate) struct RawRoute {
     pub rewrite: Option<RawRewrite>,
     pub fallback: Option<Scalar>,
     pub rollback_to: Option<Scalar>,
-    // Known to the product but not implemented by this version: rejected by validation
-    // with a clear message instead of "unknown field".
-    pub shadow: Option<IgnoredAny>,
-    pub canary: Option<IgnoredAny>,
-    pub hooks: Option<IgnoredAny>,
+    pub shadow: Option<RawShadow>,
+    pub canary: Option<RawCanary>,
+    pub hooks: Option<Vec<RawHook>>,
+    pub hook_body_limit: Option<Scalar>,
+    pub max_body_match: Option<Scalar>,
+}
+
+/// `routes[N].shadow`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShadow {
+    pub primary: Option<Scalar>,
+    pub candidate: Option<Scalar>,
+    pub sample: Option<Scalar>,
+    pub unsafe_methods: Option<Scalar>,
+    pub max_in_flight: Option<Scalar>,
+    pub timeout: Option<Scalar>,
+    pub max_body: Option<Scalar>,
+    pub compare: Option<RawCompare>,
+    pub gate: Option<RawShadowGate>,
+}
+
+/// `routes[N].shadow.compare`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCompare {
+    pub ignore_headers: Option<Vec<Scalar>>,
+    pub ignore_json: Option<Vec<Scalar>>,
+    pub redact_headers: Option<Vec<Scalar>>,
+    pub redact_json: Option<Vec<Scalar>>,
+    pub noise: Option<RawNoise>,
+}
+
+/// `routes[N].shadow.compare.noise`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawNoise {
+    pub baseline: Option<Scalar>,
+    pub sample: Option<Scalar>,
+}
+
+/// `routes[N].shadow.gate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawShadowGate {
+    pub min_comparisons: Option<Scalar>,
+    pub max_mismatch_rate: Option<Scalar>,
+}
+
+/// `routes[N].canary`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanary {
+    pub split: Option<Entries<Scalar>>,
+    pub sticky: Option<RawSticky>,
+    pub gate: Option<RawCanaryGate>,
+}
+
+/// `routes[N].canary.sticky`: `{ cookie: NAME }` or `{ header: NAME }`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawSticky {
+    pub cookie: Option<Scalar>,
+    pub header: Option<Scalar>,
+}
+
+/// `routes[N].canary.gate`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawCanaryGate {
+    pub min_requests: Option<Scalar>,
+    pub max_error_rate: Option<Scalar>,
+    pub max_p99_ratio: Option<Scalar>,
+    pub max_p99: Option<Scalar>,
+    pub window: Option<Scalar>,
+}
+
+/// `routes[N].hooks[M]`: a script path, or `{ script, on_error }`.
+#[derive(Debug)]
+pub(crate) enum RawHook {
+    Path(Scalar),
+    Spec(RawHookSpec),
+}
+
+/// The map form of a hook entry.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawHookSpec {
+    pub script: Option<Scalar>,
+    pub on_error: Option<Scalar>,
+}
+
+/// A mapping kept in file order (`canary.split`), with keys as text.
+#[derive(Debug)]
+pub(crate) struct Entries<V>(pub Vec<(String, V)>);
+
+/// A YAML scalar with its type kept (`match.json` values compare by type).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum TypedScalar {
+    Null,
+    Bool(bool),
+    /// An integer, as decimal text (exact).
+    Integer(String),
+    Float(f64),
+    Str(String),
 }
 
 /// `routes[N].match`.
@@ -92,8 +193,8 @@ pub(crate) struct RawMatch {
     pub headers: Option<BTreeMap<String, RawHeaderMatch>>,
     pub query: Option<BTreeMap<String, Scalar>>,
     pub cookie: Option<BTreeMap<String, Scalar>>,
-    pub form: Option<IgnoredAny>,
-    pub json: Option<IgnoredAny>,
+    pub form: Option<BTreeMap<String, Scalar>>,
+    pub json: Option<BTreeMap<String, TypedScalar>>,
 }
 
 /// `routes[N].match.headers.NAME`: a value, or `{ regex }` / `{ present }`.
@@ -317,6 +418,84 @@ impl<'de> Deserialize<'de> for Scalar {
             }
         }
         deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawHook {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged`, so that a typo inside the map form keeps
+        // serde's "unknown field" message (and so its line) instead of a generic one.
+        struct HookVisitor;
+        impl<'de> Visitor<'de> for HookVisitor {
+            type Value = RawHook;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a script path or `{ script: PATH, on_error: fail|continue }`")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHook, E> {
+                Ok(RawHook::Path(Scalar(v.to_owned())))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawHook, A::Error> {
+                RawHookSpec::deserialize(MapAccessDeserializer::new(map)).map(RawHook::Spec)
+            }
+        }
+        deserializer.deserialize_any(HookVisitor)
+    }
+}
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for Entries<V> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct EntriesVisitor<V>(std::marker::PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for EntriesVisitor<V> {
+            type Value = Entries<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of name to value")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Entries<V>, A::Error> {
+                let mut entries = Vec::new();
+                while let Some((key, value)) = map.next_entry::<Scalar, V>()? {
+                    entries.push((key.0, value));
+                }
+                Ok(Entries(entries))
+            }
+        }
+        deserializer.deserialize_map(EntriesVisitor(std::marker::PhantomData))
+    }
+}
+
+impl<'de> Deserialize<'de> for TypedScalar {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TypedVisitor;
+        impl Visitor<'_> for TypedVisitor {
+            type Value = TypedScalar;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string, number, boolean or null")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Null)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Null)
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Bool(v))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Integer(v.to_string()))
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Integer(v.to_string()))
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Float(v))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Str(v.to_owned()))
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<TypedScalar, E> {
+                Ok(TypedScalar::Str(v))
+            }
+        }
+        deserializer.deserialize_any(TypedVisitor)
     }
 }
 

@@ -13,6 +13,7 @@
 
 use std::path::Path;
 
+mod action;
 mod error;
 mod explain;
 mod file;
@@ -26,14 +27,15 @@ mod table;
 pub mod units;
 mod validate;
 
+pub use action::{
+    Action, Canary, CanaryGate, Compare, Hook, Noise, OnError, Respond, Shadow, ShadowGate, Sticky,
+};
 pub use error::{ConfigError, ValidationErrors, Warning};
 pub use explain::{ExplainStep, Explanation};
 pub use matching::RequestView;
 pub use normalize::{NormalizeError, normalize_path};
 pub use reload::{ChangeEvent, ReloadError, Reloader, spawn_watcher, spawn_watcher_files};
-pub use table::{
-    Action, Respond, Rewrite, Route, RouteTable, Scheme, Upstream, UpstreamId, UpstreamTls,
-};
+pub use table::{Rewrite, Route, RouteTable, Scheme, Upstream, UpstreamId, UpstreamTls};
 
 /// Reads, parses and validates the route file at `path`. Relative paths inside the file
 /// (e.g. `tls.ca`) resolve against the file's directory.

@@ -33,11 +33,12 @@ pub(crate) fn unreachable(routes: &[Route], matchers: &[RouteMatch]) -> Vec<Warn
 /// Whether every request matching `later` also matches `earlier`.
 fn covers(earlier: &RouteMatch, later: &RouteMatch) -> bool {
     // Only path and method predicates are compared; anything else on the earlier route
-    // could reject a request the later one accepts.
+    // (body predicates included) could reject a request the later one accepts.
     if earlier.host.is_some()
         || !earlier.headers.is_empty()
         || !earlier.query.is_empty()
         || !earlier.cookie.is_empty()
+        || earlier.has_body_predicates()
     {
         return false;
     }

@@ -7,6 +7,13 @@ use regex::Regex;
 
 use crate::table::strip_segment_prefix;
 
+mod body;
+#[cfg(test)]
+mod tests;
+
+use body::JsonFailure;
+pub(crate) use body::{Decimal, Expected, JsonPredicate, pointer_tokens};
+
 /// The parts of a request that routing looks at. `path` must already be normalized.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestView<'a> {
@@ -20,6 +27,10 @@ pub struct RequestView<'a> {
     pub host: Option<&'a str>,
     /// Request headers.
     pub headers: &'a HeaderMap,
+    /// The buffered request body, when the proxy buffered it (see
+    /// [`RouteTable::body_limit`](crate::RouteTable::body_limit)); `None` otherwise, and
+    /// then every `form`/`json` predicate fails.
+    pub body: Option<&'a [u8]>,
 }
 
 /// A compiled path predicate.
@@ -76,6 +87,10 @@ pub(crate) struct RouteMatch {
     pub headers: Vec<(HeaderName, HeaderMatch)>,
     pub query: Vec<(String, String)>,
     pub cookie: Vec<(String, String)>,
+    /// `form` fields (field, value); needs a URL-encoded body.
+    pub form: Vec<(String, String)>,
+    /// `json` predicates; need a JSON body.
+    pub json: Vec<JsonPredicate>,
 }
 
 impl PathMatch {
@@ -139,6 +154,13 @@ pub(crate) enum Failure<'m> {
     Header(&'m HeaderName, &'m HeaderMatch),
     Query(&'m str, &'m str),
     Cookie(&'m str, &'m str),
+    /// The route has `form` fields and the request is not a URL-encoded form.
+    FormType,
+    /// The route has body predicates and the body was not buffered.
+    BodyMissing(&'m RouteMatch),
+    Form(&'m str, &'m str),
+    JsonUnparsable,
+    Json(&'m JsonPredicate),
 }
 
 impl RouteMatch {
@@ -152,6 +174,26 @@ impl RouteMatch {
         self.failure(req).is_none()
     }
 
+    /// Whether the route has `form` or `json` predicates.
+    pub(crate) fn has_body_predicates(&self) -> bool {
+        !self.form.is_empty() || !self.json.is_empty()
+    }
+
+    /// Every predicate that does not need the body (path included).
+    pub(crate) fn matches_without_body(&self, req: &RequestView<'_>) -> bool {
+        if let Some(path) = &self.path
+            && !path.matches(req.path)
+        {
+            return false;
+        }
+        self.matches_except_path_and_body(req)
+    }
+
+    /// Every predicate that needs neither the path nor the body.
+    pub(crate) fn matches_except_path_and_body(&self, req: &RequestView<'_>) -> bool {
+        self.head_failure(req).is_none()
+    }
+
     /// The first predicate, in a fixed order, that `req` fails.
     pub(crate) fn failure(&self, req: &RequestView<'_>) -> Option<Failure<'_>> {
         if let Some(path) = &self.path
@@ -163,6 +205,13 @@ impl RouteMatch {
     }
 
     fn failure_except_path(&self, req: &RequestView<'_>) -> Option<Failure<'_>> {
+        // The body is looked at last: every cheaper predicate has had its chance to
+        // reject the request first.
+        self.head_failure(req).or_else(|| self.body_failure(req))
+    }
+
+    /// The first failing predicate among those that need neither path nor body.
+    fn head_failure(&self, req: &RequestView<'_>) -> Option<Failure<'_>> {
         if let Some(methods) = &self.methods
             && !methods.contains(req.method)
         {
@@ -188,7 +237,30 @@ impl RouteMatch {
                 return Some(Failure::Cookie(name, value));
             }
         }
+        if !self.form.is_empty() && !body::is_form(req.headers) {
+            return Some(Failure::FormType);
+        }
         None
+    }
+
+    /// The first failing body predicate.
+    fn body_failure(&self, req: &RequestView<'_>) -> Option<Failure<'_>> {
+        if !self.has_body_predicates() {
+            return None;
+        }
+        let Some(content) = req.body else {
+            return Some(Failure::BodyMissing(self));
+        };
+        if let Some((field, value)) = body::form_failure(content, &self.form) {
+            return Some(Failure::Form(field, value));
+        }
+        if self.json.is_empty() {
+            return None;
+        }
+        body::json_failure(content, &self.json).map(|failure| match failure {
+            JsonFailure::Unparsable => Failure::JsonUnparsable,
+            JsonFailure::Predicate(predicate) => Failure::Json(predicate),
+        })
     }
 
     /// Human summary, e.g. `GET path_prefix=/invoices header x-beta=true`.
@@ -224,6 +296,12 @@ impl RouteMatch {
         }
         for (name, value) in &self.cookie {
             parts.push(format!("cookie {name}={value}"));
+        }
+        for (field, value) in &self.form {
+            parts.push(format!("form {field}={value}"));
+        }
+        for predicate in &self.json {
+            parts.push(format!("json {}={}", predicate.pointer, predicate.expected));
         }
         if parts.is_empty() {
             "any request".to_owned()
@@ -278,6 +356,48 @@ impl Failure<'_> {
             }
             Failure::Query(key, value) => format!("query has no {key}={value}"),
             Failure::Cookie(name, value) => format!("cookie {name}={value} missing"),
+            Failure::FormType => {
+                let actual = req
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()));
+                match actual {
+                    Some(actual) => format!(
+                        "content-type {actual:?} is not a form (application/x-www-form-urlencoded)"
+                    ),
+                    None => "content-type missing (form predicates need application/x-www-form-urlencoded)"
+                        .to_owned(),
+                }
+            }
+            Failure::BodyMissing(matcher) => {
+                let needed = matcher
+                    .form
+                    .iter()
+                    .map(|(field, _)| format!("form field {field}"))
+                    .chain(matcher.json.iter().map(|p| format!("json {}", p.pointer)))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("body not buffered (needed for {needed})")
+            }
+            Failure::Form(field, value) => {
+                let actual = body::form_values(req.body.unwrap_or_default(), field);
+                match actual.as_slice() {
+                    [] => format!("form field {field} missing (expected {value})"),
+                    [one] => format!("form field {field} is {one}, not {value}"),
+                    many => format!("form field {field} is {}, not {value}", many.join(",")),
+                }
+            }
+            Failure::JsonUnparsable => "body unparsable: not valid JSON".to_owned(),
+            Failure::Json(predicate) => {
+                let pointer = &predicate.pointer;
+                let expected = &predicate.expected;
+                match body::json_value(req.body.unwrap_or_default(), &predicate.tokens) {
+                    Ok(Some(actual)) => {
+                        format!("json {pointer} is {}, not {expected}", shorten(&actual))
+                    }
+                    Ok(None) | Err(()) => format!("json {pointer} missing (expected {expected})"),
+                }
+            }
         }
     }
 }
@@ -354,6 +474,14 @@ fn join_methods(methods: &[Method]) -> String {
         let _ = write!(out, "{method}");
     }
     out
+}
+
+/// At most 60 characters of `text`, for messages.
+fn shorten(text: &str) -> String {
+    match text.char_indices().nth(60) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
+    }
 }
 
 /// The regex as the user wrote it (we wrap it as `^(?:...)$`).

@@ -5,8 +5,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use http::uri::Authority;
-use http::{HeaderName, HeaderValue, StatusCode};
+use http::{HeaderName, HeaderValue};
 
+use crate::action::{Action, Hook};
 use crate::error::Warning;
 use crate::index::RouteIndex;
 use crate::matching::{RequestView, RouteMatch};
@@ -74,34 +75,30 @@ pub struct Route {
     pub line: usize,
     /// What to do with a matching request.
     pub action: Action,
-    /// Path and header changes applied before forwarding (`to` routes only).
+    /// Path and header changes for the new service's side (`to` upstream, shadow
+    /// candidate, canary sides other than the baseline); never on `respond` routes.
     pub rewrite: Option<Rewrite>,
-    /// Upstream to retry on when the primary fails (parsed; not used by every version).
+    /// Upstream to retry on when the route's upstream fails (`to` and `canary` routes
+    /// only).
     pub fallback: Option<UpstreamId>,
     /// Where a rolled-back route sends its traffic (default: the file's `default`).
     pub rollback_to: UpstreamId,
     /// Human summary of the match predicates, e.g. `GET path_prefix=/invoices`.
     pub match_summary: String,
-}
-
-/// What a route does with a request.
-#[derive(Clone, Debug)]
-pub enum Action {
-    /// Forward to an upstream (`to:`).
-    Forward(UpstreamId),
-    /// Answer directly (`respond:`).
-    Respond(Respond),
-}
-
-/// A fixed answer (`respond:`).
-#[derive(Clone, Debug)]
-pub struct Respond {
-    /// Status code (100–599).
-    pub status: StatusCode,
-    /// Body, sent as is (default empty).
-    pub body: String,
-    /// Extra response headers.
-    pub headers: Vec<(HeaderName, HeaderValue)>,
+    /// Lua hooks, in the order they run (`hooks`; default none).
+    pub hooks: Vec<Hook>,
+    /// Largest response body handed to `after_response` hooks, in bytes
+    /// (`hook_body_limit`; default 64 KiB).
+    pub hook_body_limit: u64,
+    /// Most request-body bytes buffered to evaluate this route's `form`/`json`
+    /// predicates (`max_body_match`; default 64 KiB); a larger body does not match them.
+    /// Only meaningful when the route has body predicates; see [`RouteTable::body_limit`].
+    pub max_body_match: u64,
+    /// Lowercase hex SHA-256 of a canonical rendering of this route's definition in the
+    /// file: equal across reloads while the route's own text is unchanged (comments,
+    /// layout and other routes do not count), different as soon as it is edited. Only
+    /// comparable between tables built by the same binary.
+    pub fingerprint: String,
 }
 
 /// Changes applied to a forwarded request (`rewrite:`).
@@ -201,14 +198,54 @@ impl RouteTable {
         self.routes.get(index)
     }
 
-    /// Files whose change should trigger a reload: the route file and the TLS CA files.
+    /// How many request-body bytes the proxy should buffer before calling
+    /// [`find`](Self::find), or `None` when the body cannot change the decision and must
+    /// stream untouched.
+    ///
+    /// Walks the candidates `find` would walk, in the same order, looking only at the
+    /// predicates that do not need the body (a `form` predicate's `Content-Type` check
+    /// counts as one of those). It returns `Some(limit)` when at least one route that
+    /// satisfies those has a `form` or `json` predicate and comes before the first route
+    /// that fully matches without needing the body; `limit` is the largest
+    /// `max_body_match` among those routes. A body larger than the limit should be
+    /// treated as unavailable (`body: None`), so that its body predicates do not match.
+    pub fn body_limit(&self, req: &RequestView<'_>) -> Option<u64> {
+        let mut limit: Option<u64> = None;
+        self.index.first_match(req.path, |i, path_checked| {
+            let matcher = &self.matchers[i];
+            let holds = if path_checked {
+                matcher.matches_except_path_and_body(req)
+            } else {
+                matcher.matches_without_body(req)
+            };
+            if !holds {
+                return false;
+            }
+            if !matcher.has_body_predicates() {
+                return true;
+            }
+            let route_limit = self.routes.get(i).map_or(0, |route| route.max_body_match);
+            limit = Some(limit.map_or(route_limit, |l| l.max(route_limit)));
+            false
+        });
+        limit
+    }
+
+    /// Files whose change should trigger a reload: the route file, the TLS CA files and
+    /// every hook script, without duplicates.
     pub fn watched_files(&self) -> Vec<PathBuf> {
         let mut files = vec![self.source.clone()];
-        for upstream in &self.upstreams {
-            if let Some(ca) = upstream.tls.as_ref().and_then(|tls| tls.ca.as_ref())
-                && !files.contains(ca)
-            {
-                files.push(ca.clone());
+        let cas = self
+            .upstreams
+            .iter()
+            .filter_map(|upstream| upstream.tls.as_ref().and_then(|tls| tls.ca.as_ref()));
+        let scripts = self
+            .routes
+            .iter()
+            .flat_map(|route| route.hooks.iter().map(|hook| &hook.script));
+        for file in cas.chain(scripts) {
+            if !files.contains(file) {
+                files.push(file.clone());
             }
         }
         files
@@ -221,11 +258,19 @@ impl RouteTable {
 }
 
 impl Upstream {
-    /// Name of the action's target for display: the upstream name, or `respond`.
+    /// Name of the action's target for display: the upstream that answers, `respond`,
+    /// or a canary's split (`monolith 90 / catalog 10`).
     pub(crate) fn name_of(table: &RouteTable, action: &Action) -> String {
         match action {
             Action::Forward(id) => table.upstream(*id).name.clone(),
             Action::Respond(_) => "respond".to_owned(),
+            Action::Shadow(shadow) => table.upstream(shadow.primary).name.clone(),
+            Action::Canary(canary) => canary
+                .split
+                .iter()
+                .map(|(id, weight)| format!("{} {weight}", table.upstream(*id).name))
+                .collect::<Vec<_>>()
+                .join(" / "),
         }
     }
 }

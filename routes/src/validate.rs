@@ -7,16 +7,26 @@ use std::time::SystemTime;
 use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
+use crate::action::{Action, Respond};
 use crate::error::{ConfigError, ValidationErrors};
 use crate::file::{self, RawFile, RawRespond, RawRewrite, RawRoute, Scalar};
 use crate::index::RouteIndex;
 use crate::lint;
 use crate::locate::LineIndex;
 use crate::normalize::normalize_path;
-use crate::table::{Action, Respond, Rewrite, Route, RouteTable, UpstreamId};
+use crate::table::{Rewrite, Route, RouteTable, UpstreamId};
 
+mod action;
+mod body;
 mod matcher;
+mod scalar;
 mod upstream;
+
+#[cfg(test)]
+mod tests;
+
+const DEFAULT_HOOK_BODY_LIMIT: u64 = 64 << 10;
+const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
 
 /// Collects errors, each located by its dotted key.
 pub(crate) struct Ctx<'a> {
@@ -149,56 +159,8 @@ fn compile_route(
             }
         }
     }
-    for (present, field) in [
-        (raw.shadow.is_some(), "shadow"),
-        (raw.canary.is_some(), "canary"),
-        (raw.hooks.is_some(), "hooks"),
-    ] {
-        if present {
-            let message = format!("`{field}` is not supported by this version");
-            ctx.error(format!("{key}.{field}"), route, message);
-        }
-    }
 
     let matcher = matcher::compile(ctx, &format!("{key}.match"), route, raw.matcher.as_ref());
-    let action = match (&raw.to, &raw.respond) {
-        (Some(to), None) => ctx
-            .upstream_ref(&format!("{key}.to"), route, to, &names.upstreams)
-            .map(Action::Forward),
-        (None, Some(respond)) => {
-            compile_respond(ctx, &format!("{key}.respond"), route, respond).map(Action::Respond)
-        }
-        (Some(_), Some(_)) => {
-            let message = "`to` and `respond` are mutually exclusive: give exactly one";
-            ctx.error(format!("{key}.respond"), route, message);
-            None
-        }
-        (None, None) => {
-            ctx.error(
-                key.clone(),
-                route,
-                "missing action: give `to: UPSTREAM` or `respond: {...}`",
-            );
-            None
-        }
-    };
-    let rewrite = match &raw.rewrite {
-        Some(_) if raw.respond.is_some() => {
-            let message = "`rewrite` only applies to `to` routes, not `respond`";
-            ctx.error(format!("{key}.rewrite"), route, message);
-            None
-        }
-        Some(rewrite) => compile_rewrite(ctx, &format!("{key}.rewrite"), route, rewrite),
-        None => None,
-    };
-    let fallback = raw.fallback.as_ref().and_then(|fallback| {
-        ctx.upstream_ref(
-            &format!("{key}.fallback"),
-            route,
-            fallback,
-            &names.upstreams,
-        )
-    });
     let rollback_to = match &raw.rollback_to {
         Some(target) => ctx.upstream_ref(
             &format!("{key}.rollback_to"),
@@ -208,6 +170,44 @@ fn compile_route(
         ),
         None => names.default,
     };
+    let action = compile_action(ctx, &key, route, raw, names, rollback_to);
+    let kind = action_kind(raw);
+    let rewrite = match &raw.rewrite {
+        Some(_) if kind == Some("respond") => {
+            let message =
+                "`rewrite` only applies to `to`, `shadow` and `canary` routes, not `respond`";
+            ctx.error(format!("{key}.rewrite"), route, message);
+            None
+        }
+        Some(rewrite) => compile_rewrite(ctx, &format!("{key}.rewrite"), route, rewrite),
+        None => None,
+    };
+    let fallback = raw.fallback.as_ref().and_then(|fallback| {
+        let fallback_key = format!("{key}.fallback");
+        if let Some(kind @ ("respond" | "shadow")) = kind {
+            let message =
+                format!("`fallback` only applies to `to` and `canary` routes, not `{kind}`");
+            ctx.error(&fallback_key, route, message);
+            return None;
+        }
+        ctx.upstream_ref(&fallback_key, route, fallback, &names.upstreams)
+    });
+    let hooks = match &raw.hooks {
+        Some(hooks) => action::compile_hooks(ctx, &format!("{key}.hooks"), route, hooks),
+        None => Some(Vec::new()),
+    };
+    let hook_body_limit = ctx.size(
+        &format!("{key}.hook_body_limit"),
+        route,
+        raw.hook_body_limit.as_ref(),
+        DEFAULT_HOOK_BODY_LIMIT,
+    );
+    let max_body_match = ctx.size(
+        &format!("{key}.max_body_match"),
+        route,
+        raw.max_body_match.as_ref(),
+        DEFAULT_MAX_BODY_MATCH,
+    );
     if ctx.errors.len() > errors_before {
         return None;
     }
@@ -221,8 +221,95 @@ fn compile_route(
         fallback,
         rollback_to: rollback_to?,
         match_summary: matcher.summary(),
+        hooks: hooks?,
+        hook_body_limit: hook_body_limit?,
+        max_body_match: max_body_match?,
+        // The raw item mirrors the route's YAML subtree exactly (no positions, no
+        // comments), so its rendering changes iff the route's definition does.
+        fingerprint: hex_sha256(format!("{raw:?}").as_bytes()),
     };
     Some((route, matcher))
+}
+
+/// Which action key the route uses, when it uses exactly one.
+fn action_kind(raw: &RawRoute) -> Option<&'static str> {
+    let mut present = action_keys(raw);
+    match (present.next(), present.next()) {
+        (Some(kind), None) => Some(kind),
+        _ => None,
+    }
+}
+
+fn action_keys(raw: &RawRoute) -> impl Iterator<Item = &'static str> {
+    [
+        (raw.to.is_some(), "to"),
+        (raw.respond.is_some(), "respond"),
+        (raw.shadow.is_some(), "shadow"),
+        (raw.canary.is_some(), "canary"),
+    ]
+    .into_iter()
+    .filter_map(|(present, key)| present.then_some(key))
+}
+
+/// Compiles the route's one action among `to`, `respond`, `shadow` and `canary`.
+fn compile_action(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    route: Option<&str>,
+    raw: &RawRoute,
+    names: &Names,
+    rollback_to: Option<UpstreamId>,
+) -> Option<Action> {
+    let present: Vec<&str> = action_keys(raw).collect();
+    match present.as_slice() {
+        [] => {
+            ctx.error(
+                key,
+                route,
+                "missing action: give one of `to: UPSTREAM`, `respond: {...}`, `shadow: {...}` or `canary: {...}`",
+            );
+            None
+        }
+        [_] => {
+            if let Some(to) = &raw.to {
+                return ctx
+                    .upstream_ref(&format!("{key}.to"), route, to, &names.upstreams)
+                    .map(Action::Forward);
+            }
+            if let Some(respond) = &raw.respond {
+                return compile_respond(ctx, &format!("{key}.respond"), route, respond)
+                    .map(Action::Respond);
+            }
+            if let Some(shadow) = &raw.shadow {
+                return action::compile_shadow(ctx, &format!("{key}.shadow"), route, shadow, names)
+                    .map(Action::Shadow);
+            }
+            let canary = raw.canary.as_ref()?;
+            action::compile_canary(
+                ctx,
+                &format!("{key}.canary"),
+                route,
+                canary,
+                names,
+                rollback_to,
+            )
+            .map(Action::Canary)
+        }
+        [first, rest @ ..] => {
+            let given = present
+                .iter()
+                .map(|k| format!("`{k}`"))
+                .collect::<Vec<_>>()
+                .join(" and ");
+            let message = format!(
+                "{given} are mutually exclusive: give exactly one of `to`, `respond`, `shadow`, `canary`"
+            );
+            // Located at the second action key: the first one is usually the intended one.
+            let at = rest.first().unwrap_or(first);
+            ctx.error(format!("{key}.{at}"), route, message);
+            None
+        }
+    }
 }
 
 fn compile_respond(

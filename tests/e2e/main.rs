@@ -8,5 +8,7 @@ mod errors;
 mod passthrough;
 mod protocols;
 mod reload;
+mod shadow;
 mod shutdown;
 mod support;
+mod tls;

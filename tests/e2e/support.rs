@@ -40,9 +40,48 @@ pub struct Upstream {
     arrived: Arc<tokio::sync::Notify>,
 }
 
+/// A scripted answer: what an upstream replies to one request (given as the echo record).
+pub struct Reply {
+    /// Status code.
+    pub status: u16,
+    /// Response headers.
+    pub headers: Vec<(&'static str, String)>,
+    /// Response body.
+    pub body: Vec<u8>,
+    /// Wait this long before answering.
+    pub delay: Duration,
+}
+
+impl Reply {
+    /// A 200 JSON answer.
+    pub fn json(value: Value) -> Reply {
+        Reply {
+            status: 200,
+            headers: vec![("content-type", "application/json".into())],
+            body: value.to_string().into_bytes(),
+            delay: Duration::ZERO,
+        }
+    }
+}
+
+/// How a scripted upstream answers.
+pub type Script = Arc<dyn Fn(&Value) -> Reply + Send + Sync>;
+
 impl Upstream {
     /// Start an echo upstream named `name`.
     pub async fn start(name: &'static str) -> Upstream {
+        Self::start_scripted(name, None).await
+    }
+
+    /// Start an upstream that records requests like the echo one but answers with `script`.
+    pub async fn scripted(
+        name: &'static str,
+        script: impl Fn(&Value) -> Reply + Send + Sync + 'static,
+    ) -> Upstream {
+        Self::start_scripted(name, Some(Arc::new(script))).await
+    }
+
+    async fn start_scripted(name: &'static str, script: Option<Script>) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(Vec::new()));
@@ -56,8 +95,15 @@ impl Upstream {
                 accepted.fetch_add(1, Ordering::SeqCst);
                 let recorded = recorded.clone();
                 let notify = notify.clone();
+                let script = script.clone();
                 let service = service_fn(move |request| {
-                    echo(name, request, recorded.clone(), notify.clone())
+                    echo_with(
+                        name,
+                        request,
+                        recorded.clone(),
+                        notify.clone(),
+                        script.clone(),
+                    )
                 });
                 tokio::spawn(async move {
                     let _ = auto::Builder::new(TokioExecutor::new())
@@ -102,9 +148,19 @@ impl Upstream {
 
 async fn echo(
     name: &'static str,
+    request: Request<Incoming>,
+    hits: Arc<Mutex<Vec<Value>>>,
+    arrived: Arc<tokio::sync::Notify>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    echo_with(name, request, hits, arrived, None).await
+}
+
+async fn echo_with(
+    name: &'static str,
     mut request: Request<Incoming>,
     hits: Arc<Mutex<Vec<Value>>>,
     arrived: Arc<tokio::sync::Notify>,
+    script: Option<Script>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
     let header = |k: &str| {
         request
@@ -168,6 +224,16 @@ async fn echo(
     });
     hits.lock().unwrap().push(record.clone());
     arrived.notify_waiters();
+    if let Some(script) = script {
+        let reply = script(&record);
+        tokio::time::sleep(reply.delay).await;
+        let mut response = Response::new(Full::new(Bytes::from(reply.body)));
+        *response.status_mut() = StatusCode::from_u16(reply.status).unwrap();
+        for (name, value) in reply.headers {
+            response.headers_mut().insert(name, value.parse().unwrap());
+        }
+        return Ok(response);
+    }
     if let Some(ms) = delay {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
@@ -454,4 +520,342 @@ pub fn routes_yaml(upstreams: &[(&str, &str)], default: &str, routes: &str) -> S
         yaml.push_str("  []\n");
     }
     yaml
+}
+
+// TLS helpers (tests/e2e/tls.rs): a test CA made with rcgen, an HTTPS echo upstream and
+// clients that either verify against the test CA or accept anything to see what is served.
+
+/// A certificate authority made for one test.
+pub struct TestCa {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    /// The CA certificate (PEM).
+    pub pem: String,
+    /// The CA certificate (DER).
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+/// A server certificate and its key, signed by a [`TestCa`].
+pub struct Leaf {
+    /// Certificate (PEM).
+    pub cert_pem: String,
+    /// Private key (PKCS#8 PEM).
+    pub key_pem: String,
+    /// Certificate (DER), to compare with what a server presents.
+    pub der: rustls::pki_types::CertificateDer<'static>,
+}
+
+impl TestCa {
+    /// A new CA named `name`.
+    pub fn new(name: &str) -> TestCa {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::DigitalSignature,
+        ];
+        let cert = params.self_signed(&key).unwrap();
+        TestCa {
+            pem: cert.pem(),
+            der: cert.der().clone(),
+            issuer: rcgen::Issuer::new(params, key),
+        }
+    }
+
+    /// A server certificate for the DNS names (or IP addresses) `names`.
+    pub fn leaf(&self, names: &[&str]) -> Leaf {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let mut params = rcgen::CertificateParams::new(names).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "strangler test");
+        let cert = params.signed_by(&key, &self.issuer).unwrap();
+        Leaf {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
+    }
+
+    /// Write the CA certificate to `dir/file`; its path.
+    pub fn write(&self, dir: &Path, file: &str) -> PathBuf {
+        let path = dir.join(file);
+        std::fs::write(&path, &self.pem).unwrap();
+        path
+    }
+
+    /// A client configuration that trusts this CA only, offering `alpn`.
+    pub fn client_config(&self, alpn: &[&[u8]]) -> rustls::ClientConfig {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(self.der.clone()).unwrap();
+        let mut config = rustls::ClientConfig::builder_with_provider(strangler::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+        config
+    }
+}
+
+impl Leaf {
+    /// Write `STEM.crt` and `STEM.key` to `dir`; their paths.
+    pub fn write(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        std::fs::write(&cert, &self.cert_pem).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+
+    /// A server configuration presenting this certificate, with ALPN `h2`, `http/1.1`.
+    pub fn server_config(&self) -> Arc<rustls::ServerConfig> {
+        use rustls::pki_types::PrivateKeyDer;
+        use rustls::pki_types::pem::PemObject;
+        let key = PrivateKeyDer::from_pem_slice(self.key_pem.as_bytes()).unwrap();
+        let mut config = rustls::ServerConfig::builder_with_provider(strangler::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![self.der.clone()], key)
+            .unwrap();
+        config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Arc::new(config)
+    }
+}
+
+impl Upstream {
+    /// Start an echo upstream named `name` that speaks HTTPS with `leaf`'s certificate
+    /// (HTTP/1.1 or HTTP/2 as ALPN says).
+    pub async fn start_tls(name: &'static str, leaf: &Leaf) -> Upstream {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config());
+        let hits = Arc::new(Mutex::new(Vec::new()));
+        let recorded = hits.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let arrived = Arc::new(tokio::sync::Notify::new());
+        let notify = arrived.clone();
+        let accepted = connections.clone();
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::SeqCst);
+                let recorded = recorded.clone();
+                let notify = notify.clone();
+                let acceptor = acceptor.clone();
+                let service = service_fn(move |request| {
+                    echo(name, request, recorded.clone(), notify.clone())
+                });
+                tokio::spawn(async move {
+                    // A proxy that refuses our certificate ends the handshake: nothing to serve.
+                    let Ok(stream) = acceptor.accept(stream).await else {
+                        return;
+                    };
+                    let _ = auto::Builder::new(TokioExecutor::new())
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Upstream {
+            addr,
+            hits,
+            connections,
+            arrived,
+        }
+    }
+}
+
+impl Proxy {
+    /// The first HTTPS listener (`--listen-tls`).
+    pub fn tls_addr(&self) -> SocketAddr {
+        let line = self.logs.wait_for("listening on https://");
+        let start = line.find("https://").unwrap() + "https://".len();
+        let rest = &line[start..];
+        let end = rest.find(' ').unwrap_or(rest.len());
+        rest[..end].parse().unwrap()
+    }
+}
+
+/// A pooled HTTPS client trusting `ca` only, verifying the name `server_name` whatever the
+/// URL's host (so URLs can use `127.0.0.1`), offering ALPN `h2` and `http/1.1`.
+pub fn https_client(
+    ca: &TestCa,
+    server_name: &str,
+) -> Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>> {
+    let name = rustls::pki_types::ServerName::try_from(server_name.to_string()).unwrap();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(ca.client_config(&[]))
+        .https_only()
+        .with_server_name_resolver(hyper_rustls::FixedServerNameResolver::new(name))
+        .enable_all_versions()
+        .build();
+    Client::builder(TokioExecutor::new()).build(connector)
+}
+
+/// Send `request` with any pooled `client` and read the whole answer.
+pub async fn send_with<C>(client: &Client<C, Full<Bytes>>, request: Request<Full<Bytes>>) -> Answer
+where
+    C: hyper_util::client::legacy::connect::Connect + Clone + Send + Sync + 'static,
+{
+    let response = tokio::time::timeout(PATIENCE, client.request(request))
+        .await
+        .expect("request timed out")
+        .expect("request failed");
+    let version = response.version();
+    let (mut parts, body) = response.into_parts();
+    let body = body.collect().await.unwrap().to_bytes();
+    parts.headers.insert(
+        "x-test-response-version",
+        format!("{version:?}").parse().unwrap(),
+    );
+    Answer {
+        status: parts.status,
+        headers: parts.headers,
+        body,
+    }
+}
+
+/// One HTTP/1.1-over-TLS connection to a proxy's HTTPS listener, opened without verifying
+/// the server (the point is to see which certificate it presents).
+pub struct TlsConnection {
+    /// The certificate the server presented.
+    pub certificate: rustls::pki_types::CertificateDer<'static>,
+    sender: hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+}
+
+impl TlsConnection {
+    /// Connect to `addr`, sending `sni` as the server name (none when `None`).
+    pub async fn open(addr: SocketAddr, sni: Option<&str>) -> TlsConnection {
+        let mut config = rustls::ClientConfig::builder_with_provider(strangler::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnyCertificate))
+            .with_no_client_auth();
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // An IP address as the name: rustls sends no SNI at all.
+        let name = match sni {
+            Some(name) => rustls::pki_types::ServerName::try_from(name.to_string()).unwrap(),
+            None => rustls::pki_types::ServerName::IpAddress(addr.ip().into()),
+        };
+        let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let stream = tokio::time::timeout(
+            PATIENCE,
+            tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp),
+        )
+        .await
+        .expect("tls handshake timed out")
+        .expect("tls handshake failed");
+        let certificate = stream.get_ref().1.peer_certificates().unwrap()[0].clone();
+        let (sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(connection);
+        TlsConnection {
+            certificate,
+            sender,
+        }
+    }
+
+    /// `GET path` on this connection; the status.
+    pub async fn get(&mut self, path: &str) -> StatusCode {
+        let request = Request::get(path)
+            .header("host", "proxy.test")
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        tokio::time::timeout(PATIENCE, async {
+            self.sender.ready().await.unwrap();
+            let response = self.sender.send_request(request).await.unwrap();
+            let status = response.status();
+            response.into_body().collect().await.unwrap();
+            status
+        })
+        .await
+        .expect("request timed out")
+    }
+}
+
+/// Accepts any server certificate (signatures are still checked).
+#[derive(Debug)]
+struct AcceptAnyCertificate;
+
+impl rustls::client::danger::ServerCertVerifier for AcceptAnyCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &strangler::tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &strangler::tls::provider().signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        strangler::tls::provider()
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// `GET` a path of the proxy's admin endpoint.
+pub async fn admin_get(proxy: &Proxy, path: &str) -> Answer {
+    get(&format!("http://{}{path}", proxy.admin), &[]).await
+}
+
+/// Poll `GET /diffs/{route}` until `done` holds for its summary (comparisons finish after
+/// the client has its answer, so there is no response to wait on); the last report.
+pub async fn wait_for_diffs(proxy: &Proxy, route: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + PATIENCE;
+    loop {
+        let report = admin_get(proxy, &format!("/diffs/{route}")).await;
+        if report.status == 200 {
+            let report = report.json();
+            if done(&report["summary"]) {
+                return report;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out; last report: {report:#}"
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for /diffs/{route}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -1,6 +1,7 @@
 //! The `forward` strategy: pass the request to one upstream as faithfully as a proxy can.
 
 use http::header::{self, HeaderValue};
+use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
@@ -11,6 +12,7 @@ use crate::body::{self, BoxBody, LimitedStream};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::pipeline::{client_host, via_for};
+use crate::upstream::UpstreamPool;
 
 /// Forward `request` to `upstream` and stream its answer back.
 ///
@@ -27,63 +29,20 @@ pub(super) async fn forward(
     mut request: Request<Incoming>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let pool = exchange.runtime.pool(upstream);
-    let spec = pool.spec();
     let upgrade = is_upgrade(&request);
     let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
-    let version = request.version();
-    let via = via_for(version);
-    let host = client_host(&request);
+    let origin = Origin::of(&request);
     let (mut parts, incoming) = request.into_parts();
-
-    let path = match rewrite {
-        Some(rewrite) => rewrite.apply_path(&exchange.path),
-        None => exchange.path.clone(),
-    };
-    parts.uri = match parts.uri.query() {
-        Some(query) => pool.uri(&format!("{path}?{query}"))?,
-        None => pool.uri(&path)?,
-    };
-    parts.version = if spec.http2 {
-        Version::HTTP_2
-    } else {
-        Version::HTTP_11
-    };
-
-    let headers = &mut parts.headers;
-    headers::strip_hop_by_hop(headers, upgrade);
+    prepare(exchange, pool, rewrite, &origin, &mut parts)?;
     if upgrade {
-        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    }
-    headers::add_forwarding(
-        headers,
-        exchange.conn.peer.ip(),
-        exchange.conn.proto,
-        host.as_ref(),
-        via,
-    );
-    match host {
-        // The client library fills `Host` from the URI, i.e. the upstream's authority.
-        _ if spec.host_rewrite => {
-            headers.remove(header::HOST);
-        }
-        Some(host) => {
-            headers.insert(header::HOST, host);
-        }
-        None => {}
-    }
-    if let Some(rewrite) = rewrite {
-        for name in &rewrite.remove_headers {
-            headers.remove(name);
-        }
-        for (name, value) in &rewrite.set_headers {
-            headers.insert(name.clone(), value.clone());
+        parts
+            .headers
+            .insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+        if let Some(protocol) = &origin.upgrade {
+            parts.headers.insert(header::UPGRADE, protocol.clone());
         }
     }
-
-    let body = match exchange.limits.max_body {
-        Some(limit) => body::boxed(LimitedStream::new(incoming, limit)),
-        None => body::boxed(incoming),
-    };
+    let body = limit(exchange, incoming);
     let mut response = pool.send(Request::from_parts(parts, body)).await?;
 
     let tunnelled = response.status() == StatusCode::SWITCHING_PROTOCOLS;
@@ -107,14 +66,118 @@ pub(super) async fn forward(
                     }
                 }
             });
+            let upgrade_to = response.headers().get(header::UPGRADE).cloned();
             let headers = response.headers_mut();
-            headers::strip_hop_by_hop(headers, true);
+            headers::strip_hop_by_hop(headers);
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+            if let Some(protocol) = upgrade_to {
+                headers.insert(header::UPGRADE, protocol);
+            }
+            headers::append_via(headers, origin.via);
+            Ok(response)
         }
-        _ => headers::strip_hop_by_hop(response.headers_mut(), false),
+        _ => Ok(clean_response(response, origin.via)),
     }
+}
+
+/// What the client's request said about itself, taken before its parts are rewritten.
+pub(super) struct Origin {
+    /// The `Host` the client asked for (`:authority` on HTTP/2).
+    pub(super) host: Option<HeaderValue>,
+    /// `Via` value for the client's protocol version.
+    pub(super) via: &'static str,
+    /// The protocol asked for in `Upgrade`, if any.
+    pub(super) upgrade: Option<HeaderValue>,
+}
+
+impl Origin {
+    /// Read the client-facing facts of `request`.
+    pub(super) fn of<B>(request: &Request<B>) -> Self {
+        Self {
+            host: client_host(request),
+            via: via_for(request.version()),
+            upgrade: request.headers().get(header::UPGRADE).cloned(),
+        }
+    }
+}
+
+/// Turn the client's request head into the head sent to `pool`: absolute URI with the
+/// normalized (and maybe rewritten) path, hop-by-hop headers removed, forwarding headers
+/// added, `Host` kept or rewritten, the route's header rewrites applied.
+///
+/// # Errors
+/// [`ProxyError::BadRequest`] when the upstream URI cannot be built.
+pub(super) fn prepare(
+    exchange: &Exchange<'_>,
+    pool: &UpstreamPool,
+    rewrite: Option<&Rewrite>,
+    origin: &Origin,
+    parts: &mut Parts,
+) -> Result<(), ProxyError> {
+    let spec = pool.spec();
+    let path = match rewrite {
+        Some(rewrite) => rewrite.apply_path(&exchange.path),
+        None => exchange.path.clone(),
+    };
+    parts.uri = match parts.uri.query() {
+        Some(query) => pool.uri(&format!("{path}?{query}"))?,
+        None => pool.uri(&path)?,
+    };
+    parts.version = if spec.http2 {
+        Version::HTTP_2
+    } else {
+        Version::HTTP_11
+    };
+    let headers = &mut parts.headers;
+    headers::strip_hop_by_hop(headers);
+    headers::add_forwarding(
+        headers,
+        exchange.conn.peer.ip(),
+        exchange.conn.proto,
+        origin.host.as_ref(),
+        origin.via,
+    );
+    match &origin.host {
+        // The client library fills `Host` from the URI, i.e. the upstream's authority.
+        _ if spec.host_rewrite => {
+            headers.remove(header::HOST);
+        }
+        Some(host) => {
+            headers.insert(header::HOST, host.clone());
+        }
+        None => {}
+    }
+    if let Some(rewrite) = rewrite {
+        for name in &rewrite.remove_headers {
+            headers.remove(name);
+        }
+        for (name, value) in &rewrite.set_headers {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    Ok(())
+}
+
+/// The client's body on its way upstream, under `--max-body` when set.
+pub(super) fn limit<B>(exchange: &Exchange<'_>, incoming: B) -> BoxBody
+where
+    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
+    B::Error: Into<body::BoxError>,
+{
+    match exchange.limits.max_body {
+        Some(limit) => body::boxed(LimitedStream::new(incoming, limit)),
+        None => body::boxed(incoming),
+    }
+}
+
+/// An upstream answer made fit for the client: hop-by-hop headers out, `Via` in.
+pub(super) fn clean_response(
+    mut response: Response<BoxBody>,
+    via: &'static str,
+) -> Response<BoxBody> {
+    headers::strip_hop_by_hop(response.headers_mut());
     headers::append_via(response.headers_mut(), via);
-    Ok(response)
+    response
 }
 
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).

@@ -19,12 +19,12 @@ pub(super) fn compile(
         return Some(RouteMatch::default());
     };
     let errors_before = ctx.errors.len();
-    let mut compiled = RouteMatch::default();
-    for (present, field) in [(raw.form.is_some(), "form"), (raw.json.is_some(), "json")] {
-        if present {
-            let message = format!("`{field}` is not supported by this version");
-            ctx.error(format!("{key}.{field}"), route, message);
-        }
+    let mut compiled = RouteMatch {
+        form: pairs(raw.form.as_ref()),
+        ..RouteMatch::default()
+    };
+    if let Some(json) = &raw.json {
+        compiled.json = super::body::compile_json(ctx, &format!("{key}.json"), route, json);
     }
 
     let paths = [
@@ -66,6 +66,10 @@ pub(super) fn compile(
             }
         }
         compiled.methods = Some(list);
+    }
+
+    if raw.form.as_ref().is_some_and(|form| form.is_empty()) {
+        ctx.error(format!("{key}.form"), route, "must not be empty");
     }
 
     if let Some(host) = &raw.host {

@@ -1,0 +1,338 @@
+//! The `req`, `res` and `headers` objects a hook sees: Lua userdata over [`HookRequest`] and
+//! [`HookResponse`], with the mutability rules of each phase.
+//!
+//! The synchronous phases reuse one set of these objects per state: the caller's request is
+//! moved into the view before the call and moved back after it (no copy, no allocation),
+//! because building fresh userdata costs more than a trivial hook call itself.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use mlua::{AnyUserData, Lua, LuaString, Table, UserData, UserDataFields, UserDataMethods, Value};
+
+use crate::hooks::{Flow, HookRequest, Phase};
+
+/// `req`: the request of the exchange.
+pub(crate) struct RequestView {
+    pub(crate) req: HookRequest,
+    pub(crate) route: Arc<str>,
+    pub(crate) phase: Phase,
+    /// Set by `req:respond(..)`.
+    pub(crate) flow: Option<Flow>,
+    headers: Option<AnyUserData>,
+}
+
+/// `res`: the response of the exchange.
+pub(crate) struct ResponseView {
+    pub(crate) status: StatusCode,
+    pub(crate) headers: HeaderMap,
+    pub(crate) body: Option<Bytes>,
+    pub(crate) phase: Phase,
+    headers_view: Option<AnyUserData>,
+}
+
+/// `req.headers` / `res.headers`: reads and writes the owner's header map.
+struct HeadersView {
+    owner: AnyUserData,
+    part: Part,
+}
+
+#[derive(Clone, Copy)]
+enum Part {
+    Request,
+    Response,
+}
+
+impl RequestView {
+    /// A `req` object (with its `headers` object) holding an empty request.
+    pub(crate) fn create(lua: &Lua) -> mlua::Result<AnyUserData> {
+        let view = lua.create_userdata(RequestView {
+            req: HookRequest::default(),
+            route: Arc::from(""),
+            phase: Phase::OnRequest,
+            flow: None,
+            headers: None,
+        })?;
+        let headers = lua.create_userdata(HeadersView {
+            owner: view.clone(),
+            part: Part::Request,
+        })?;
+        view.borrow_mut::<RequestView>()?.headers = Some(headers);
+        Ok(view)
+    }
+
+    /// Breaks the view ↔ headers reference cycle of a view that is not reused; references
+    /// held from Rust are roots, so the collector alone would never free the pair.
+    pub(crate) fn release(view: &AnyUserData) {
+        if let Ok(mut v) = view.borrow_mut::<RequestView>() {
+            v.headers = None;
+        }
+    }
+}
+
+impl ResponseView {
+    /// A `res` object (with its `headers` object) holding an empty response.
+    pub(crate) fn create(lua: &Lua) -> mlua::Result<AnyUserData> {
+        let view = lua.create_userdata(ResponseView {
+            status: StatusCode::OK,
+            headers: HeaderMap::new(),
+            body: None,
+            phase: Phase::OnResponse,
+            headers_view: None,
+        })?;
+        let headers = lua.create_userdata(HeadersView {
+            owner: view.clone(),
+            part: Part::Response,
+        })?;
+        view.borrow_mut::<ResponseView>()?.headers_view = Some(headers);
+        Ok(view)
+    }
+
+    /// As [`RequestView::release`].
+    pub(crate) fn release(view: &AnyUserData) {
+        if let Ok(mut v) = view.borrow_mut::<ResponseView>() {
+            v.headers_view = None;
+        }
+    }
+}
+
+impl UserData for RequestView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("method", |lua, this| {
+            lua.create_string(this.req.method.as_str())
+        });
+        fields.add_field_method_get("path", |lua, this| lua.create_string(&this.req.path));
+        fields.add_field_method_get("query", |lua, this| {
+            this.req
+                .query
+                .as_deref()
+                .map(|q| lua.create_string(q))
+                .transpose()
+        });
+        fields.add_field_method_get("route", |lua, this| lua.create_string(&*this.route));
+        fields.add_field_method_get("id", |lua, this| lua.create_string(&this.req.request_id));
+        fields.add_field_method_get("client", |_, this| Ok(this.req.client.ip().to_string()));
+        fields.add_field_method_get("client_port", |_, this| Ok(this.req.client.port()));
+        fields.add_field_method_get("headers", |_, this| Ok(this.headers.clone()));
+        fields.add_field_method_set("path", |_, this, path: LuaString| {
+            this.writable("path")?;
+            let path = path.to_str()?;
+            if !path.starts_with('/') {
+                return Err(mlua::Error::runtime("req.path must start with '/'"));
+            }
+            this.req.path = path.to_owned();
+            Ok(())
+        });
+        fields.add_field_method_set("query", |_, this, query: Option<LuaString>| {
+            this.writable("query")?;
+            this.req.query = query
+                .map(|q| q.to_str().map(|q| q.to_owned()))
+                .transpose()?;
+            Ok(())
+        });
+    }
+
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        methods.add_method_mut(
+            "respond",
+            |_, this, (status, body, headers): (Value, Option<LuaString>, Option<Table>)| {
+                if this.phase != Phase::OnRequest {
+                    return Err(mlua::Error::runtime(format!(
+                        "req:respond is only available in on_request, not in {}",
+                        this.phase
+                    )));
+                }
+                let status = status_from(&status)?;
+                let body = body
+                    .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
+                    .unwrap_or_default();
+                let headers = headers
+                    .map(|t| header_map(&t))
+                    .transpose()?
+                    .unwrap_or_default();
+                this.flow = Some(Flow::Respond {
+                    status,
+                    body,
+                    headers,
+                });
+                Ok(())
+            },
+        );
+    }
+}
+
+impl RequestView {
+    fn writable(&self, what: &str) -> mlua::Result<()> {
+        if self.phase == Phase::OnRequest {
+            Ok(())
+        } else {
+            Err(mlua::Error::runtime(format!(
+                "req.{what} is read-only in {}",
+                self.phase
+            )))
+        }
+    }
+}
+
+impl UserData for ResponseView {
+    fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
+        fields.add_field_method_get("status", |_, this| Ok(this.status.as_u16()));
+        fields.add_field_method_get("headers", |_, this| Ok(this.headers_view.clone()));
+        fields.add_field_method_get("body", |lua, this| {
+            this.body.as_ref().map(|b| lua.create_string(b)).transpose()
+        });
+        fields.add_field_method_set("status", |_, this, status: Value| {
+            if this.phase != Phase::OnResponse {
+                return Err(mlua::Error::runtime(format!(
+                    "res.status is read-only in {}",
+                    this.phase
+                )));
+            }
+            this.status = status_from(&status)?;
+            Ok(())
+        });
+    }
+}
+
+impl HeadersView {
+    /// Runs `f` on the owner's headers; `read_only` says why they may not change, if so.
+    fn with<R>(
+        &self,
+        f: impl FnOnce(&mut HeaderMap, Option<String>) -> mlua::Result<R>,
+    ) -> mlua::Result<R> {
+        match self.part {
+            Part::Request => {
+                let mut view = self.owner.borrow_mut::<RequestView>()?;
+                let read_only = (view.phase != Phase::OnRequest)
+                    .then(|| format!("request headers are read-only in {}", view.phase));
+                f(&mut view.req.headers, read_only)
+            }
+            Part::Response => {
+                let mut view = self.owner.borrow_mut::<ResponseView>()?;
+                let read_only = (view.phase != Phase::OnResponse)
+                    .then(|| format!("response headers are read-only in {}", view.phase));
+                f(&mut view.headers, read_only)
+            }
+        }
+    }
+
+    fn write(
+        &self,
+        name: &LuaString,
+        f: impl FnOnce(&mut HeaderMap, HeaderName) -> mlua::Result<()>,
+    ) -> mlua::Result<()> {
+        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+            mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
+        })?;
+        self.with(|headers, read_only| match read_only {
+            Some(why) => Err(mlua::Error::runtime(why)),
+            None => f(headers, name),
+        })
+    }
+}
+
+impl UserData for HeadersView {
+    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
+        // An invalid name cannot be present, so reading one gives nil rather than an error.
+        methods.add_method("get", |lua, this, name: LuaString| {
+            let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) else {
+                return Ok(None);
+            };
+            this.with(|headers, _| {
+                headers
+                    .get(&name)
+                    .map(|v| lua.create_string(v.as_bytes()))
+                    .transpose()
+            })
+        });
+        methods.add_method("get_all", |lua, this, name: LuaString| {
+            let list = lua.create_table()?;
+            if let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) {
+                this.with(|headers, _| {
+                    for (i, v) in headers.get_all(&name).iter().enumerate() {
+                        list.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
+                    }
+                    Ok(())
+                })?;
+            }
+            Ok(list)
+        });
+        // `set(name, nil)` removes, like assigning nil to a table field.
+        methods.add_method(
+            "set",
+            |_, this, (name, value): (LuaString, Option<LuaString>)| {
+                let value = value.map(|v| header_value(&v)).transpose()?;
+                this.write(&name, |headers, name| {
+                    match value {
+                        Some(v) => headers.insert(name, v),
+                        None => headers.remove(name),
+                    };
+                    Ok(())
+                })
+            },
+        );
+        methods.add_method("add", |_, this, (name, value): (LuaString, LuaString)| {
+            let value = header_value(&value)?;
+            this.write(&name, |headers, name| {
+                headers.append(name, value);
+                Ok(())
+            })
+        });
+        methods.add_method("remove", |_, this, name: LuaString| {
+            this.write(&name, |headers, name| {
+                headers.remove(name);
+                Ok(())
+            })
+        });
+    }
+}
+
+/// A status code from Lua: an integer in 100..=999.
+fn status_from(value: &Value) -> mlua::Result<StatusCode> {
+    let code = match value {
+        Value::Integer(n) => u16::try_from(*n).ok(),
+        Value::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= 999.0 => Some(*n as u16),
+        _ => None,
+    };
+    code.and_then(|c| StatusCode::from_u16(c).ok())
+        .ok_or_else(|| mlua::Error::runtime(format!("invalid status {value:?}, expected 100..999")))
+}
+
+fn header_value(value: &LuaString) -> mlua::Result<HeaderValue> {
+    HeaderValue::from_bytes(&value.as_bytes()).map_err(|_| {
+        mlua::Error::runtime(format!(
+            "invalid header value {:?}",
+            value.to_string_lossy()
+        ))
+    })
+}
+
+/// A `{ name = value }` table (values may be strings or numbers) as a header map.
+pub(crate) fn header_map(table: &Table) -> mlua::Result<HeaderMap> {
+    let mut headers = HeaderMap::new();
+    for pair in table.pairs::<LuaString, LuaString>() {
+        let (name, value) = pair?;
+        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
+            mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
+        })?;
+        headers.append(name, header_value(&value)?);
+    }
+    Ok(headers)
+}
+
+/// A header map as a `{ name = value }` table; repeated names are joined with ", ".
+pub(crate) fn header_table(lua: &Lua, headers: &HeaderMap) -> mlua::Result<Table> {
+    let table = lua.create_table()?;
+    for name in headers.keys() {
+        let mut joined: Vec<u8> = Vec::new();
+        for (i, v) in headers.get_all(name).iter().enumerate() {
+            if i > 0 {
+                joined.extend_from_slice(b", ");
+            }
+            joined.extend_from_slice(v.as_bytes());
+        }
+        table.raw_set(name.as_str(), lua.create_string(&joined)?)?;
+    }
+    Ok(table)
+}

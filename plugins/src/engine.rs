@@ -1,0 +1,413 @@
+//! The hook engine: runs a route's [`HookChain`] in the synchronous phases on a per-thread Lua
+//! state, and hands `after_response` work to its own thread.
+
+use std::cell::RefCell;
+use std::sync::Arc;
+
+use mlua::AnyUserData;
+
+use crate::bridge::{RequestView, ResponseView};
+use crate::callout::Callouts;
+use crate::config::HookConfig;
+use crate::error::{HookError, HookFailure};
+use crate::hooks::{
+    Exchange, Flow, HookObserver, HookRequest, HookResponse, Hooks, OnError, Phase, Phases,
+    RunResult, Submission,
+};
+use crate::script::{HookChain, HookEntry, HookScript};
+use crate::state::LuaState;
+use crate::worker::AfterResponseQueue;
+
+/// Owns the hook runtime: budgets, the metrics observer, and the `after_response` thread.
+/// Build one at start-up and keep it across reloads (a reload only builds new
+/// [`HookChain`]s); cheap to clone.
+///
+/// # Lua states and threads
+///
+/// A Lua state is not thread-safe, and a state shared behind a lock serializes every hook
+/// call in the process. So `on_request` and `on_response` run on a state that belongs to
+/// the calling thread (a thread-local, created on first use, shared by every engine and
+/// chain on that thread): no lock is contended and no request waits for another. Those
+/// phases are synchronous (nothing in them can await), so a tokio worker never switches
+/// tasks in the middle of a call.
+///
+/// `after_response` may await callouts, which a synchronous call cannot do (it would have
+/// to block the worker). It runs on one dedicated thread with its own state and a
+/// single-threaded runtime: each queued exchange becomes a task calling its hooks with
+/// `call_async`, so many of them wait for callouts at once while one state serves them all.
+/// The callouts themselves run on the runtime the engine was built on (the proxy's).
+///
+/// Each state loads a script on first use and keeps its functions, keyed by the script's
+/// content hash; scripts no live [`HookChain`] holds are forgotten at the next load.
+#[derive(Clone)]
+pub struct HookEngine(Arc<EngineInner>);
+
+/// One route's hooks bound to the engine: the [`Hooks`] implementation the proxy calls.
+#[derive(Clone)]
+pub struct LuaHooks {
+    engine: HookEngine,
+    chain: HookChain,
+    callouts: Arc<dyn Callouts>,
+}
+
+struct EngineInner {
+    config: HookConfig,
+    observer: Arc<dyn HookObserver>,
+    after: AfterResponseQueue,
+}
+
+/// The state of one thread for the synchronous phases, with its reusable `req`/`res`.
+struct Local {
+    state: LuaState,
+    req: AnyUserData,
+    res: AnyUserData,
+}
+
+thread_local! {
+    static LOCAL: RefCell<Option<Local>> = const { RefCell::new(None) };
+}
+
+impl HookEngine {
+    /// Starts the engine and its `after_response` thread. Call it inside the proxy's tokio
+    /// runtime: callouts are spawned there (outside a runtime they run on the hook thread's).
+    ///
+    /// # Errors
+    /// The thread cannot be spawned.
+    pub fn new(config: HookConfig, observer: Arc<dyn HookObserver>) -> std::io::Result<HookEngine> {
+        let after = AfterResponseQueue::start(config.clone(), Arc::clone(&observer))?;
+        Ok(HookEngine(Arc::new(EngineInner {
+            config,
+            observer,
+            after,
+        })))
+    }
+
+    /// Binds `chain` to this engine; `callouts` serves its `http.request` calls (built at
+    /// reload with the route file's upstreams).
+    pub fn hooks(&self, chain: HookChain, callouts: Arc<dyn Callouts>) -> LuaHooks {
+        LuaHooks {
+            engine: self.clone(),
+            chain,
+            callouts,
+        }
+    }
+
+    /// The budgets in force.
+    pub fn config(&self) -> &HookConfig {
+        &self.0.config
+    }
+
+    /// `after_response` jobs queued or running.
+    pub fn pending(&self) -> usize {
+        self.0.after.pending()
+    }
+
+    /// `after_response` jobs dropped over the pending bound since start.
+    pub fn dropped(&self) -> u64 {
+        self.0.after.dropped()
+    }
+
+    /// Resolves once no `after_response` job is queued or running (for draining at
+    /// shutdown, under the caller's deadline, and for tests).
+    pub async fn idle(&self) {
+        self.0.after.idle().await;
+    }
+}
+
+impl LuaHooks {
+    /// The chain these hooks run.
+    pub fn chain(&self) -> &HookChain {
+        &self.chain
+    }
+
+    /// Runs `body` on this thread's state; `Err(reason)` when the state cannot be had (it
+    /// could not be created, or the thread is exiting).
+    fn with_local<R>(&self, body: impl FnOnce(&mut Local) -> R) -> Result<R, String> {
+        let config = &self.engine.0.config;
+        let outcome = LOCAL.try_with(|cell| {
+            let Ok(mut slot) = cell.try_borrow_mut() else {
+                return Err("the hook state of this thread is already in use".to_string());
+            };
+            if slot.as_ref().is_some_and(|l| l.state.poisoned) {
+                *slot = None;
+            }
+            let local = match &mut *slot {
+                Some(local) => local,
+                None => slot.insert(Local::new(config.memory_limit).map_err(|e| e.to_string())?),
+            };
+            local.state.set_memory_limit(config.memory_limit);
+            Ok(body(local))
+        });
+        outcome.unwrap_or_else(|_| Err("the thread is exiting".to_string()))
+    }
+
+    /// Every hook of `phase` fails with `reason`; the first that must fail closed decides.
+    fn unavailable(&self, phase: Phase, request_id: &str, reason: &str) -> HookError {
+        let mut first = None;
+        for entry in self.entries(phase) {
+            let error = HookError {
+                script: entry.script.path().to_path_buf(),
+                phase,
+                line: None,
+                kind: HookFailure::Error,
+                message: format!("cannot create a lua state: {reason}"),
+            };
+            self.record(&entry.script, phase, &Err(error.clone()), || {
+                request_id.to_string()
+            });
+            if entry.on_error == OnError::Fail && first.is_none() {
+                first = Some(error);
+            }
+        }
+        first.unwrap_or(HookError {
+            script: Default::default(),
+            phase,
+            line: None,
+            kind: HookFailure::Error,
+            message: reason.to_string(),
+        })
+    }
+
+    fn entries(&self, phase: Phase) -> impl Iterator<Item = &HookEntry> {
+        self.chain
+            .entries()
+            .iter()
+            .filter(move |e| e.script.phases().has(phase))
+    }
+
+    fn record(
+        &self,
+        script: &HookScript,
+        phase: Phase,
+        result: &Result<(), HookError>,
+        request_id: impl FnOnce() -> String,
+    ) {
+        record(
+            &*self.engine.0.observer,
+            self.chain.route(),
+            script,
+            phase,
+            result,
+            request_id,
+        );
+    }
+
+    /// Counts one synchronous run and applies its entry's `on_error`: `Some(err)` ends the
+    /// chain.
+    fn settle(
+        &self,
+        local: &Local,
+        entry: &HookEntry,
+        phase: Phase,
+        result: Result<(), HookError>,
+    ) -> Option<HookError> {
+        // The request (and its id) sits in the view during the chain; the id is only needed
+        // to log a failure, so it is fetched only then.
+        self.record(&entry.script, phase, &result, || {
+            local.state.shared.request_id()
+        });
+        match result {
+            Err(e) if entry.on_error == OnError::Fail => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl Hooks for LuaHooks {
+    fn phases(&self) -> Phases {
+        self.chain.phases()
+    }
+
+    fn on_request(&self, req: &mut HookRequest) -> Result<Flow, HookError> {
+        if !self.chain.phases().on_request {
+            return Ok(Flow::Continue);
+        }
+        let budget = self.engine.0.config.call_budget;
+        let outcome = self.with_local(|local| {
+            local
+                .state
+                .shared
+                .set_call(&req.request_id, self.chain.route());
+            local.load_request(req, self.chain.route(), Phase::OnRequest)?;
+            let mut failed = None;
+            for entry in self.entries(Phase::OnRequest) {
+                let result = local
+                    .state
+                    .call(&entry.script, Phase::OnRequest, &local.req, budget);
+                failed = self.settle(local, entry, Phase::OnRequest, result);
+                if failed.is_some() || local.responded() {
+                    break;
+                }
+            }
+            let flow = local.unload_request(req)?;
+            match failed {
+                Some(e) => Err(e),
+                None => Ok(flow.unwrap_or(Flow::Continue)),
+            }
+        });
+        outcome.unwrap_or_else(|reason| {
+            Err(self.unavailable(Phase::OnRequest, &req.request_id, &reason))
+        })
+    }
+
+    fn on_response(&self, req: &mut HookRequest, res: &mut HookResponse) -> Result<(), HookError> {
+        if !self.chain.phases().on_response {
+            return Ok(());
+        }
+        let budget = self.engine.0.config.call_budget;
+        let outcome = self.with_local(|local| {
+            local
+                .state
+                .shared
+                .set_call(&req.request_id, self.chain.route());
+            local.load_request(req, self.chain.route(), Phase::OnResponse)?;
+            local.load_response(res)?;
+            let mut failed = None;
+            for entry in self.entries(Phase::OnResponse) {
+                let args = (&local.req, &local.res);
+                let result = local
+                    .state
+                    .call(&entry.script, Phase::OnResponse, args, budget);
+                failed = self.settle(local, entry, Phase::OnResponse, result);
+                if failed.is_some() {
+                    break;
+                }
+            }
+            local.unload_response(res)?;
+            local.unload_request(req)?;
+            failed.map_or(Ok(()), Err)
+        });
+        outcome.unwrap_or_else(|reason| {
+            Err(self.unavailable(Phase::OnResponse, &req.request_id, &reason))
+        })
+    }
+
+    fn after_response(&self, exchange: Exchange) -> Submission {
+        if !self.chain.phases().after_response {
+            return Submission::Skipped;
+        }
+        let submission =
+            self.engine
+                .0
+                .after
+                .submit(self.chain.clone(), Arc::clone(&self.callouts), exchange);
+        if submission == Submission::Dropped {
+            for entry in self.entries(Phase::AfterResponse) {
+                self.engine.0.observer.hook_ran(
+                    &entry.script,
+                    Phase::AfterResponse,
+                    RunResult::Dropped,
+                );
+            }
+        }
+        submission
+    }
+}
+
+impl Local {
+    fn new(memory_limit: usize) -> mlua::Result<Local> {
+        let mut state = LuaState::new_checker()?;
+        state.lua.set_memory_limit(memory_limit)?;
+        state.set_memory_limit(memory_limit);
+        let req = RequestView::create(&state.lua)?;
+        let res = ResponseView::create(&state.lua)?;
+        Ok(Local { state, req, res })
+    }
+
+    /// Moves the caller's request into `req` (no copy); [`Local::unload_request`] moves it back.
+    fn load_request(
+        &self,
+        req: &mut HookRequest,
+        route: &Arc<str>,
+        phase: Phase,
+    ) -> Result<(), HookError> {
+        let mut view = self
+            .req
+            .borrow_mut::<RequestView>()
+            .map_err(|e| internal(phase, &e))?;
+        view.req = std::mem::take(req);
+        if !Arc::ptr_eq(&view.route, route) {
+            view.route = Arc::clone(route);
+        }
+        view.phase = phase;
+        view.flow = None;
+        Ok(())
+    }
+
+    fn unload_request(&self, req: &mut HookRequest) -> Result<Option<Flow>, HookError> {
+        let mut view = self
+            .req
+            .borrow_mut::<RequestView>()
+            .map_err(|e| internal(Phase::OnRequest, &e))?;
+        *req = std::mem::take(&mut view.req);
+        Ok(view.flow.take())
+    }
+
+    fn responded(&self) -> bool {
+        self.req
+            .borrow::<RequestView>()
+            .is_ok_and(|v| v.flow.is_some())
+    }
+
+    fn load_response(&self, res: &mut HookResponse) -> Result<(), HookError> {
+        let mut view = self
+            .res
+            .borrow_mut::<ResponseView>()
+            .map_err(|e| internal(Phase::OnResponse, &e))?;
+        view.status = res.status;
+        view.headers = std::mem::take(&mut res.headers);
+        view.body = None;
+        view.phase = Phase::OnResponse;
+        Ok(())
+    }
+
+    fn unload_response(&self, res: &mut HookResponse) -> Result<(), HookError> {
+        let mut view = self
+            .res
+            .borrow_mut::<ResponseView>()
+            .map_err(|e| internal(Phase::OnResponse, &e))?;
+        res.status = view.status;
+        res.headers = std::mem::take(&mut view.headers);
+        Ok(())
+    }
+}
+
+/// A view could not be borrowed: a bug here, not in a script, but still an answer, not a panic.
+fn internal(phase: Phase, err: &mlua::Error) -> HookError {
+    HookError {
+        script: Default::default(),
+        phase,
+        line: None,
+        kind: HookFailure::Error,
+        message: format!("internal error: {err}"),
+    }
+}
+
+/// Counts one run and logs a failure with everything needed to find it.
+pub(crate) fn record(
+    observer: &dyn HookObserver,
+    route: &str,
+    script: &HookScript,
+    phase: Phase,
+    result: &Result<(), HookError>,
+    request_id: impl FnOnce() -> String,
+) {
+    match result {
+        Ok(()) => observer.hook_ran(script, phase, RunResult::Ok),
+        Err(e) => {
+            observer.hook_ran(script, phase, e.result());
+            let request_id = request_id();
+            tracing::warn!(
+                target: "strangler::hook",
+                script = %script.path().display(),
+                phase = %phase,
+                line = e.line,
+                route,
+                request_id = %request_id,
+                result = %e.result(),
+                "{}",
+                e.message
+            );
+        }
+    }
+}

@@ -1,0 +1,280 @@
+//! The hook contract the proxy programs against: phases, views, [`Flow`] and the [`Hooks`] trait.
+
+use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+
+use bytes::Bytes;
+use http::{HeaderMap, Method, StatusCode};
+
+use crate::error::HookError;
+use crate::script::HookScript;
+
+/// What a route's hooks do around one exchange. Every phase defaults to doing nothing, so a
+/// route without hooks can use [`NoHooks`] and the proxy never sees a Lua type.
+///
+/// Order in the request path: `on_request` (after matching, before dispatch) →
+/// dispatch → `on_response` (before the response head goes to the client) → respond →
+/// `after_response` (after the client has its answer, off the hot path).
+///
+/// `on_request` and `on_response` are synchronous and short (bounded by the per-call time
+/// budget): call them directly on the worker thread that handles the request, never from
+/// `spawn_blocking`. They return `Err` only when a hook whose entry says
+/// [`OnError::Fail`] failed: answer 500 with the request id. Failures of
+/// [`OnError::Continue`] entries are logged and counted, and the chain goes on.
+pub trait Hooks: Send + Sync {
+    /// Which phases have at least one hook, so that the proxy builds views (and keeps a body
+    /// copy) only when something will look at them.
+    fn phases(&self) -> Phases {
+        Phases::default()
+    }
+
+    /// Runs the `on_request` hooks in order. They may change `req.headers`, `req.path` and
+    /// `req.query`; the first hook that calls `req:respond(..)` ends the phase with
+    /// [`Flow::Respond`], and the proxy answers with it instead of dispatching.
+    ///
+    /// # Errors
+    /// A hook with [`OnError::Fail`] failed or ran out of budget.
+    fn on_request(&self, req: &mut HookRequest) -> Result<Flow, HookError> {
+        let _ = req;
+        Ok(Flow::Continue)
+    }
+
+    /// Runs the `on_response` hooks in order; they may change `res.status` and
+    /// `res.headers`. `req` is read-only to the hooks (`&mut` only lets the view borrow its
+    /// fields without copying them; it is handed back unchanged).
+    ///
+    /// # Errors
+    /// A hook with [`OnError::Fail`] failed or ran out of budget.
+    fn on_response(&self, req: &mut HookRequest, res: &mut HookResponse) -> Result<(), HookError> {
+        let _ = (req, res);
+        Ok(())
+    }
+
+    /// Queues the `after_response` hooks for this exchange and returns at once; they run
+    /// later on the hook engine's own thread and can never affect the client.
+    fn after_response(&self, exchange: Exchange) -> Submission {
+        let _ = exchange;
+        Submission::Skipped
+    }
+}
+
+/// A route without hooks.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoHooks;
+
+impl Hooks for NoHooks {}
+
+/// The request as hooks see it; the proxy fills it, runs `on_request`, and forwards what the
+/// hooks left in it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HookRequest {
+    /// The request method (`req.method`).
+    pub method: Method,
+    /// The normalized path (`req.path`; assignable in `on_request`).
+    pub path: String,
+    /// The query string without `?` (`req.query`, nil when absent; assignable in `on_request`).
+    pub query: Option<String>,
+    /// The request headers (`req.headers`; mutable in `on_request`).
+    pub headers: HeaderMap,
+    /// The client's address (`req.client` is its IP, `req.client_port` its port).
+    pub client: SocketAddr,
+    /// The `X-Request-Id` of the exchange (`req.id`; also in every hook log line).
+    pub request_id: String,
+}
+
+impl Default for HookRequest {
+    fn default() -> Self {
+        HookRequest {
+            method: Method::GET,
+            path: String::new(),
+            query: None,
+            headers: HeaderMap::new(),
+            client: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
+            request_id: String::new(),
+        }
+    }
+}
+
+/// The response head as hooks see it (`res.status`, `res.headers`; mutable in `on_response`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct HookResponse {
+    /// The status code.
+    pub status: StatusCode,
+    /// The response headers.
+    pub headers: HeaderMap,
+}
+
+/// Everything `after_response` hooks see: a snapshot of the request and the response.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Exchange {
+    /// The request as it was forwarded (after `on_request`).
+    pub request: HookRequest,
+    /// The response as the client got it (after `on_response`).
+    pub response: HookResponse,
+    /// A copy of the response body when it was within the route's `hook_body_limit`; `None`
+    /// otherwise (`res.body` is nil). Keep a copy only when [`Phases::after_response`] is set.
+    pub body: Option<Bytes>,
+}
+
+/// What the proxy does after `on_request`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Flow {
+    /// Dispatch the request as usual.
+    Continue,
+    /// Answer with this instead of calling an upstream (`req:respond(status, body, headers)`).
+    Respond {
+        /// The status code.
+        status: StatusCode,
+        /// The body (empty when the script gave none).
+        body: Bytes,
+        /// The headers the script gave.
+        headers: HeaderMap,
+    },
+}
+
+/// What happened to an `after_response` submission.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submission {
+    /// Queued; it runs on the hook engine's thread.
+    Queued,
+    /// Over the pending bound: not run, counted as `dropped`.
+    Dropped,
+    /// No hook of the route has an `after_response` phase.
+    Skipped,
+}
+
+/// A hook phase; `Display` gives the Lua function name, used as the `phase` metric label.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// `on_request(req)`.
+    OnRequest,
+    /// `on_response(req, res)`.
+    OnResponse,
+    /// `after_response(req, res)`.
+    AfterResponse,
+}
+
+/// Which phases a script (or a chain of scripts) defines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Phases {
+    /// Defines `on_request`.
+    pub on_request: bool,
+    /// Defines `on_response`.
+    pub on_response: bool,
+    /// Defines `after_response`.
+    pub after_response: bool,
+}
+
+/// What a hook entry does when its hook fails in `on_request` or `on_response`
+/// (`on_error:` in the route file). `after_response` failures never reach the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnError {
+    /// Fail closed: the chain stops and returns the error; the proxy answers 500 with the
+    /// request id. A hook that guards a route must not silently stop guarding it.
+    #[default]
+    Fail,
+    /// Fail open: log, count, and go on with the next hook as if this one did nothing
+    /// (changes it made to the request or response before failing are kept).
+    Continue,
+}
+
+/// The `result` label of `strangler_hook_runs_total{hook,phase,result}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RunResult {
+    /// The hook returned normally.
+    Ok,
+    /// The hook raised an error or ran out of memory.
+    Error,
+    /// The hook ran out of its time budget.
+    Timeout,
+    /// The `after_response` job was over the pending bound and did not run.
+    Dropped,
+}
+
+/// Receives one event per hook run, so the proxy can count
+/// `strangler_hook_runs_total{hook,phase,result}` without this crate knowing prometheus.
+///
+/// Called on the thread that ran the hook (a request worker, or the `after_response`
+/// thread); keep it cheap and non-blocking.
+pub trait HookObserver: Send + Sync {
+    /// One run of `script`'s `phase` ended with `result`.
+    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult);
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl HookObserver for NoObserver {
+    fn hook_ran(&self, _: &HookScript, _: Phase, _: RunResult) {}
+}
+
+impl Phase {
+    /// The Lua function name, e.g. `on_request`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::OnRequest => "on_request",
+            Phase::OnResponse => "on_response",
+            Phase::AfterResponse => "after_response",
+        }
+    }
+
+    /// All phases, in request order.
+    pub const ALL: [Phase; 3] = [Phase::OnRequest, Phase::OnResponse, Phase::AfterResponse];
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Phases {
+    /// Whether `phase` is defined.
+    pub fn has(self, phase: Phase) -> bool {
+        match phase {
+            Phase::OnRequest => self.on_request,
+            Phase::OnResponse => self.on_response,
+            Phase::AfterResponse => self.after_response,
+        }
+    }
+
+    /// Whether no phase is defined.
+    pub fn is_empty(self) -> bool {
+        !(self.on_request || self.on_response || self.after_response)
+    }
+
+    pub(crate) fn set(&mut self, phase: Phase) {
+        match phase {
+            Phase::OnRequest => self.on_request = true,
+            Phase::OnResponse => self.on_response = true,
+            Phase::AfterResponse => self.after_response = true,
+        }
+    }
+
+    pub(crate) fn union(self, other: Phases) -> Phases {
+        Phases {
+            on_request: self.on_request || other.on_request,
+            on_response: self.on_response || other.on_response,
+            after_response: self.after_response || other.after_response,
+        }
+    }
+}
+
+impl RunResult {
+    /// The metric label value: `ok`, `error`, `timeout` or `dropped`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunResult::Ok => "ok",
+            RunResult::Error => "error",
+            RunResult::Timeout => "timeout",
+            RunResult::Dropped => "dropped",
+        }
+    }
+}
+
+impl fmt::Display for RunResult {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}

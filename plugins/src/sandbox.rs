@@ -1,0 +1,190 @@
+//! The globals a hook script sees: a safe subset of the standard library plus `json`, `log`
+//! and `http`, one environment per script.
+//!
+//! Left out on purpose: `io`, `os` (except `os.time` and `os.clock`, which only read clocks),
+//! `require`/`package`/`module`, `load`/`loadstring`/`loadfile`/`dofile` (they would compile
+//! code outside the checked script, and bytecode can crash the VM), `debug`, `ffi`, `jit`,
+//! `getfenv`/`setfenv` (they reach the real globals), `collectgarbage`/`gcinfo` (a script
+//! must not stop the collector the memory limit relies on), `newproxy` (finalizers would run
+//! outside any budget), `coroutine` (a resume would swallow the budget error, see below)
+//! and `string.dump`.
+
+use std::sync::Arc;
+
+use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
+
+use crate::state::Shared;
+
+/// Base-library functions that cannot reach outside the script.
+const BASE: &[&str] = &[
+    "assert",
+    "error",
+    "ipairs",
+    "next",
+    "pairs",
+    "select",
+    "tonumber",
+    "tostring",
+    "type",
+    "unpack",
+    "rawequal",
+    "rawget",
+    "rawset",
+    "setmetatable",
+    "getmetatable",
+    "_VERSION",
+];
+
+/// Library tables each script gets its own shallow copy of, so that one script replacing
+/// `string.format` does not change it for the other scripts in the same state.
+const LIBRARIES: &[&str] = &["string", "table", "math", "bit"];
+
+/// `pcall`/`xpcall` that let the budget error through: with the plain ones,
+/// `while true do pcall(function() while true do end end) end` would catch every cut-off
+/// and never end.
+const PCALL_WRAPPERS: &str = r#"
+local raw_pcall, raw_xpcall, exceeded, raise = ...
+local function pass(ok, ...)
+  if not ok and exceeded() then raise((...), 0) end
+  return ok, ...
+end
+local function pcall(f, ...) return pass(raw_pcall(f, ...)) end
+local function xpcall(f, handler, ...) return pass(raw_xpcall(f, handler, ...)) end
+return pcall, xpcall
+"#;
+
+/// Builds the table every script environment is copied from; `http_request` is the state's
+/// `http.request`.
+pub(crate) fn template(
+    lua: &Lua,
+    shared: &Arc<Shared>,
+    http_request: Function,
+) -> mlua::Result<Table> {
+    // `getmetatable("").__index` is the real string table, shared by all scripts of the state.
+    lua.load("getmetatable('').__metatable = false; string.dump = nil")
+        .set_name("=strangler")
+        .exec()?;
+    let globals = lua.globals();
+    let template = lua.create_table()?;
+    for name in BASE {
+        let value: Value = globals.raw_get(*name)?;
+        if !value.is_nil() {
+            template.raw_set(*name, value)?;
+        }
+    }
+    let exceeded = {
+        let shared = Arc::clone(shared);
+        lua.create_function(move |_, ()| Ok(shared.exceeded()))?
+    };
+    let wrap = lua
+        .load(PCALL_WRAPPERS)
+        .set_name("=strangler")
+        .into_function()?;
+    let (pcall, xpcall): (Function, Function) = wrap.call((
+        globals.raw_get::<Value>("pcall")?,
+        globals.raw_get::<Value>("xpcall")?,
+        exceeded,
+        globals.raw_get::<Value>("error")?,
+    ))?;
+    template.raw_set("pcall", pcall)?;
+    template.raw_set("xpcall", xpcall)?;
+    for name in LIBRARIES {
+        template.raw_set(*name, globals.raw_get::<Value>(*name)?)?;
+    }
+    let real_os: Table = globals.raw_get("os")?;
+    let os = lua.create_table()?;
+    os.raw_set("time", real_os.raw_get::<Value>("time")?)?;
+    os.raw_set("clock", real_os.raw_get::<Value>("clock")?)?;
+    template.raw_set("os", os)?;
+    template.raw_set("json", json(lua)?)?;
+    let http = lua.create_table()?;
+    http.raw_set("request", http_request)?;
+    template.raw_set("http", http)?;
+    Ok(template)
+}
+
+/// A fresh environment for the script named `chunk`.
+pub(crate) fn script_env(
+    lua: &Lua,
+    template: &Table,
+    shared: &Arc<Shared>,
+    chunk: &str,
+) -> mlua::Result<Table> {
+    let env = lua.create_table()?;
+    for pair in template.pairs::<Value, Value>() {
+        let (key, value) = pair?;
+        match value {
+            Value::Table(library) => {
+                let copy = lua.create_table()?;
+                for entry in library.pairs::<Value, Value>() {
+                    let (k, v) = entry?;
+                    copy.raw_set(k, v)?;
+                }
+                env.raw_set(key, copy)?;
+            }
+            other => env.raw_set(key, other)?,
+        }
+    }
+    env.raw_set("_G", env.clone())?;
+    let log = log(lua, shared, chunk)?;
+    env.raw_set("print", log.raw_get::<Function>("info")?)?;
+    env.raw_set("log", log)?;
+    Ok(env)
+}
+
+/// `json.encode(value)` (raises on functions and cycles), `json.decode(text)` (returns
+/// `nil, err` on invalid JSON, as a body from another service may be anything), `json.null`.
+fn json(lua: &Lua) -> mlua::Result<Table> {
+    let json = lua.create_table()?;
+    json.raw_set(
+        "encode",
+        lua.create_function(|lua, value: Value| {
+            let value: serde_json::Value = lua.from_value(value)?;
+            serde_json::to_string(&value).map_err(mlua::Error::external)
+        })?,
+    )?;
+    json.raw_set(
+        "decode",
+        lua.create_function(|lua, text: mlua::LuaString| {
+            match serde_json::from_slice::<serde_json::Value>(&text.as_bytes()) {
+                Ok(value) => Ok((lua.to_value(&value)?, Value::Nil)),
+                Err(e) => Ok((
+                    Value::Nil,
+                    Value::String(lua.create_string(format!("invalid json: {e}"))?),
+                )),
+            }
+        })?,
+    )?;
+    json.raw_set("null", lua.null())?;
+    Ok(json)
+}
+
+/// `log.info/warn/error(...)`: the arguments joined by spaces, as a tracing event with the
+/// script name and the request id.
+fn log(lua: &Lua, shared: &Arc<Shared>, chunk: &str) -> mlua::Result<Table> {
+    let log = lua.create_table()?;
+    let script: Arc<str> = Arc::from(chunk);
+    for level in ["info", "warn", "error"] {
+        let shared = Arc::clone(shared);
+        let script = Arc::clone(&script);
+        let function = lua.create_function(move |_, args: MultiValue| {
+            let message = args
+                .iter()
+                .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
+                .collect::<Vec<_>>()
+                .join(" ");
+            shared.with_context(|c| {
+                let request_id = if c.request_id.is_empty() { "-" } else { c.request_id.as_str() };
+                let route = c.route.as_deref().unwrap_or("-");
+                match level {
+                    "warn" => tracing::warn!(target: "strangler::hook", script = %script, route, request_id, "{message}"),
+                    "error" => tracing::error!(target: "strangler::hook", script = %script, route, request_id, "{message}"),
+                    _ => tracing::info!(target: "strangler::hook", script = %script, route, request_id, "{message}"),
+                }
+            });
+            Ok(())
+        })?;
+        log.raw_set(level, function)?;
+    }
+    Ok(log)
+}

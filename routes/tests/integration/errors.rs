@@ -1,0 +1,272 @@
+//! Every error class names file, line and key; all are reported in one pass.
+
+use std::path::Path;
+
+use strangler_routes::{ConfigError, load_file, parse_str};
+
+use super::support::{errors, table};
+
+const UPSTREAMS: &str = "upstreams:\n  monolith: { url: \"http://127.0.0.1:8000\" }\n  svc:\n    url: http://127.0.0.1:9000\ndefault: monolith\n";
+
+fn with_routes(routes: &str) -> String {
+    format!("{UPSTREAMS}routes:\n{routes}")
+}
+
+/// Asserts exactly one error, at `line` and `key`, whose message contains `needle`.
+fn single(yaml: &str, line: usize, key: &str, needle: &str) -> ConfigError {
+    let errors = errors(yaml);
+    assert_eq!(errors.len(), 1, "expected one error, got {errors:#?}");
+    let error = errors.into_iter().next().unwrap();
+    assert_eq!(error.file, Path::new("routes.yaml"));
+    assert_eq!(error.key, key, "{error}");
+    assert_eq!(error.line, Some(line), "{error}");
+    assert!(error.message.contains(needle), "{error}");
+    error
+}
+
+#[test]
+fn only_upstreams_and_default_is_valid() {
+    let table = table(UPSTREAMS);
+    assert!(table.routes().is_empty());
+    assert_eq!(table.upstream(table.default_upstream()).name, "monolith");
+    let table = self::table(&format!("{UPSTREAMS}routes: []\n"));
+    assert!(table.routes().is_empty());
+    assert_eq!(table.version().len(), 64);
+}
+
+#[test]
+fn unknown_key_in_route_match() {
+    // line 7 is `- name: a`, 8 is the match block, 9 the typo.
+    let yaml = with_routes("- name: a\n  match:\n    pth: /x\n  to: svc\n");
+    let error = single(&yaml, 9, "routes[0].match.pth", "unknown field `pth`");
+    assert_eq!(
+        error
+            .to_string()
+            .lines()
+            .next()
+            .unwrap()
+            .split(": unknown")
+            .next()
+            .unwrap(),
+        "routes.yaml:9: routes[0].match.pth"
+    );
+}
+
+#[test]
+fn unknown_key_in_flow_mapping_and_upstream_and_top_level() {
+    let yaml = "upstreams:\n  monolith: { url: \"http://h:1\", timout: 1s }\ndefault: monolith\nroute: []\n";
+    let errors = errors(yaml);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(errors[0].key, "upstreams.monolith.timout");
+    assert_eq!(errors[0].line, Some(2));
+    assert_eq!(errors[1].key, "route");
+    assert_eq!(errors[1].line, Some(4));
+    assert!(errors[1].message.contains("unknown key `route`"));
+}
+
+#[test]
+fn unknown_upstream_reference() {
+    let yaml = with_routes("- name: a\n  to: nowhere\n");
+    let error = single(&yaml, 8, "routes[0].to", "unknown upstream `nowhere`");
+    assert_eq!(error.route.as_deref(), Some("a"));
+    assert!(
+        error
+            .to_string()
+            .starts_with("routes.yaml:8: routes[0] (a).to: unknown upstream")
+    );
+    let yaml = with_routes("- name: a\n  to: svc\n  fallback: gone\n  rollback_to: gone2\n");
+    let errors = errors(&yaml);
+    assert_eq!(errors.len(), 2);
+    assert_eq!(
+        (errors[0].key.as_str(), errors[0].line),
+        ("routes[0].fallback", Some(9))
+    );
+    assert_eq!(
+        (errors[1].key.as_str(), errors[1].line),
+        ("routes[0].rollback_to", Some(10))
+    );
+}
+
+#[test]
+fn duplicate_route_name() {
+    let yaml = with_routes("- name: a\n  to: svc\n- name: a\n  to: svc\n");
+    single(
+        &yaml,
+        9,
+        "routes[1].name",
+        "duplicate route name `a` (first used on line 7)",
+    );
+}
+
+#[test]
+fn bad_units() {
+    let yaml = "upstreams:\n  m:\n    url: http://h:1\n    timeout: 10\n    connect_timeout: 5parsecs\ndefault: m\n";
+    let errors = errors(yaml);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        (errors[0].key.as_str(), errors[0].line),
+        ("upstreams.m.timeout", Some(4))
+    );
+    assert!(errors[0].message.contains("no unit"), "{}", errors[0]);
+    assert_eq!(errors[1].key, "upstreams.m.connect_timeout");
+    assert_eq!(errors[1].line, Some(5));
+}
+
+#[test]
+fn percent_and_size_parsers_reject_bad_values() {
+    use strangler_routes::units::{parse_percent, parse_size};
+    assert!(parse_percent("120%").is_err());
+    assert!(parse_size("12").is_err());
+}
+
+#[test]
+fn invalid_regex() {
+    let yaml = with_routes("- name: payroll\n  match: { path_regex: \"/pay(roll\" }\n  to: svc\n");
+    let error = single(&yaml, 8, "routes[0].match.path_regex", "invalid regex");
+    assert!(!error.message.contains('\n'));
+    assert!(
+        error
+            .to_string()
+            .starts_with("routes.yaml:8: routes[0] (payroll).match.path_regex: invalid regex")
+    );
+}
+
+#[test]
+fn missing_default() {
+    let yaml = "upstreams:\n  m: { url: \"http://h:1\" }\n";
+    let errors = errors(yaml);
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "default");
+    assert!(errors[0].message.contains("missing required key `default`"));
+    let yaml = "upstreams:\n  m: { url: \"http://h:1\" }\ndefault: x\n";
+    single(yaml, 3, "default", "unknown upstream `x`");
+}
+
+#[test]
+fn both_to_and_respond_and_neither() {
+    let yaml = with_routes("- name: a\n  to: svc\n  respond: { status: 200 }\n- name: b\n");
+    let errors = errors(&yaml);
+    assert_eq!(errors.len(), 2, "{errors:#?}");
+    assert_eq!(
+        (errors[0].key.as_str(), errors[0].line),
+        ("routes[0].respond", Some(9))
+    );
+    assert!(errors[0].message.contains("mutually exclusive"));
+    assert_eq!(
+        (errors[1].key.as_str(), errors[1].line),
+        ("routes[1]", Some(10))
+    );
+    assert!(errors[1].message.contains("missing action"));
+}
+
+#[test]
+fn many_errors_in_one_pass_in_file_order() {
+    let yaml = "upstreams:\n  m:\n    url: ftp://h\n    idle_timeout: soon\ndefault: m\nroutes:\n- name: bad name\n  match: { methods: [\"G T\"], path: nope }\n  to: m\n- name: ok\n  match: { headers: { x: { regex: \"(\" } } }\n  respond: { status: 99 }\n- name: typo\n  too: m\n";
+    let errors = errors(yaml);
+    let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("upstreams.m.url", Some(3)),
+            ("upstreams.m.idle_timeout", Some(4)),
+            ("routes[0].name", Some(7)),
+            ("routes[0].match.path", Some(8)),
+            ("routes[0].match.methods[0]", Some(8)),
+            ("routes[1].match.headers.x.regex", Some(11)),
+            ("routes[1].respond.status", Some(12)),
+            ("routes[2].too", Some(14)),
+        ],
+        "{errors:#?}"
+    );
+}
+
+#[test]
+fn syntax_error_has_a_line() {
+    let errors = errors("upstreams:\n  m: { url: \"http://h:1\"\ndefault: m\n");
+    assert_eq!(errors.len(), 1);
+    assert_eq!(errors[0].key, "yaml");
+    assert!(errors[0].line.is_some(), "{:?}", errors[0]);
+}
+
+#[test]
+fn upstream_urls_and_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("ca.pem"), "pem").unwrap();
+    let file = dir.path().join("routes.yaml");
+    std::fs::write(
+        &file,
+        "upstreams:\n  a: { url: \"https://svc.internal:8443/base/\", tls: { ca: ca.pem, server_name: svc }, http2: true, host: rewrite }\n  b: { url: \"https://x\", tls: { ca: missing.pem } }\ndefault: a\n",
+    )
+    .unwrap();
+    let errors = load_file(&file).unwrap_err().errors;
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        (errors[0].key.as_str(), errors[0].line),
+        ("upstreams.b.tls.ca", Some(3))
+    );
+    assert!(errors[0].message.contains("does not exist"));
+
+    std::fs::write(&file, "upstreams:\n  a: { url: \"https://svc.internal:8443/base/\", tls: { ca: ca.pem, server_name: svc }, http2: true, host: rewrite }\ndefault: a\n").unwrap();
+    let table = load_file(&file).unwrap();
+    let a = table.upstream(table.upstream_id("a").unwrap());
+    assert_eq!(a.authority.as_str(), "svc.internal:8443");
+    assert_eq!(a.base_path, "/base");
+    assert!(a.http2 && a.host_rewrite);
+    assert_eq!(a.max_connections, 1024);
+    assert_eq!(a.timeout, std::time::Duration::from_secs(30));
+    assert_eq!(a.idle_timeout, std::time::Duration::from_secs(50));
+    let tls = a.tls.as_ref().unwrap();
+    assert_eq!(tls.ca.as_deref(), Some(dir.path().join("ca.pem").as_path()));
+    assert_eq!(tls.server_name.as_deref(), Some("svc"));
+    assert_eq!(
+        table.watched_files(),
+        vec![file.clone(), dir.path().join("ca.pem")]
+    );
+
+    for (url, needle) in [
+        ("ftp://h", "scheme"),
+        ("h:80", "scheme"),
+        ("http://u:p@h", "credentials"),
+        ("http://h/?q=1", "query"),
+    ] {
+        let yaml = format!("upstreams:\n  a: {{ url: \"{url}\" }}\ndefault: a\n");
+        single(&yaml, 2, "upstreams.a.url", needle);
+    }
+}
+
+#[test]
+fn unreadable_file() {
+    let errors = load_file(Path::new("/nonexistent/routes.yaml")).unwrap_err();
+    assert_eq!(errors.errors.len(), 1);
+    assert_eq!(errors.errors[0].key, "file");
+    assert!(
+        errors
+            .to_string()
+            .starts_with("/nonexistent/routes.yaml: file: cannot read")
+    );
+}
+
+#[test]
+fn rewrite_needs_to_and_template_rules() {
+    let yaml = with_routes(
+        "- name: a\n  respond: { status: 200 }\n  rewrite: { prefix: /x }\n- name: b\n  match: { path: \"/a/x{id}\" }\n  to: svc\n- name: c\n  match: { path: /a, path_prefix: /b }\n  to: svc\n",
+    );
+    let errors = errors(&yaml);
+    let got: Vec<(&str, Option<usize>)> = errors.iter().map(|e| (e.key.as_str(), e.line)).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("routes[0].rewrite", Some(9)),
+            ("routes[1].match.path", Some(11)),
+            ("routes[2].match.path_prefix", Some(14)),
+        ]
+    );
+}
+
+#[test]
+fn version_is_sha256_of_bytes() {
+    let table = parse_str(Path::new("r.yaml"), UPSTREAMS).unwrap();
+    let other = parse_str(Path::new("r.yaml"), &format!("{UPSTREAMS}\n")).unwrap();
+    assert_ne!(table.version(), other.version());
+    assert_eq!(table.source(), Path::new("r.yaml"));
+}

@@ -1,0 +1,308 @@
+//! Parallel run: the primary answers, the candidate's copy is compared, and every
+//! difference is recorded — without the candidate ever touching the client's exchange.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::{Value, json};
+
+use crate::support::{
+    Proxy, Reply, Upstream, admin_get, client, closed_port, get, send, wait_for_diffs,
+};
+
+fn shadow_yaml(primary: &str, candidate: &str, shadow_extra: &str) -> String {
+    format!(
+        "upstreams:\n  monolith: {{ url: \"{primary}\" }}\n  payroll: {{ url: \"{candidate}\" }}\ndefault: monolith\nroutes:\n  - name: payroll\n    match: {{ path_prefix: /payroll }}\n    shadow:\n      primary: monolith\n      candidate: payroll\n{shadow_extra}"
+    )
+}
+
+fn count(summary: &Value, outcome: &str) -> u64 {
+    summary["counts"][outcome].as_u64().unwrap()
+}
+
+fn comparisons(summary: &Value) -> u64 {
+    ["match", "mismatch", "noise", "candidate_error", "dropped"]
+        .iter()
+        .map(|o| count(summary, o))
+        .sum()
+}
+
+fn gzip(text: &str) -> Vec<u8> {
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(text.as_bytes()).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn equal_answers_match_despite_key_order_ignored_fields_and_gzip() {
+    let monolith = Upstream::scripted("monolith", |_| {
+        Reply::json(json!({"id": 7, "net": 1000.50, "items": [{"sku": "a", "etag": "x1"}], "generated_at": "t1"}))
+    })
+    .await;
+    let payroll = Upstream::scripted("payroll", |_| Reply {
+        status: 200,
+        headers: vec![
+            ("content-type", "application/json".into()),
+            ("content-encoding", "gzip".into()),
+        ],
+        body: gzip(
+            r#"{"generated_at":"t2","items":[{"etag":"y2","sku":"a"}],"net":1000.5,"id":7}"#,
+        ),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let proxy = Proxy::start(
+        &shadow_yaml(
+            &monolith.url(),
+            &payroll.url(),
+            "      compare:\n        ignore_json: [\"/generated_at\", \"/items/*/etag\"]\n",
+        ),
+        &[],
+    );
+    for _ in 0..3 {
+        let answer = get(&proxy.url("/payroll/7"), &[]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(
+            answer.json()["generated_at"],
+            "t1",
+            "the client only ever sees the primary"
+        );
+    }
+    let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) >= 3).await;
+    assert_eq!(count(&report["summary"], "match"), 3, "{report:#}");
+    let seen = payroll.hits.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0]["headers"]["x-strangler-shadow"], "1");
+    assert!(
+        monolith.hits.lock().unwrap()[0]["headers"]
+            .get("x-strangler-shadow")
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
+    let monolith =
+        Upstream::scripted("monolith", |_| Reply::json(json!({"id": 7, "total": 1200}))).await;
+    let payroll =
+        Upstream::scripted("payroll", |_| Reply::json(json!({"id": 7, "total": 1250}))).await;
+    let diff_log = tempfile::NamedTempFile::new().unwrap();
+    let proxy = Proxy::start(
+        &shadow_yaml(&monolith.url(), &payroll.url(), ""),
+        &["--diff-log", diff_log.path().to_str().unwrap()],
+    );
+    let answer = get(
+        &proxy.url("/payroll/7?month=2026-11"),
+        &[
+            ("authorization", "Bearer secret"),
+            ("cookie", "session=abc"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.json()["total"], 1200);
+    let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) >= 1).await;
+    assert_eq!(count(&report["summary"], "mismatch"), 1);
+    let record = &report["records"][0];
+    let text = record.to_string();
+    assert!(
+        text.contains("/total") && text.contains("1200") && text.contains("1250"),
+        "{record:#}"
+    );
+    assert_eq!(record["path"], "/payroll/7");
+    assert_eq!(record["query"], "month=2026-11");
+    assert!(
+        record["primary_latency_ms"].as_f64().is_some()
+            && record["candidate_latency_ms"].as_f64().is_some()
+    );
+    assert!(
+        !text.contains("secret") && !text.contains("session=abc"),
+        "credentials leaked: {record:#}"
+    );
+    assert!(text.contains("[redacted]"), "{record:#}");
+
+    let csv = admin_get(&proxy, "/diffs/payroll?format=csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        csv.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "header and one record:\n{}", csv.text());
+    assert!(lines[1].contains("/payroll/7"));
+
+    let summary = admin_get(&proxy, "/diffs").await.json();
+    assert_eq!(summary["routes"][0]["route"], "payroll");
+    // The diff log gets the same record as one JSON line.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let logged = loop {
+        let text = std::fs::read_to_string(diff_log.path()).unwrap();
+        if !text.is_empty() || Instant::now() > deadline {
+            break text;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let line: Value = serde_json::from_str(logged.lines().next().unwrap()).unwrap();
+    assert_eq!(line["path"], "/payroll/7");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_candidate_never_delays_the_client() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
+    let payroll = Upstream::scripted("payroll", |_| Reply {
+        delay: Duration::from_secs(2),
+        ..Reply::json(json!({"ok": true}))
+    })
+    .await;
+    let proxy = Proxy::start(
+        &shadow_yaml(&monolith.url(), &payroll.url(), "      timeout: 5s\n"),
+        &[],
+    );
+    let client = client();
+    let started = Instant::now();
+    for _ in 0..10 {
+        // One client: the same keep-alive connection carries every request.
+        let request = Request::get(proxy.url("/payroll/1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        assert_eq!(send(&client, request).await.status, 200);
+    }
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed < Duration::from_millis(1500),
+        "10 requests took {elapsed:?} behind a 2 s candidate"
+    );
+    payroll.wait_for_hits(10).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_beyond_max_in_flight_is_dropped_and_counted() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
+    let payroll = Upstream::scripted("payroll", |_| Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::json(json!({"ok": true}))
+    })
+    .await;
+    let proxy = Proxy::start(
+        &shadow_yaml(
+            &monolith.url(),
+            &payroll.url(),
+            "      max_in_flight: 2\n      timeout: 10s\n",
+        ),
+        &[],
+    );
+    for _ in 0..12 {
+        assert_eq!(get(&proxy.url("/payroll/1"), &[]).await.status, 200);
+    }
+    let report = wait_for_diffs(&proxy, "payroll", |s| count(s, "dropped") >= 10).await;
+    let summary = &report["summary"];
+    assert_eq!(count(summary, "dropped"), 10, "{summary:#}");
+    assert_eq!(summary["counts"]["dropped_by_reason"]["max_in_flight"], 10);
+    assert!(payroll.hit_count() <= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_candidate_is_a_candidate_error_the_client_never_notices() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
+    let dead = closed_port().await;
+    let proxy = Proxy::start(
+        &shadow_yaml(&monolith.url(), &format!("http://{dead}"), ""),
+        &[],
+    );
+    for _ in 0..3 {
+        let answer = get(&proxy.url("/payroll/1"), &[]).await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["ok"], true);
+    }
+    let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) >= 3).await;
+    assert_eq!(
+        count(&report["summary"], "candidate_error"),
+        3,
+        "{report:#}"
+    );
+    assert_eq!(
+        report["summary"]["counts"]["candidate_errors_by_kind"]["connect"],
+        3
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unsafe_methods_are_shadowed_only_when_the_route_says_so() {
+    let monolith = Upstream::start("monolith").await;
+    let payroll = Upstream::start("payroll").await;
+    let proxy = Proxy::start(&shadow_yaml(&monolith.url(), &payroll.url(), ""), &[]);
+    let post = |url: String| async move {
+        let request = Request::post(url)
+            .body(Full::new(Bytes::from_static(b"{\"amount\":5}")))
+            .unwrap();
+        send(&client(), request).await
+    };
+    assert_eq!(post(proxy.url("/payroll/run")).await.status, 200);
+    assert_eq!(get(&proxy.url("/payroll/x"), &[]).await.status, 200);
+    payroll.wait_for_hits(1).await;
+    let seen = payroll.hits.lock().unwrap().clone();
+    assert!(
+        seen.iter().all(|hit| hit["method"] == "GET"),
+        "a POST was shadowed by default: {seen:?}"
+    );
+
+    let monolith = Upstream::start("monolith").await;
+    let payroll = Upstream::start("payroll").await;
+    let proxy = Proxy::start(
+        &shadow_yaml(
+            &monolith.url(),
+            &payroll.url(),
+            "      unsafe_methods: true\n",
+        ),
+        &[],
+    );
+    assert_eq!(post(proxy.url("/payroll/run")).await.status, 200);
+    payroll.wait_for_hits(1).await;
+    let at_candidate = payroll.hits.lock().unwrap()[0].clone();
+    let at_primary = monolith.hits.lock().unwrap()[0].clone();
+    assert_eq!(at_candidate["method"], "POST");
+    assert_eq!(at_candidate["body"], at_primary["body"]);
+    assert_eq!(at_candidate["body"], "{\"amount\":5}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn noise_is_learned_from_the_old_system_answering_twice() {
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let n = counter.clone();
+    let monolith = Upstream::scripted("monolith", move |_| {
+        let nonce = n.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Reply::json(json!({"id": 7, "nonce": nonce}))
+    })
+    .await;
+    let payroll = Upstream::scripted("payroll", |_| {
+        Reply::json(json!({"id": 7, "nonce": 999_999}))
+    })
+    .await;
+    let proxy = Proxy::start(
+        &shadow_yaml(
+            &monolith.url(),
+            &payroll.url(),
+            "      compare:\n        noise: { baseline: monolith, sample: 100% }\n",
+        ),
+        &[],
+    );
+    get(&proxy.url("/payroll/7"), &[]).await;
+    wait_for_diffs(&proxy, "payroll", |s| {
+        !s["noise"]["fields"].as_array().is_none_or(Vec::is_empty)
+            || s.to_string().contains("/nonce")
+    })
+    .await;
+    for _ in 0..3 {
+        get(&proxy.url("/payroll/7"), &[]).await;
+    }
+    let report = wait_for_diffs(&proxy, "payroll", |s| count(s, "noise") >= 3).await;
+    assert!(
+        report["summary"]["noise"].to_string().contains("/nonce"),
+        "{report:#}"
+    );
+}
