@@ -2,10 +2,10 @@
 //! [`HookResponse`], with the mutability rules of each phase.
 //!
 //! The synchronous phases reuse one set of these objects per state: the caller's request is
-//! moved into the view before the call and moved back after it (no copy, no allocation),
+//! moved into the slot before the call and moved back after it (no copy, no allocation),
 //! because building fresh userdata costs more than a trivial hook call itself.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -13,28 +13,44 @@ use mlua::{AnyUserData, Lua, LuaString, Table, UserData, UserDataFields, UserDat
 
 use crate::hooks::{Flow, HookRequest, Phase};
 
-/// `req`: the request of the exchange.
-pub(crate) struct RequestView {
+/// One exchange as the Lua objects see it, shared by `req`, `res` and their `headers`.
+///
+/// A plain mutex rather than the userdata's own borrow: the Rust side moves the request in
+/// and out on every call, and an uncontended lock costs a fraction of an mlua borrow (which
+/// locks the state and checks the userdata's type). Never held while Lua code runs.
+pub(crate) struct Slot {
     pub(crate) req: HookRequest,
     pub(crate) route: Arc<str>,
     pub(crate) phase: Phase,
     /// Set by `req:respond(..)`.
     pub(crate) flow: Option<Flow>,
-    headers: Option<AnyUserData>,
-}
-
-/// `res`: the response of the exchange.
-pub(crate) struct ResponseView {
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
     pub(crate) body: Option<Bytes>,
-    pub(crate) phase: Phase,
-    headers_view: Option<AnyUserData>,
 }
 
-/// `req.headers` / `res.headers`: reads and writes the owner's header map.
+/// A `req` and a `res` over one [`Slot`].
+pub(crate) struct Views {
+    pub(crate) slot: Arc<Mutex<Slot>>,
+    pub(crate) req: AnyUserData,
+    pub(crate) res: AnyUserData,
+}
+
+/// `req`: the request of the exchange.
+struct RequestView {
+    slot: Arc<Mutex<Slot>>,
+    headers: AnyUserData,
+}
+
+/// `res`: the response of the exchange.
+struct ResponseView {
+    slot: Arc<Mutex<Slot>>,
+    headers: AnyUserData,
+}
+
+/// `req.headers` / `res.headers`.
 struct HeadersView {
-    owner: AnyUserData,
+    slot: Arc<Mutex<Slot>>,
     part: Part,
 }
 
@@ -44,105 +60,103 @@ enum Part {
     Response,
 }
 
-impl RequestView {
-    /// A `req` object (with its `headers` object) holding an empty request.
-    pub(crate) fn create(lua: &Lua) -> mlua::Result<AnyUserData> {
-        let view = lua.create_userdata(RequestView {
+impl Views {
+    /// `req` and `res` (with their `headers`) over an empty slot.
+    pub(crate) fn create(lua: &Lua) -> mlua::Result<Views> {
+        let slot = Arc::new(Mutex::new(Slot {
             req: HookRequest::default(),
             route: Arc::from(""),
             phase: Phase::OnRequest,
             flow: None,
-            headers: None,
-        })?;
-        let headers = lua.create_userdata(HeadersView {
-            owner: view.clone(),
-            part: Part::Request,
-        })?;
-        view.borrow_mut::<RequestView>()?.headers = Some(headers);
-        Ok(view)
-    }
-
-    /// Breaks the view ↔ headers reference cycle of a view that is not reused; references
-    /// held from Rust are roots, so the collector alone would never free the pair.
-    pub(crate) fn release(view: &AnyUserData) {
-        if let Ok(mut v) = view.borrow_mut::<RequestView>() {
-            v.headers = None;
-        }
-    }
-}
-
-impl ResponseView {
-    /// A `res` object (with its `headers` object) holding an empty response.
-    pub(crate) fn create(lua: &Lua) -> mlua::Result<AnyUserData> {
-        let view = lua.create_userdata(ResponseView {
             status: StatusCode::OK,
             headers: HeaderMap::new(),
             body: None,
-            phase: Phase::OnResponse,
-            headers_view: None,
+        }));
+        let headers = lua.create_userdata(HeadersView {
+            slot: Arc::clone(&slot),
+            part: Part::Request,
+        })?;
+        let req = lua.create_userdata(RequestView {
+            slot: Arc::clone(&slot),
+            headers,
         })?;
         let headers = lua.create_userdata(HeadersView {
-            owner: view.clone(),
+            slot: Arc::clone(&slot),
             part: Part::Response,
         })?;
-        view.borrow_mut::<ResponseView>()?.headers_view = Some(headers);
-        Ok(view)
+        let res = lua.create_userdata(ResponseView {
+            slot: Arc::clone(&slot),
+            headers,
+        })?;
+        Ok(Views { slot, req, res })
     }
 
-    /// As [`RequestView::release`].
-    pub(crate) fn release(view: &AnyUserData) {
-        if let Ok(mut v) = view.borrow_mut::<ResponseView>() {
-            v.headers_view = None;
-        }
+    /// The slot, locked.
+    pub(crate) fn lock(&self) -> MutexGuard<'_, Slot> {
+        lock(&self.slot)
     }
+}
+
+fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
+    // A panic while holding the lock cannot leave the slot half-written in a way that
+    // matters: the next call overwrites every field it reads.
+    slot.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl UserData for RequestView {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
         fields.add_field_method_get("method", |lua, this| {
-            lua.create_string(this.req.method.as_str())
+            lua.create_string(lock(&this.slot).req.method.as_str())
         });
-        fields.add_field_method_get("path", |lua, this| lua.create_string(&this.req.path));
+        fields.add_field_method_get("path", |lua, this| {
+            lua.create_string(&lock(&this.slot).req.path)
+        });
         fields.add_field_method_get("query", |lua, this| {
-            this.req
+            lock(&this.slot)
+                .req
                 .query
                 .as_deref()
                 .map(|q| lua.create_string(q))
                 .transpose()
         });
-        fields.add_field_method_get("route", |lua, this| lua.create_string(&*this.route));
-        fields.add_field_method_get("id", |lua, this| lua.create_string(&this.req.request_id));
-        fields.add_field_method_get("client", |_, this| Ok(this.req.client.ip().to_string()));
-        fields.add_field_method_get("client_port", |_, this| Ok(this.req.client.port()));
+        fields.add_field_method_get("route", |lua, this| {
+            lua.create_string(&*lock(&this.slot).route)
+        });
+        fields.add_field_method_get("id", |lua, this| {
+            lua.create_string(&lock(&this.slot).req.request_id)
+        });
+        fields.add_field_method_get("client", |_, this| {
+            Ok(lock(&this.slot).req.client.ip().to_string())
+        });
+        fields.add_field_method_get("client_port", |_, this| {
+            Ok(lock(&this.slot).req.client.port())
+        });
         fields.add_field_method_get("headers", |_, this| Ok(this.headers.clone()));
         fields.add_field_method_set("path", |_, this, path: LuaString| {
-            this.writable("path")?;
             let path = path.to_str()?;
             if !path.starts_with('/') {
                 return Err(mlua::Error::runtime("req.path must start with '/'"));
             }
-            this.req.path = path.to_owned();
+            let mut slot = lock(&this.slot);
+            writable(&slot, "path")?;
+            slot.req.path = path.to_owned();
             Ok(())
         });
         fields.add_field_method_set("query", |_, this, query: Option<LuaString>| {
-            this.writable("query")?;
-            this.req.query = query
+            let query = query
                 .map(|q| q.to_str().map(|q| q.to_owned()))
                 .transpose()?;
+            let mut slot = lock(&this.slot);
+            writable(&slot, "query")?;
+            slot.req.query = query;
             Ok(())
         });
     }
 
     fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        methods.add_method_mut(
+        methods.add_method(
             "respond",
             |_, this, (status, body, headers): (Value, Option<LuaString>, Option<Table>)| {
-                if this.phase != Phase::OnRequest {
-                    return Err(mlua::Error::runtime(format!(
-                        "req:respond is only available in on_request, not in {}",
-                        this.phase
-                    )));
-                }
                 let status = status_from(&status)?;
                 let body = body
                     .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
@@ -151,7 +165,14 @@ impl UserData for RequestView {
                     .map(|t| header_map(&t))
                     .transpose()?
                     .unwrap_or_default();
-                this.flow = Some(Flow::Respond {
+                let mut slot = lock(&this.slot);
+                if slot.phase != Phase::OnRequest {
+                    return Err(mlua::Error::runtime(format!(
+                        "req:respond is only available in on_request, not in {}",
+                        slot.phase
+                    )));
+                }
+                slot.flow = Some(Flow::Respond {
                     status,
                     body,
                     headers,
@@ -162,57 +183,58 @@ impl UserData for RequestView {
     }
 }
 
-impl RequestView {
-    fn writable(&self, what: &str) -> mlua::Result<()> {
-        if self.phase == Phase::OnRequest {
-            Ok(())
-        } else {
-            Err(mlua::Error::runtime(format!(
-                "req.{what} is read-only in {}",
-                self.phase
-            )))
-        }
+fn writable(slot: &Slot, what: &str) -> mlua::Result<()> {
+    if slot.phase == Phase::OnRequest {
+        Ok(())
+    } else {
+        Err(mlua::Error::runtime(format!(
+            "req.{what} is read-only in {}",
+            slot.phase
+        )))
     }
 }
 
 impl UserData for ResponseView {
     fn add_fields<F: UserDataFields<Self>>(fields: &mut F) {
-        fields.add_field_method_get("status", |_, this| Ok(this.status.as_u16()));
-        fields.add_field_method_get("headers", |_, this| Ok(this.headers_view.clone()));
+        fields.add_field_method_get("status", |_, this| Ok(lock(&this.slot).status.as_u16()));
+        fields.add_field_method_get("headers", |_, this| Ok(this.headers.clone()));
         fields.add_field_method_get("body", |lua, this| {
-            this.body.as_ref().map(|b| lua.create_string(b)).transpose()
+            let body = lock(&this.slot).body.clone();
+            body.map(|b| lua.create_string(&b)).transpose()
         });
         fields.add_field_method_set("status", |_, this, status: Value| {
-            if this.phase != Phase::OnResponse {
+            let status = status_from(&status)?;
+            let mut slot = lock(&this.slot);
+            if slot.phase != Phase::OnResponse {
                 return Err(mlua::Error::runtime(format!(
                     "res.status is read-only in {}",
-                    this.phase
+                    slot.phase
                 )));
             }
-            this.status = status_from(&status)?;
+            slot.status = status;
             Ok(())
         });
     }
 }
 
 impl HeadersView {
-    /// Runs `f` on the owner's headers; `read_only` says why they may not change, if so.
+    /// Runs `f` on the headers; `read_only` says why they may not change, if so.
     fn with<R>(
         &self,
         f: impl FnOnce(&mut HeaderMap, Option<String>) -> mlua::Result<R>,
     ) -> mlua::Result<R> {
+        let mut slot = lock(&self.slot);
+        let phase = slot.phase;
         match self.part {
             Part::Request => {
-                let mut view = self.owner.borrow_mut::<RequestView>()?;
-                let read_only = (view.phase != Phase::OnRequest)
-                    .then(|| format!("request headers are read-only in {}", view.phase));
-                f(&mut view.req.headers, read_only)
+                let read_only = (phase != Phase::OnRequest)
+                    .then(|| format!("request headers are read-only in {phase}"));
+                f(&mut slot.req.headers, read_only)
             }
             Part::Response => {
-                let mut view = self.owner.borrow_mut::<ResponseView>()?;
-                let read_only = (view.phase != Phase::OnResponse)
-                    .then(|| format!("response headers are read-only in {}", view.phase));
-                f(&mut view.headers, read_only)
+                let read_only = (phase != Phase::OnResponse)
+                    .then(|| format!("response headers are read-only in {phase}"));
+                f(&mut slot.headers, read_only)
             }
         }
     }

@@ -4,9 +4,7 @@
 use std::cell::RefCell;
 use std::sync::Arc;
 
-use mlua::AnyUserData;
-
-use crate::bridge::{RequestView, ResponseView};
+use crate::bridge::Views;
 use crate::callout::Callouts;
 use crate::config::HookConfig;
 use crate::error::{HookError, HookFailure};
@@ -59,8 +57,7 @@ struct EngineInner {
 /// The state of one thread for the synchronous phases, with its reusable `req`/`res`.
 struct Local {
     state: LuaState,
-    req: AnyUserData,
-    res: AnyUserData,
+    views: Views,
 }
 
 thread_local! {
@@ -228,18 +225,23 @@ impl Hooks for LuaHooks {
                 .state
                 .shared
                 .set_call(&req.request_id, self.chain.route());
-            local.load_request(req, self.chain.route(), Phase::OnRequest)?;
+            local.load_request(req, self.chain.route(), Phase::OnRequest);
             let mut failed = None;
-            for entry in self.entries(Phase::OnRequest) {
-                let result = local
-                    .state
-                    .call(&entry.script, Phase::OnRequest, &local.req, budget);
+            let mut entries = self.entries(Phase::OnRequest).peekable();
+            while let Some(entry) = entries.next() {
+                let result =
+                    local
+                        .state
+                        .call(&entry.script, Phase::OnRequest, &local.views.req, budget);
                 failed = self.settle(local, entry, Phase::OnRequest, result);
-                if failed.is_some() || local.responded() {
+                // Whether the hook responded only matters if another one would run next.
+                if failed.is_some()
+                    || (entries.peek().is_some() && local.views.lock().flow.is_some())
+                {
                     break;
                 }
             }
-            let flow = local.unload_request(req)?;
+            let flow = local.unload_request(req);
             match failed {
                 Some(e) => Err(e),
                 None => Ok(flow.unwrap_or(Flow::Continue)),
@@ -260,11 +262,11 @@ impl Hooks for LuaHooks {
                 .state
                 .shared
                 .set_call(&req.request_id, self.chain.route());
-            local.load_request(req, self.chain.route(), Phase::OnResponse)?;
-            local.load_response(res)?;
+            local.load_request(req, self.chain.route(), Phase::OnResponse);
+            local.load_response(res);
             let mut failed = None;
             for entry in self.entries(Phase::OnResponse) {
-                let args = (&local.req, &local.res);
+                let args = (&local.views.req, &local.views.res);
                 let result = local
                     .state
                     .call(&entry.script, Phase::OnResponse, args, budget);
@@ -273,8 +275,8 @@ impl Hooks for LuaHooks {
                     break;
                 }
             }
-            local.unload_response(res)?;
-            local.unload_request(req)?;
+            local.unload_response(res);
+            local.unload_request(req);
             failed.map_or(Ok(()), Err)
         });
         outcome.unwrap_or_else(|reason| {
@@ -309,77 +311,39 @@ impl Local {
         let mut state = LuaState::new_checker()?;
         state.lua.set_memory_limit(memory_limit)?;
         state.set_memory_limit(memory_limit);
-        let req = RequestView::create(&state.lua)?;
-        let res = ResponseView::create(&state.lua)?;
-        Ok(Local { state, req, res })
+        let views = Views::create(&state.lua)?;
+        Ok(Local { state, views })
     }
 
-    /// Moves the caller's request into `req` (no copy); [`Local::unload_request`] moves it back.
-    fn load_request(
-        &self,
-        req: &mut HookRequest,
-        route: &Arc<str>,
-        phase: Phase,
-    ) -> Result<(), HookError> {
-        let mut view = self
-            .req
-            .borrow_mut::<RequestView>()
-            .map_err(|e| internal(phase, &e))?;
-        view.req = std::mem::take(req);
-        if !Arc::ptr_eq(&view.route, route) {
-            view.route = Arc::clone(route);
+    /// Moves the caller's request into the views (no copy); [`Local::unload_request`]
+    /// moves it back.
+    fn load_request(&self, req: &mut HookRequest, route: &Arc<str>, phase: Phase) {
+        let mut slot = self.views.lock();
+        slot.req = std::mem::take(req);
+        if !Arc::ptr_eq(&slot.route, route) {
+            slot.route = Arc::clone(route);
         }
-        view.phase = phase;
-        view.flow = None;
-        Ok(())
+        slot.phase = phase;
+        slot.flow = None;
     }
 
-    fn unload_request(&self, req: &mut HookRequest) -> Result<Option<Flow>, HookError> {
-        let mut view = self
-            .req
-            .borrow_mut::<RequestView>()
-            .map_err(|e| internal(Phase::OnRequest, &e))?;
-        *req = std::mem::take(&mut view.req);
-        Ok(view.flow.take())
+    fn unload_request(&self, req: &mut HookRequest) -> Option<Flow> {
+        let mut slot = self.views.lock();
+        *req = std::mem::take(&mut slot.req);
+        slot.flow.take()
     }
 
-    fn responded(&self) -> bool {
-        self.req
-            .borrow::<RequestView>()
-            .is_ok_and(|v| v.flow.is_some())
+    fn load_response(&self, res: &mut HookResponse) {
+        let mut slot = self.views.lock();
+        slot.status = res.status;
+        slot.headers = std::mem::take(&mut res.headers);
+        slot.body = None;
     }
 
-    fn load_response(&self, res: &mut HookResponse) -> Result<(), HookError> {
-        let mut view = self
-            .res
-            .borrow_mut::<ResponseView>()
-            .map_err(|e| internal(Phase::OnResponse, &e))?;
-        view.status = res.status;
-        view.headers = std::mem::take(&mut res.headers);
-        view.body = None;
-        view.phase = Phase::OnResponse;
-        Ok(())
-    }
-
-    fn unload_response(&self, res: &mut HookResponse) -> Result<(), HookError> {
-        let mut view = self
-            .res
-            .borrow_mut::<ResponseView>()
-            .map_err(|e| internal(Phase::OnResponse, &e))?;
-        res.status = view.status;
-        res.headers = std::mem::take(&mut view.headers);
-        Ok(())
-    }
-}
-
-/// A view could not be borrowed: a bug here, not in a script, but still an answer, not a panic.
-fn internal(phase: Phase, err: &mlua::Error) -> HookError {
-    HookError {
-        script: Default::default(),
-        phase,
-        line: None,
-        kind: HookFailure::Error,
-        message: format!("internal error: {err}"),
+    fn unload_response(&self, res: &mut HookResponse) {
+        let mut slot = self.views.lock();
+        res.status = slot.status;
+        res.headers = std::mem::take(&mut slot.headers);
     }
 }
 

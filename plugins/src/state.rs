@@ -20,6 +20,12 @@ use crate::script::{HookScript, ScriptInner};
 /// microseconds past its deadline, while `Instant::now()` costs well under 1 % of the run.
 const INSTRUCTIONS_PER_CHECK: u32 = 10_000;
 
+/// `Shared::deadline` while no Lua is running on the host's behalf.
+const UNARMED: u64 = u64::MAX;
+
+/// `Shared::deadline` in a stretch whose clock has not started yet.
+const STARTING: u64 = u64::MAX - 1;
+
 /// The message of a run cut off by its time budget.
 pub(crate) const BUDGET_MESSAGE: &str = "hook exceeded its time budget";
 
@@ -42,8 +48,10 @@ pub(crate) struct LuaState {
 /// the code that calls into the state.
 pub(crate) struct Shared {
     epoch: Instant,
-    /// Nanoseconds since `epoch`; `u64::MAX` while no call is running.
+    /// Nanoseconds since `epoch`, or [`UNARMED`], or [`STARTING`].
     deadline: AtomicU64,
+    /// Nanoseconds the running stretch may take.
+    budget: AtomicU64,
     exceeded: AtomicBool,
     context: Mutex<CallContext>,
 }
@@ -100,7 +108,8 @@ impl LuaState {
         let lua = Lua::new_with(libs, LuaOptions::new())?;
         let shared = Arc::new(Shared {
             epoch: Instant::now(),
-            deadline: AtomicU64::new(u64::MAX),
+            deadline: AtomicU64::new(UNARMED),
+            budget: AtomicU64::new(0),
             exceeded: AtomicBool::new(false),
             context: Mutex::new(CallContext::default()),
         });
@@ -362,18 +371,22 @@ impl LuaState {
 
 impl Shared {
     /// Starts a budgeted stretch of Lua: the budget hook fails it after `budget`.
+    ///
+    /// The clock starts at the hook's first check in the stretch rather than here: reading
+    /// it costs as much as a trivial hook call, and most calls end before the first check
+    /// (the stretch gets up to one check interval more than its budget).
     pub(crate) fn arm(&self, budget: Duration) {
-        let deadline = self.epoch.elapsed().saturating_add(budget).as_nanos();
         self.exceeded.store(false, Ordering::Relaxed);
-        self.deadline.store(
-            u64::try_from(deadline).unwrap_or(u64::MAX - 1),
+        self.budget.store(
+            u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX / 2),
             Ordering::Relaxed,
         );
+        self.deadline.store(STARTING, Ordering::Relaxed);
     }
 
     /// Ends a budgeted stretch.
     pub(crate) fn disarm(&self) {
-        self.deadline.store(u64::MAX, Ordering::Relaxed);
+        self.deadline.store(UNARMED, Ordering::Relaxed);
     }
 
     /// Whether the budget ran out during the last stretch.
@@ -382,9 +395,17 @@ impl Shared {
     }
 
     fn over_deadline(&self) -> bool {
-        let deadline = self.deadline.load(Ordering::Relaxed);
-        deadline != u64::MAX
-            && u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX) > deadline
+        let now = || u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX / 2);
+        match self.deadline.load(Ordering::Relaxed) {
+            UNARMED => false,
+            STARTING => {
+                let deadline = now().saturating_add(self.budget.load(Ordering::Relaxed));
+                self.deadline
+                    .store(deadline.min(STARTING - 1), Ordering::Relaxed);
+                false
+            }
+            deadline => now() > deadline,
+        }
     }
 
     /// Runs `f` on the current call context.

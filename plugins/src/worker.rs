@@ -11,7 +11,7 @@ use mlua::AnyUserData;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::bridge::{RequestView, ResponseView};
+use crate::bridge::Views;
 use crate::callout::{self, Callouts};
 use crate::config::HookConfig;
 use crate::engine::record;
@@ -243,8 +243,6 @@ impl Worker {
                 id,
             );
         }
-        RequestView::release(&req);
-        ResponseView::release(&res);
     }
 
     fn wall_clock_exceeded(&self, script: &HookScript) -> HookError {
@@ -317,20 +315,15 @@ fn job_views(
     chain: &HookChain,
     exchange: Exchange,
 ) -> mlua::Result<(AnyUserData, AnyUserData)> {
-    let req = RequestView::create(lua)?;
+    let views = Views::create(lua)?;
     {
-        let mut view = req.borrow_mut::<RequestView>()?;
-        view.req = exchange.request;
-        view.route = Arc::clone(chain.route());
-        view.phase = Phase::AfterResponse;
+        let mut slot = views.lock();
+        slot.req = exchange.request;
+        slot.route = Arc::clone(chain.route());
+        slot.phase = Phase::AfterResponse;
+        slot.status = exchange.response.status;
+        slot.headers = exchange.response.headers;
+        slot.body = exchange.body;
     }
-    let res = ResponseView::create(lua)?;
-    {
-        let mut view = res.borrow_mut::<ResponseView>()?;
-        view.status = exchange.response.status;
-        view.headers = exchange.response.headers;
-        view.body = exchange.body;
-        view.phase = Phase::AfterResponse;
-    }
-    Ok((req, res))
+    Ok((views.req, views.res))
 }

@@ -374,3 +374,104 @@ mod tee_tests {
         assert_eq!(copy.await.unwrap(), Err(CopyError::Incomplete));
     }
 }
+
+/// The outcome of [`buffer_prefix`].
+pub enum Buffered {
+    /// The whole body, at most the limit.
+    Complete(Bytes),
+    /// The body is larger than the limit; here it is again, whole, still streaming.
+    TooLarge(BoxBody),
+}
+
+/// Read up to `limit` bytes of `body` so a body predicate can look at it.
+///
+/// A body that turns out larger is handed back intact (the bytes read so far followed by
+/// the rest of the stream), so routing on bodies never changes what the upstream gets.
+///
+/// # Errors
+/// The body's own error (the client went away or sent a malformed body).
+pub async fn buffer_prefix(body: BoxBody, limit: u64) -> Result<Buffered, BoxError> {
+    if body.size_hint().lower() > limit {
+        return Ok(Buffered::TooLarge(body));
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    let mut body = body;
+    let mut kept: Vec<u8> = Vec::new();
+    loop {
+        let frame = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await;
+        let Some(frame) = frame else {
+            return Ok(Buffered::Complete(Bytes::from(kept)));
+        };
+        if let Ok(data) = frame?.into_data() {
+            kept.extend_from_slice(&data);
+            if kept.len() > limit {
+                let prefixed = Prefixed {
+                    prefix: Some(Bytes::from(kept)),
+                    rest: body,
+                };
+                return Ok(Buffered::TooLarge(prefixed.boxed_unsync()));
+            }
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// Bytes already read from a body, followed by the rest of that body.
+    struct Prefixed<B> {
+        prefix: Option<Bytes>,
+        #[pin]
+        rest: B,
+    }
+}
+
+impl<B: Body<Data = Bytes>> Body for Prefixed<B> {
+    type Data = Bytes;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+        let this = self.project();
+        match this.prefix.take() {
+            Some(prefix) => Poll::Ready(Some(Ok(Frame::data(prefix)))),
+            None => this.rest.poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.prefix.is_none() && self.rest.is_end_stream()
+    }
+}
+
+#[cfg(test)]
+mod buffer_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[tokio::test]
+    async fn a_small_body_is_buffered_whole() {
+        let Buffered::Complete(bytes) = buffer_prefix(full("action=payroll"), 64).await.unwrap()
+        else {
+            panic!("expected the whole body");
+        };
+        assert_eq!(&bytes[..], b"action=payroll");
+    }
+
+    #[tokio::test]
+    async fn a_large_body_comes_back_intact() {
+        let data = "x".repeat(100);
+        let stream = futures_util::stream::iter(
+            data.as_bytes()
+                .chunks(10)
+                .map(|c| Ok::<_, std::convert::Infallible>(Frame::data(Bytes::copy_from_slice(c))))
+                .collect::<Vec<_>>(),
+        );
+        let body = boxed(http_body_util::StreamBody::new(stream));
+        let Buffered::TooLarge(body) = buffer_prefix(body, 25).await.unwrap() else {
+            panic!("expected too large");
+        };
+        let all = body.collect().await.unwrap().to_bytes();
+        assert_eq!(all.len(), 100);
+    }
+}

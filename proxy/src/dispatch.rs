@@ -7,7 +7,6 @@ mod shadow;
 use std::sync::Arc;
 
 use http::{HeaderValue, Request, Response};
-use hyper::body::Incoming;
 use strangler_routes::{Action, Rewrite, Route, UpstreamId};
 
 use crate::body::BoxBody;
@@ -110,7 +109,7 @@ impl<'t> Dispatch<'t> {
 pub async fn run(
     dispatch: Dispatch<'_>,
     exchange: &Exchange<'_>,
-    request: Request<Incoming>,
+    request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     match dispatch {
         Dispatch::Forward { upstream, rewrite } => {

@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Version};
 use hyper::body::Incoming;
-use strangler_routes::{RequestView, normalize::normalize_path};
+use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
-use crate::body::{self, BoxBody, Guarded};
+use crate::body::{self, BoxBody, Buffered, Guarded};
 use crate::dispatch::{self, Dispatch, Exchange};
 use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
@@ -65,21 +65,9 @@ impl Pipeline {
         let method = request.method().clone();
         let mut slot = DEFAULT_SLOT;
         let mut answerer = Answerer::Upstream(runtime.table().default_upstream());
-        let outcome = match self
-            .admit(&request)
-            .and_then(|()| normalized_path(&request))
-        {
+        let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
-            Ok(path) => {
-                let view = RequestView {
-                    method: request.method(),
-                    path: &path,
-                    query: request.uri().query(),
-                    host: host_of(&request),
-                    headers: request.headers(),
-                    body: None,
-                };
-                let route = runtime.table().find(&view);
+            Ok((request, path, route)) => {
                 let dispatch = Dispatch::for_route(&runtime, route);
                 slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
                 answerer = dispatch.answerer();
@@ -88,7 +76,7 @@ impl Pipeline {
                     conn,
                     request_id: &request_id,
                     limits: self.limits,
-                    path: path.into_owned(),
+                    path,
                 };
                 dispatch::run(dispatch, &exchange, request).await
             }
@@ -135,6 +123,52 @@ impl Pipeline {
             _inflight: inflight,
         };
         response.map(|body| body::boxed(Guarded::new(body, finish)))
+    }
+
+    /// Admit, normalize and match `request`: the request (its body boxed, and buffered only
+    /// when a body predicate must see it), its normalized path and its route.
+    async fn prepare<'r>(
+        &self,
+        runtime: &'r Runtime,
+        request: Request<Incoming>,
+    ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
+        self.admit(&request)?;
+        let path = normalized_path(&request)?.into_owned();
+        let (parts, body) = request.into_parts();
+        let mut body = body::boxed(body);
+        let table = runtime.table();
+        let mut view = RequestView {
+            method: &parts.method,
+            path: &path,
+            query: parts.uri.query(),
+            host: host_of_parts(&parts),
+            headers: &parts.headers,
+            body: None,
+        };
+        let mut buffered = None;
+        if let Some(limit) = table.body_limit(&view) {
+            match body::buffer_prefix(body, limit).await {
+                Ok(Buffered::Complete(bytes)) => {
+                    body = body::full(bytes.clone());
+                    buffered = Some(bytes);
+                }
+                Ok(Buffered::TooLarge(whole)) => {
+                    tracing::debug!(
+                        limit,
+                        "body larger than max_body_match: body predicates do not match"
+                    );
+                    body = whole;
+                }
+                Err(err) => {
+                    return Err(ProxyError::BadRequest(format!(
+                        "cannot read the request body: {err}"
+                    )));
+                }
+            }
+        }
+        view.body = buffered.as_deref();
+        let route = table.find(&view);
+        Ok((Request::from_parts(parts, body), path, route))
     }
 
     /// Refuse requests over the header and declared body limits before any work is done.
@@ -184,16 +218,27 @@ fn normalized_path(request: &Request<Incoming>) -> Result<std::borrow::Cow<'_, s
 
 /// The host the client asked for: `Host` on HTTP/1, the `:authority` on HTTP/2.
 pub fn host_of<B>(request: &Request<B>) -> Option<&str> {
-    if request.version() == Version::HTTP_2 {
-        if let Some(authority) = request.uri().authority() {
+    host_from(request.version(), request.uri(), request.headers())
+}
+
+fn host_of_parts(parts: &http::request::Parts) -> Option<&str> {
+    host_from(parts.version, &parts.uri, &parts.headers)
+}
+
+fn host_from<'a>(
+    version: Version,
+    uri: &'a http::Uri,
+    headers: &'a http::HeaderMap,
+) -> Option<&'a str> {
+    if version == Version::HTTP_2 {
+        if let Some(authority) = uri.authority() {
             return Some(authority.as_str());
         }
     }
-    request
-        .headers()
+    headers
         .get(http::header::HOST)
         .and_then(|v| v.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .or_else(|| uri.authority().map(|a| a.as_str()))
 }
 
 fn content_length<B>(request: &Request<B>) -> Option<u64> {

@@ -165,6 +165,62 @@ impl RouteIndex {
     }
 }
 
+impl RouteIndex {
+    /// Every route whose path predicate might cover `later`'s (match every path it
+    /// matches): a superset, for the unreachable-route lint to check exactly. Includes
+    /// all always-candidates.
+    pub(crate) fn covering_candidates(&self, later: Option<&PathMatch>, out: &mut Vec<u32>) {
+        out.extend_from_slice(&self.always);
+        let Some(later) = later else { return };
+        match later {
+            PathMatch::Exact(path) => {
+                let mut found = Candidates::new();
+                self.walk(0, path.get(1..).unwrap_or(""), true, &mut found);
+                out.extend_from_slice(found.as_sorted());
+            }
+            PathMatch::Prefix { prefix, .. } => {
+                let mut node = 0;
+                out.extend_from_slice(&self.nodes[0].prefixes);
+                if prefix.is_empty() {
+                    return;
+                }
+                for segment in split(prefix) {
+                    match self.nodes[node].literal.get(segment) {
+                        Some(child) => node = *child as usize,
+                        None => return,
+                    }
+                    out.extend_from_slice(&self.nodes[node].prefixes);
+                }
+            }
+            PathMatch::Template { segments, .. } => self.walk_shape(0, segments, out),
+            PathMatch::Regex(_) => out.extend_from_slice(&self.nodes[0].prefixes),
+        }
+    }
+
+    /// Like `walk`, for a template: its parameters can only be covered by parameters.
+    fn walk_shape(&self, node: usize, rest: &[Segment], out: &mut Vec<u32>) {
+        let Some(current) = self.nodes.get(node) else {
+            return;
+        };
+        out.extend_from_slice(&current.prefixes);
+        let Some((first, tail)) = rest.split_first() else {
+            out.extend_from_slice(&current.ends);
+            return;
+        };
+        if let Segment::Literal(literal) = first {
+            if let Some(child) = current.literal.get(literal.as_str()) {
+                self.walk_shape(*child as usize, tail, out);
+            }
+            if literal.is_empty() {
+                return;
+            }
+        }
+        if let Some(child) = current.param {
+            self.walk_shape(child as usize, tail, out);
+        }
+    }
+}
+
 fn split(path: &str) -> impl Iterator<Item = &str> {
     path.get(1..).unwrap_or("").split('/')
 }

@@ -115,7 +115,7 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     let upstreams: Vec<_> = upstreams.into_iter().collect::<Option<_>>()?;
     let default = names.default?;
     let index = RouteIndex::build(matchers.iter().map(|m| m.path.as_ref()));
-    let warnings = lint::unreachable(&routes, &matchers);
+    let warnings = lint::unreachable(&routes, &matchers, &index);
     Some(RouteTable {
         version: hex_sha256(text.as_bytes()),
         source: source.to_path_buf(),

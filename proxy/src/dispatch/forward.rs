@@ -3,7 +3,6 @@
 use http::header::{self, HeaderValue};
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
-use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use strangler_routes::{Rewrite, UpstreamId};
 
@@ -26,7 +25,7 @@ pub(super) async fn forward(
     exchange: &Exchange<'_>,
     upstream: UpstreamId,
     rewrite: Option<&Rewrite>,
-    mut request: Request<Incoming>,
+    mut request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let pool = exchange.runtime.pool(upstream);
     let upgrade = is_upgrade(&request);

@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
-use hyper::body::Incoming;
 use strangler_routes::{Rewrite, Shadow};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
@@ -74,7 +73,7 @@ pub(super) async fn shadow(
     exchange: &Exchange<'_>,
     route: &Arc<ShadowRoute>,
     rewrite: Option<&Rewrite>,
-    request: Request<Incoming>,
+    request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let spec = &route.spec;
     let permit = match admit(route, &request) {

@@ -1,20 +1,19 @@
 //! Comparing two answers: status, headers, then the body as JSON values or as bytes.
 
-use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName, StatusCode};
+use http::{HeaderMap, StatusCode};
 use serde::Serialize;
 
-use super::decode::{self, Decoded};
-use super::diff::{self, Found, MAX_VALUE_PREVIEW};
-use super::json::Json;
+use super::diff::Found;
 use super::outcome::{DropReason, Outcome};
 use super::pointer::JsonPointer;
-use super::rules::{CompiledRules, REDACTED};
+use super::rules::CompiledRules;
+
+mod body;
+mod headers;
 
 /// One answer as the shadow dispatcher observed it.
 #[derive(Debug, Clone)]
@@ -255,239 +254,15 @@ pub fn compare(rules: &CompiledRules, primary: &Observed, candidate: &Observed) 
             noise: false,
         });
     }
-    compare_headers(rules, &primary.headers, &candidate.headers, &mut found);
+    headers::compare_headers(rules, &primary.headers, &candidate.headers, &mut found);
     let mut notes = Vec::new();
-    let body = compare_bodies(rules, primary, candidate, &mut found, &mut notes);
+    let body = body::compare_bodies(rules, primary, candidate, &mut found, &mut notes);
     Verdict {
         differences: found.list,
         omitted: found.omitted,
         body,
         notes,
     }
-}
-
-fn compare_headers(rules: &CompiledRules, a: &HeaderMap, b: &HeaderMap, found: &mut Found) {
-    for name in a.keys() {
-        if rules.ignores_header(name) {
-            continue;
-        }
-        let ours = header_values(a, name);
-        if !b.contains_key(name) {
-            found.push(header_difference(rules, name, Some(&ours), None));
-            continue;
-        }
-        let theirs = header_values(b, name);
-        if ours != theirs {
-            found.push(header_difference(rules, name, Some(&ours), Some(&theirs)));
-        }
-    }
-    for name in b.keys() {
-        if !rules.ignores_header(name) && !a.contains_key(name) {
-            found.push(header_difference(
-                rules,
-                name,
-                None,
-                Some(&header_values(b, name)),
-            ));
-        }
-    }
-}
-
-/// The values of `name`, sorted (repetition order carries no meaning for comparison).
-fn header_values<'h>(map: &'h HeaderMap, name: &HeaderName) -> Vec<Cow<'h, [u8]>> {
-    let mut values: Vec<Cow<'h, [u8]>> = map
-        .get_all(name)
-        .iter()
-        .map(|value| {
-            if name == CONTENT_TYPE {
-                // `application/json; charset=UTF-8` = `application/json;charset=utf-8`.
-                Cow::Owned(
-                    value
-                        .as_bytes()
-                        .iter()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .map(u8::to_ascii_lowercase)
-                        .collect(),
-                )
-            } else {
-                Cow::Borrowed(value.as_bytes())
-            }
-        })
-        .collect();
-    values.sort();
-    values
-}
-
-fn header_difference(
-    rules: &CompiledRules,
-    name: &HeaderName,
-    primary: Option<&[Cow<'_, [u8]>]>,
-    candidate: Option<&[Cow<'_, [u8]>]>,
-) -> Difference {
-    let show = |values: &[Cow<'_, [u8]>]| {
-        if rules.redacts_header(name) {
-            return REDACTED.to_owned();
-        }
-        let joined = values
-            .iter()
-            .map(|v| String::from_utf8_lossy(v))
-            .collect::<Vec<_>>()
-            .join(", ");
-        bounded_text(&joined)
-    };
-    let kind = match (primary, candidate) {
-        (Some(_), None) => DifferenceKind::Missing,
-        (None, Some(_)) => DifferenceKind::Extra,
-        _ => DifferenceKind::Changed,
-    };
-    Difference {
-        location: Location::Header(name.as_str().to_owned()),
-        kind,
-        primary: primary.map(show),
-        candidate: candidate.map(show),
-        noise: false,
-    }
-}
-
-fn compare_bodies(
-    rules: &CompiledRules,
-    primary: &Observed,
-    candidate: &Observed,
-    found: &mut Found,
-    notes: &mut Vec<String>,
-) -> BodyComparison {
-    if primary.truncated {
-        return BodyComparison::Incomparable(Incomparable::PrimaryTruncated);
-    }
-    if candidate.truncated {
-        return BodyComparison::Incomparable(Incomparable::CandidateTruncated);
-    }
-    if rules
-        .ignore_json
-        .patterns()
-        .iter()
-        .any(|p| p.as_str().is_empty())
-    {
-        return BodyComparison::Ignored;
-    }
-    let limit = rules.max_decoded_body;
-    let a = match decode::decode(&primary.headers, &primary.body, limit) {
-        Decoded::Body(body) => body,
-        Decoded::Raw(raw, why) => {
-            notes.push(format!("primary body: {why}; compared as bytes"));
-            Cow::Borrowed(raw)
-        }
-        Decoded::TooLarge => {
-            return BodyComparison::Incomparable(Incomparable::PrimaryDecodedTooLarge);
-        }
-    };
-    let b = match decode::decode(&candidate.headers, &candidate.body, limit) {
-        Decoded::Body(body) => body,
-        Decoded::Raw(raw, why) => {
-            notes.push(format!("candidate body: {why}; compared as bytes"));
-            Cow::Borrowed(raw)
-        }
-        Decoded::TooLarge => {
-            return BodyComparison::Incomparable(Incomparable::CandidateDecodedTooLarge);
-        }
-    };
-    if a == b {
-        return BodyComparison::Identical;
-    }
-    let redacting = !rules.redact_json.is_empty();
-    let x = if wants_json(&primary.headers, &a) {
-        Json::parse(&a)
-    } else {
-        None
-    };
-    // The candidate is parsed when it can be compared as JSON, or must be shown redacted.
-    let y = if (x.is_some() || redacting) && wants_json(&candidate.headers, &b) {
-        Json::parse(&b)
-    } else {
-        None
-    };
-    if let (Some(x), Some(y)) = (&x, &y) {
-        diff::diff_json(rules, x, y, found);
-        return BodyComparison::Json;
-    }
-    let at = a.iter().zip(b.iter()).take_while(|(x, y)| x == y).count();
-    notes.push(format!(
-        "bodies differ from byte {at} ({} vs {} bytes)",
-        a.len(),
-        b.len()
-    ));
-    // A JSON side is shown as a redacted value when fields are redacted: its raw bytes
-    // would show them.
-    let show = |body: &[u8], parsed: &Option<Json<'_>>| match parsed {
-        Some(value) if redacting => diff::preview(value, &mut Vec::new(), &rules.redact_json),
-        _ => body_window(body, at),
-    };
-    found.push(Difference {
-        location: Location::Body,
-        kind: DifferenceKind::Changed,
-        primary: Some(show(&a, &x)),
-        candidate: Some(show(&b, &y)),
-        noise: false,
-    });
-    BodyComparison::Bytes
-}
-
-/// A JSON media type (`application/json`, `application/problem+json`, `text/json`), or a
-/// body that starts like a JSON object or array.
-fn wants_json(headers: &HeaderMap, body: &[u8]) -> bool {
-    let typed = headers
-        .get(CONTENT_TYPE)
-        .and_then(|value| value.to_str().ok())
-        .map(|value| {
-            let essence = value.split(';').next().unwrap_or_default().trim();
-            let essence = essence.to_ascii_lowercase();
-            essence == "application/json" || essence == "text/json" || essence.ends_with("+json")
-        })
-        .unwrap_or(false);
-    typed
-        || matches!(
-            body.iter().find(|b| !b.is_ascii_whitespace()),
-            Some(b'{' | b'[')
-        )
-}
-
-/// Up to [`MAX_VALUE_PREVIEW`] bytes of `body` shown around offset `at`.
-fn body_window(body: &[u8], at: usize) -> String {
-    if body.len() <= MAX_VALUE_PREVIEW {
-        return bounded_text(&String::from_utf8_lossy(body));
-    }
-    let start = at.saturating_sub(MAX_VALUE_PREVIEW / 4);
-    let end = (start + MAX_VALUE_PREVIEW).min(body.len());
-    let text = String::from_utf8_lossy(body.get(start..end).unwrap_or_default());
-    let mut shown = bounded_text(&text);
-    if start > 0 {
-        shown.insert(0, '…');
-    }
-    if end < body.len() && !shown.ends_with('…') {
-        shown.push('…');
-    }
-    shown
-}
-
-/// `text` with control characters escaped, cut to at most [`MAX_VALUE_PREVIEW`] bytes
-/// (then `…` is appended).
-fn bounded_text(text: &str) -> String {
-    let mut shown = String::new();
-    let mut escaped = String::new();
-    for c in text.chars() {
-        escaped.clear();
-        if c.is_control() {
-            escaped.extend(c.escape_default());
-        } else {
-            escaped.push(c);
-        }
-        if shown.len() + escaped.len() > MAX_VALUE_PREVIEW {
-            shown.push('…');
-            break;
-        }
-        shown.push_str(&escaped);
-    }
-    shown
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 
 use super::*;
 use crate::verify::decode::tests::{brotli, gzip};
-use crate::verify::rules::CompareRules;
+use crate::verify::diff::MAX_VALUE_PREVIEW;
+use crate::verify::rules::{CompareRules, REDACTED};
 
 fn answer(status: u16, headers: &[(&str, &str)], body: impl Into<Bytes>) -> Observed {
     let mut map = HeaderMap::new();
