@@ -85,38 +85,4 @@ fn hook_call(c: &mut Criterion) {
 }
 
 criterion_group!(benches, hook_call);
-criterion_main!(benches, parts_group);
-
-mod parts {
-    use criterion::{Criterion, black_box};
-    pub fn bench(c: &mut Criterion) {
-        let lua = mlua::Lua::new_with(mlua::StdLib::STRING, mlua::LuaOptions::new()).unwrap();
-        struct U(u32);
-        impl mlua::UserData for U {}
-        let ud = lua.create_userdata(U(1)).unwrap();
-        let f: mlua::Function = lua.load("return function(x) end").eval().unwrap();
-        let mut g = c.benchmark_group("parts");
-        g.bench_function("call_unit", |b| b.iter(|| f.call::<()>(()).unwrap()));
-        g.bench_function("call_ud", |b| {
-            b.iter(|| f.call::<()>(black_box(&ud)).unwrap())
-        });
-        g.bench_function("borrow_mut", |b| {
-            b.iter(|| {
-                ud.borrow_mut::<U>().unwrap().0 += 1;
-            })
-        });
-        g.bench_function("instant_now", |b| b.iter(|| std::time::Instant::now()));
-        let m = std::sync::Mutex::new(String::from("abc"));
-        g.bench_function("mutex", |b| b.iter(|| m.lock().unwrap().len()));
-        lua.set_global_hook(
-            mlua::HookTriggers::new().every_nth_instruction(10000),
-            |_, _| Ok(mlua::VmState::Continue),
-        )
-        .unwrap();
-        g.bench_function("call_ud_hooked", |b| {
-            b.iter(|| f.call::<()>(black_box(&ud)).unwrap())
-        });
-        g.finish();
-    }
-}
-criterion_group!(parts_group, parts::bench);
+criterion_main!(benches);

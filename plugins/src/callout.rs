@@ -12,7 +12,7 @@ use mlua::{Function, Lua, LuaString, Table, Value};
 use tokio::runtime::Handle;
 
 use crate::bridge::{header_map, header_table};
-use crate::state::Shared;
+use crate::shared::Shared;
 
 /// Performs the HTTP calls hooks make with `http.request`; the proxy implements it with its
 /// upstream pools, built at reload with the route file's upstreams.

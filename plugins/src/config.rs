@@ -6,10 +6,13 @@ use std::time::Duration;
 /// process (command-line territory), unlike the hook scripts, which reload.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HookConfig {
-    /// CPU time one hook call may take before it is cut off with "hook exceeded its time
-    /// budget" (default 50 ms). Checked every few thousand Lua instructions, so a runaway
-    /// `while true do end` stops within a fraction of a millisecond past the budget. For
-    /// `after_response` it bounds each stretch of Lua between two callouts.
+    /// Time one hook call may run before it is cut off with "hook exceeded its time budget"
+    /// (default 50 ms: far above any sane hook, which takes microseconds, and low enough
+    /// that a runaway script costs one slow request, not an outage). Checked every 10,000
+    /// Lua instructions, so a `while true do end` stops well within a millisecond past the
+    /// budget; time spent inside one C function (a huge `string.rep`) is only bounded by
+    /// the memory limit. For `after_response` it bounds each stretch of Lua between two
+    /// callouts.
     pub call_budget: Duration,
     /// Memory limit of each Lua state (default 64 MiB). There is one state per worker thread
     /// plus one for `after_response`, shared by all scripts loaded into it.

@@ -2,6 +2,7 @@
 //! state, and hands `after_response` work to its own thread.
 
 use std::cell::RefCell;
+use std::fmt;
 use std::sync::Arc;
 
 use crate::bridge::Views;
@@ -108,6 +109,24 @@ impl HookEngine {
     /// shutdown, under the caller's deadline, and for tests).
     pub async fn idle(&self) {
         self.0.after.idle().await;
+    }
+}
+
+impl fmt::Debug for HookEngine {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HookEngine")
+            .field("config", &self.0.config)
+            .field("pending", &self.pending())
+            .field("dropped", &self.dropped())
+            .finish_non_exhaustive()
+    }
+}
+
+impl fmt::Debug for LuaHooks {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LuaHooks")
+            .field("chain", &self.chain)
+            .finish_non_exhaustive()
     }
 }
 

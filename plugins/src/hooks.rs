@@ -29,8 +29,13 @@ pub trait Hooks: Send + Sync {
     }
 
     /// Runs the `on_request` hooks in order. They may change `req.headers`, `req.path` and
-    /// `req.query`; the first hook that calls `req:respond(..)` ends the phase with
+    /// `req.query` (a changed path is as the script wrote it: normalize it again before
+    /// forwarding); the first hook that calls `req:respond(..)` ends the phase with
     /// [`Flow::Respond`], and the proxy answers with it instead of dispatching.
+    ///
+    /// Keep `req` afterwards when [`Hooks::phases`] has `on_response` or `after_response`:
+    /// it is their `req` (hand them the headers as forwarded, a clone if the forwarded
+    /// request took them).
     ///
     /// # Errors
     /// A hook with [`OnError::Fail`] failed or ran out of budget.
@@ -39,8 +44,8 @@ pub trait Hooks: Send + Sync {
         Ok(Flow::Continue)
     }
 
-    /// Runs the `on_response` hooks in order; they may change `res.status` and
-    /// `res.headers`. `req` is read-only to the hooks (`&mut` only lets the view borrow its
+    /// Runs the `on_response` hooks in order, before the response head is sent; they may
+    /// change `res.status` and `res.headers` (never the body, which streams untouched). `req` is read-only to the hooks (`&mut` only lets the view borrow its
     /// fields without copying them; it is handed back unchanged).
     ///
     /// # Errors

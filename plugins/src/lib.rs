@@ -74,6 +74,7 @@ mod error;
 mod hooks;
 mod sandbox;
 mod script;
+mod shared;
 mod state;
 mod worker;
 

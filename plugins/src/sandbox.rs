@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
-use crate::state::Shared;
+use crate::shared::Shared;
 
 /// Base-library functions that cannot reach outside the script.
 const BASE: &[&str] = &[

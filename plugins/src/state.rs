@@ -2,32 +2,22 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, Weak};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use mlua::chunk::ChunkMode;
 use mlua::{Function, HookTriggers, IntoLuaMulti, Lua, LuaOptions, StdLib, Value, VmState};
 
-use crate::callout::Callouts;
 use crate::error::{HookError, HookFailure, LuaFailure};
 use crate::hooks::{Phase, Phases};
 use crate::sandbox;
 use crate::script::{HookScript, ScriptInner};
+use crate::shared::{BUDGET_MESSAGE, Shared};
 
 /// How often (in VM instructions) the budget hook looks at the clock. The interpreter runs
 /// a few hundred million instructions a second, so a runaway loop is cut off within tens of
-/// microseconds past its deadline, while `Instant::now()` costs well under 1 % of the run.
+/// microseconds past its deadline, and a call shorter than this never reads the clock.
 const INSTRUCTIONS_PER_CHECK: u32 = 10_000;
-
-/// `Shared::deadline` while no Lua is running on the host's behalf.
-const UNARMED: u64 = u64::MAX;
-
-/// `Shared::deadline` in a stretch whose clock has not started yet.
-const STARTING: u64 = u64::MAX - 1;
-
-/// The message of a run cut off by its time budget.
-pub(crate) const BUDGET_MESSAGE: &str = "hook exceeded its time budget";
 
 /// A Lua state with the hook sandbox installed.
 ///
@@ -42,26 +32,6 @@ pub(crate) struct LuaState {
     /// Set when the state should not be used again (a full collection failed, or scripts
     /// keep the heap near its limit); the owner replaces it before the next call.
     pub(crate) poisoned: bool,
-}
-
-/// What the host functions of a state (the budget hook, `log.*`, `http.request`) share with
-/// the code that calls into the state.
-pub(crate) struct Shared {
-    epoch: Instant,
-    /// Nanoseconds since `epoch`, or [`UNARMED`], or [`STARTING`].
-    deadline: AtomicU64,
-    /// Nanoseconds the running stretch may take.
-    budget: AtomicU64,
-    exceeded: AtomicBool,
-    context: Mutex<CallContext>,
-}
-
-/// Who the Lua code currently running works for; read by `log.*` and `http.request`.
-#[derive(Default)]
-pub(crate) struct CallContext {
-    pub(crate) request_id: String,
-    pub(crate) route: Option<Arc<str>>,
-    pub(crate) callouts: Option<Arc<dyn Callouts>>,
 }
 
 /// Why a script could not be loaded into a state.
@@ -106,13 +76,7 @@ impl LuaState {
         // `luaopen_jit` turns it on). No io, os, package, debug, ffi either.
         let libs = StdLib::STRING | StdLib::TABLE | StdLib::MATH | StdLib::BIT | StdLib::OS;
         let lua = Lua::new_with(libs, LuaOptions::new())?;
-        let shared = Arc::new(Shared {
-            epoch: Instant::now(),
-            deadline: AtomicU64::new(UNARMED),
-            budget: AtomicU64::new(0),
-            exceeded: AtomicBool::new(false),
-            context: Mutex::new(CallContext::default()),
-        });
+        let shared = Arc::new(Shared::new());
         let budget = Arc::clone(&shared);
         lua.set_global_hook(
             HookTriggers::new().every_nth_instruction(INSTRUCTIONS_PER_CHECK),
@@ -120,7 +84,6 @@ impl LuaState {
                 if !budget.over_deadline() {
                     return Ok(VmState::Continue);
                 }
-                budget.exceeded.store(true, Ordering::Relaxed);
                 // An error raised from a hook carries no location; add the script's, in
                 // Lua's own `chunk:line:` form, so that the report names the looping line.
                 let source = debug.source();
@@ -366,69 +329,6 @@ impl LuaState {
         if self.memory_limit > 0 && self.lua.used_memory() > self.memory_limit / 10 * 9 {
             self.poisoned = true;
         }
-    }
-}
-
-impl Shared {
-    /// Starts a budgeted stretch of Lua: the budget hook fails it after `budget`.
-    ///
-    /// The clock starts at the hook's first check in the stretch rather than here: reading
-    /// it costs as much as a trivial hook call, and most calls end before the first check
-    /// (the stretch gets up to one check interval more than its budget).
-    pub(crate) fn arm(&self, budget: Duration) {
-        self.exceeded.store(false, Ordering::Relaxed);
-        self.budget.store(
-            u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX / 2),
-            Ordering::Relaxed,
-        );
-        self.deadline.store(STARTING, Ordering::Relaxed);
-    }
-
-    /// Ends a budgeted stretch.
-    pub(crate) fn disarm(&self) {
-        self.deadline.store(UNARMED, Ordering::Relaxed);
-    }
-
-    /// Whether the budget ran out during the last stretch.
-    pub(crate) fn exceeded(&self) -> bool {
-        self.exceeded.load(Ordering::Relaxed)
-    }
-
-    fn over_deadline(&self) -> bool {
-        let now = || u64::try_from(self.epoch.elapsed().as_nanos()).unwrap_or(u64::MAX / 2);
-        match self.deadline.load(Ordering::Relaxed) {
-            UNARMED => false,
-            STARTING => {
-                let deadline = now().saturating_add(self.budget.load(Ordering::Relaxed));
-                self.deadline
-                    .store(deadline.min(STARTING - 1), Ordering::Relaxed);
-                false
-            }
-            deadline => now() > deadline,
-        }
-    }
-
-    /// Runs `f` on the current call context.
-    pub(crate) fn with_context<R>(&self, f: impl FnOnce(&mut CallContext) -> R) -> R {
-        f(&mut self.context.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-
-    /// The request id of the call running (or last run).
-    pub(crate) fn request_id(&self) -> String {
-        self.with_context(|c| c.request_id.clone())
-    }
-
-    /// Records whom the call about to run works for (read by `log.*`).
-    pub(crate) fn set_call(&self, request_id: &str, route: &Arc<str>) {
-        self.with_context(|c| {
-            if c.request_id != request_id {
-                c.request_id.clear();
-                c.request_id.push_str(request_id);
-            }
-            if !c.route.as_ref().is_some_and(|r| Arc::ptr_eq(r, route)) {
-                c.route = Some(Arc::clone(route));
-            }
-        });
     }
 }
 

@@ -326,9 +326,16 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         Action::Canary(_) => "canary",
     };
     let upstreams: Vec<String> = route.action.upstreams().into_iter().map(name_of).collect();
-    let gate = runtime
-        .shadow(route)
-        .and_then(|shadow| shadow.verifier.gate());
+    let extras = runtime.extras(route);
+    let shadow_gate = extras
+        .and_then(|e| e.shadow.as_ref())
+        .and_then(|shadow| shadow.verifier.gate())
+        .and_then(|report| serde_json::to_value(report).ok());
+    let canary_gate = extras
+        .and_then(|e| e.canary.as_ref())
+        .and_then(|canary| canary.report())
+        .and_then(|report| serde_json::to_value(report).ok());
+    let gate = shadow_gate.or(canary_gate);
     json!({
         "name": route.name,
         "line": route.line,

@@ -132,16 +132,28 @@ pub async fn serve_with_tls(
         )?)),
         None => None,
     };
+    let (trips, mut tripped) = tokio::sync::mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         metrics: Arc::new(Metrics::new()?),
         verifiers: Verifiers::new(),
         diff_log,
+        trips,
     });
     let store = RuntimeStore::open(&args.routes, shared).map_err(|source| StartError::Routes {
         file: args.routes.clone(),
         source,
     })?;
     let store = Arc::new(store);
+    // Failing canary gates pin their route through the same switch as the admin API.
+    let gate_store = store.clone();
+    tokio::spawn(async move {
+        while let Some(trip) = tripped.recv().await {
+            if let Ok(true) = gate_store.pin_by_gate(&trip).await {
+                gate_store.metrics().canary_rollback(&trip.route);
+                tracing::warn!(route = %trip.route, reason = %trip.reason, "canary rolled back");
+            }
+        }
+    });
     for warning in store.snapshot().table().warnings() {
         tracing::warn!("{warning}");
     }

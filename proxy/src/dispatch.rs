@@ -1,10 +1,13 @@
 //! How a matched request flows: one closed set of strategies, one `match`, one file each.
 
+mod canary;
+mod fallback;
 mod forward;
 mod respond;
 mod shadow;
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
 use strangler_routes::{Action, Rewrite, Route, UpstreamId};
@@ -13,18 +16,26 @@ use crate::body::BoxBody;
 use crate::error::ProxyError;
 use crate::pipeline::{ConnInfo, Limits};
 use crate::runtime::{Answerer, Runtime};
+use crate::window::Side;
 
+pub use canary::{CanaryRoute, GateTrip};
+pub use fallback::Fallback;
 pub use shadow::ShadowRoute;
 
 /// What to do with a request, decided from its route (or the default upstream).
 #[derive(Clone, Copy)]
 pub enum Dispatch<'t> {
-    /// Pass the request to one upstream, optionally rewritten.
+    /// Pass the request to one upstream, optionally rewritten — a `to:` route, the default
+    /// upstream, a pinned route, or the side a canary chose.
     Forward {
         /// Where to send it.
         upstream: UpstreamId,
         /// The route's rewrite rules, if any.
         rewrite: Option<&'t Rewrite>,
+        /// Where to replay it when `upstream` fails, if the route has a fallback.
+        fallback: Option<Fallback<'t>>,
+        /// The canary whose gate counts this answer, and the side it is on.
+        canary: Option<(&'t CanaryRoute, Side)>,
     },
     /// Answer from the route file without any upstream.
     Respond(&'t strangler_routes::Respond),
@@ -52,42 +63,64 @@ pub struct Exchange<'a> {
 }
 
 impl<'t> Dispatch<'t> {
-    /// The strategy for `route`; `None` means the table's default upstream.
+    /// The strategy for `request` on `route`; `None` means the table's default upstream.
     ///
-    /// A pinned route goes, unrewritten, to its `rollback_to` upstream: the rewrite rules
-    /// describe the new service's paths, not the monolith's.
-    pub fn for_route(runtime: &'t Runtime, route: Option<&'t Route>) -> Self {
-        match route {
-            None => Dispatch::Forward {
-                upstream: runtime.table().default_upstream(),
-                rewrite: None,
+    /// A pinned route goes, unrewritten, to its `rollback_to` upstream (and shadow copies
+    /// stop): the rewrite rules describe the new service's paths, not the monolith's.
+    pub fn for_route<B>(
+        runtime: &'t Runtime,
+        route: Option<&'t Route>,
+        request: &Request<B>,
+    ) -> Self {
+        let plain = |upstream| Dispatch::Forward {
+            upstream,
+            rewrite: None,
+            fallback: None,
+            canary: None,
+        };
+        let Some(route) = route else {
+            return plain(runtime.table().default_upstream());
+        };
+        if runtime.is_pinned(route) {
+            return plain(route.rollback_to);
+        }
+        let extras = runtime.extras(route);
+        let fallback = route.fallback.and_then(|to| {
+            let metrics = extras?.fallback.as_ref()?;
+            Some(Fallback {
+                to,
+                max_body: route.max_body_match,
+                metrics,
+            })
+        });
+        match &route.action {
+            Action::Forward(upstream) => Dispatch::Forward {
+                upstream: *upstream,
+                rewrite: route.rewrite.as_ref(),
+                fallback,
+                canary: None,
             },
-            Some(route) if runtime.is_pinned(route) => Dispatch::Forward {
-                upstream: route.rollback_to,
-                rewrite: None,
-            },
-            Some(route) => match &route.action {
-                Action::Forward(upstream) => Dispatch::Forward {
-                    upstream: *upstream,
+            Action::Respond(respond) => Dispatch::Respond(respond),
+            Action::Shadow(spec) => match extras.and_then(|e| e.shadow.as_ref()) {
+                Some(shadow) => Dispatch::Shadow {
+                    route: shadow,
                     rewrite: route.rewrite.as_ref(),
                 },
-                Action::Respond(respond) => Dispatch::Respond(respond),
-                Action::Shadow(spec) => match runtime.shadow(route) {
-                    Some(shadow) => Dispatch::Shadow {
-                        route: shadow,
-                        rewrite: route.rewrite.as_ref(),
-                    },
-                    None => Dispatch::Forward {
-                        upstream: spec.primary,
-                        rewrite: None,
-                    },
-                },
-                // Placeholder until the canary strategy lands: serve from the old side only,
-                // unrewritten (the rewrite describes the new service).
-                Action::Canary(canary) => Dispatch::Forward {
-                    upstream: canary.baseline,
-                    rewrite: None,
-                },
+                None => plain(spec.primary),
+            },
+            Action::Canary(spec) => match extras.and_then(|e| e.canary.as_deref()) {
+                Some(canary) => {
+                    let (upstream, side) = canary.choose(request.headers());
+                    // The old side is served as it always was; the rest is the new service.
+                    let new = side == Side::New;
+                    Dispatch::Forward {
+                        upstream,
+                        rewrite: if new { route.rewrite.as_ref() } else { None },
+                        fallback: if new { fallback } else { None },
+                        canary: Some((canary, side)),
+                    }
+                }
+                None => plain(spec.baseline),
             },
         }
     }
@@ -112,8 +145,31 @@ pub async fn run(
     request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     match dispatch {
-        Dispatch::Forward { upstream, rewrite } => {
-            forward::forward(exchange, upstream, rewrite, request).await
+        Dispatch::Forward {
+            upstream,
+            rewrite,
+            fallback,
+            canary,
+        } => {
+            let started = Instant::now();
+            let answered = match fallback {
+                Some(fallback) => {
+                    fallback::forward_with_fallback(exchange, upstream, rewrite, fallback, request)
+                        .await
+                }
+                None => {
+                    let result = forward::forward(exchange, upstream, rewrite, request).await;
+                    let first_failed = fallback::failed(&result);
+                    fallback::Answered {
+                        result,
+                        first_failed,
+                    }
+                }
+            };
+            if let Some((canary, side)) = canary {
+                canary.record(side, answered.first_failed, started.elapsed());
+            }
+            answered.result
         }
         Dispatch::Respond(respond) => Ok(respond::respond(respond)),
         Dispatch::Shadow { route, rewrite } => {

@@ -25,3 +25,4 @@ pub mod server;
 pub mod tls;
 pub mod upstream;
 pub mod verify;
+pub mod window;

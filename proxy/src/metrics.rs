@@ -26,6 +26,9 @@ pub struct Metrics {
     shadow_comparisons: IntCounterVec,
     shadow_duration: HistogramVec,
     shadow_gate: IntGaugeVec,
+    canary_rollbacks: IntCounterVec,
+    fallbacks: IntCounterVec,
+    fallbacks_skipped: IntCounterVec,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate or invalid names).
@@ -111,6 +114,30 @@ impl Metrics {
         registry.register(Box::new(shadow_comparisons.clone()))?;
         registry.register(Box::new(shadow_duration.clone()))?;
         registry.register(Box::new(shadow_gate.clone()))?;
+        let canary_rollbacks = IntCounterVec::new(
+            Opts::new(
+                "strangler_canary_rollbacks_total",
+                "Automatic rollbacks of canary routes by a failing gate.",
+            ),
+            &["route"],
+        )?;
+        let fallbacks = IntCounterVec::new(
+            Opts::new(
+                "strangler_fallbacks_total",
+                "Requests replayed to a route's fallback upstream.",
+            ),
+            &["route"],
+        )?;
+        let fallbacks_skipped = IntCounterVec::new(
+            Opts::new(
+                "strangler_fallbacks_skipped_total",
+                "Requests of fallback routes sent without a fallback, by reason.",
+            ),
+            &["route", "reason"],
+        )?;
+        registry.register(Box::new(canary_rollbacks.clone()))?;
+        registry.register(Box::new(fallbacks.clone()))?;
+        registry.register(Box::new(fallbacks_skipped.clone()))?;
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
@@ -125,7 +152,25 @@ impl Metrics {
             shadow_comparisons,
             shadow_duration,
             shadow_gate,
+            canary_rollbacks,
+            fallbacks,
+            fallbacks_skipped,
         })
+    }
+
+    /// Count an automatic rollback of `route`.
+    pub fn canary_rollback(&self, route: &str) {
+        self.canary_rollbacks.with_label_values(&[route]).inc();
+    }
+
+    /// Pre-resolved fallback counters of one route; call when building a runtime.
+    pub fn fallback(&self, route: &str) -> FallbackMetrics {
+        FallbackMetrics {
+            fallbacks: self.fallbacks.with_label_values(&[route]),
+            skipped_body: self
+                .fallbacks_skipped
+                .with_label_values(&[route, "body_too_large"]),
+        }
     }
 
     /// Pre-resolved handles for one shadowed route; call when building a runtime.
@@ -272,4 +317,13 @@ impl ShadowMetrics {
                 .set(i64::from(candidate == state));
         }
     }
+}
+
+/// Handles for the fallback counters of one route.
+#[derive(Clone)]
+pub struct FallbackMetrics {
+    /// `strangler_fallbacks_total{route}`.
+    pub fallbacks: IntCounter,
+    /// `strangler_fallbacks_skipped_total{route, reason="body_too_large"}`.
+    pub skipped_body: IntCounter,
 }

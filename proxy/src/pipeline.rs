@@ -68,7 +68,7 @@ impl Pipeline {
         let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
             Ok((request, path, route)) => {
-                let dispatch = Dispatch::for_route(&runtime, route);
+                let dispatch = Dispatch::for_route(&runtime, route, &request);
                 slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
                 answerer = dispatch.answerer();
                 let exchange = Exchange {

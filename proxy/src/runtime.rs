@@ -10,8 +10,8 @@ use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, Validation
 use tokio::sync::Semaphore;
 
 use crate::difflog::DiffLog;
-use crate::dispatch::ShadowRoute;
-use crate::metrics::{Metrics, PairMetrics};
+use crate::dispatch::{CanaryRoute, GateTrip, ShadowRoute};
+use crate::metrics::{FallbackMetrics, Metrics, PairMetrics};
 use crate::upstream::{PoolError, UpstreamPool};
 use crate::verify::{CompareRules, RulesError, ShadowGate, Verifiers, VerifyConfig};
 
@@ -24,6 +24,19 @@ pub struct Shared {
     pub verifiers: Verifiers,
     /// `--diff-log` writer, if configured.
     pub diff_log: Option<Arc<DiffLog>>,
+    /// Where failing canary gates ask for a rollback (the store's gate task listens).
+    pub trips: tokio::sync::mpsc::UnboundedSender<GateTrip>,
+}
+
+/// What a route needs beyond its compiled definition, built once per table.
+#[derive(Default)]
+pub struct RouteExtras {
+    /// The shadow state of a `shadow:` route.
+    pub shadow: Option<Arc<ShadowRoute>>,
+    /// The split and gate of a `canary:` route.
+    pub canary: Option<Arc<CanaryRoute>>,
+    /// The counters of a route with `fallback:`.
+    pub fallback: Option<FallbackMetrics>,
 }
 
 /// Everything a request needs, immutable once built. A request loads it once and keeps it
@@ -35,8 +48,8 @@ pub struct Runtime {
     pinned: Vec<bool>,
     pins: BTreeMap<String, Pin>,
     cells: Arc<MetricCells>,
-    /// `shadows[route.index]`: the shadow state of a `shadow:` route.
-    shadows: Arc<Vec<Option<Arc<ShadowRoute>>>>,
+    /// `extras[route.index]`: shadow, canary and fallback state of each route.
+    extras: Arc<Vec<RouteExtras>>,
 }
 
 /// A rollback pin: the route's traffic goes to its `rollback_to` upstream until cleared.
@@ -46,6 +59,9 @@ pub struct Pin {
     pub reason: String,
     /// When, as seconds since the Unix epoch.
     pub since_unix: u64,
+    /// For a pin set by a failing gate: the route's definition then. Editing the route
+    /// clears such a pin; an operator's pin (`None`) stays until cleared.
+    pub fingerprint: Option<String>,
 }
 
 /// Lazily resolved metric handles per (route slot, upstream slot) of one table.
@@ -125,7 +141,12 @@ impl Runtime {
 
     /// The shadow state of a `shadow:` route.
     pub fn shadow(&self, route: &Route) -> Option<&Arc<ShadowRoute>> {
-        self.shadows.get(route.index).and_then(Option::as_ref)
+        self.extras(route)?.shadow.as_ref()
+    }
+
+    /// Shadow, canary and fallback state of `route`.
+    pub fn extras(&self, route: &Route) -> Option<&RouteExtras> {
+        self.extras.get(route.index)
     }
 
     /// The metric handles for answers to `route` given by `answerer`.
@@ -174,9 +195,9 @@ impl Runtime {
             })
             .collect::<Result<Vec<_>, PoolError>>()?;
         let same_table = previous.filter(|old| Arc::ptr_eq(&old.table, &table));
-        let shadows = match same_table {
-            Some(old) => old.shadows.clone(),
-            None => Arc::new(shadow_routes(&table, shared)?),
+        let extras = match same_table {
+            Some(old) => old.extras.clone(),
+            None => Arc::new(route_extras(&table, shared)?),
         };
         let cells = match same_table {
             Some(old) => old.cells.clone(),
@@ -207,47 +228,59 @@ impl Runtime {
             pinned,
             pins,
             cells,
-            shadows,
+            extras,
         })
     }
 
     /// Tell the registry which shadowed routes are live now (after the swap).
     fn commit_verifiers(&self, shared: &Shared) {
         shared.verifiers.commit(
-            self.shadows
+            self.extras
                 .iter()
-                .flatten()
+                .filter_map(|extras| extras.shadow.as_ref())
                 .map(|shadow| shadow.verifier.clone()),
         );
     }
 }
 
-/// The shadow state of every `shadow:` route of `table`, indexed by route.
-fn shadow_routes(
-    table: &RouteTable,
-    shared: &Shared,
-) -> Result<Vec<Option<Arc<ShadowRoute>>>, ReloadError> {
+/// The extra state of every route of `table`, indexed by route.
+fn route_extras(table: &RouteTable, shared: &Shared) -> Result<Vec<RouteExtras>, ReloadError> {
     table
         .routes()
         .iter()
         .map(|route| {
-            let Action::Shadow(spec) = &route.action else {
-                return Ok(None);
+            let mut extras = RouteExtras {
+                fallback: route.fallback.map(|_| shared.metrics.fallback(&route.name)),
+                ..RouteExtras::default()
             };
-            let verifier = shared
-                .verifiers
-                .prepare(&route.name, &verify_config(spec))
-                .map_err(|source| ReloadError::Compare {
-                    route: route.name.clone(),
-                    source,
-                })?;
-            Ok(Some(Arc::new(ShadowRoute {
-                spec: spec.clone(),
-                verifier,
-                in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
-                metrics: shared.metrics.shadow(&route.name),
-                diff_log: shared.diff_log.clone(),
-            })))
+            match &route.action {
+                Action::Shadow(spec) => {
+                    let verifier = shared
+                        .verifiers
+                        .prepare(&route.name, &verify_config(spec))
+                        .map_err(|source| ReloadError::Compare {
+                            route: route.name.clone(),
+                            source,
+                        })?;
+                    extras.shadow = Some(Arc::new(ShadowRoute {
+                        spec: spec.clone(),
+                        verifier,
+                        in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
+                        metrics: shared.metrics.shadow(&route.name),
+                        diff_log: shared.diff_log.clone(),
+                    }));
+                }
+                Action::Canary(spec) => {
+                    extras.canary = Some(Arc::new(CanaryRoute::new(
+                        &route.name,
+                        &route.fingerprint,
+                        spec,
+                        shared.trips.clone(),
+                    )));
+                }
+                Action::Forward(_) | Action::Respond(_) => {}
+            }
+            Ok(extras)
         })
         .collect()
 }
@@ -353,10 +386,12 @@ impl RuntimeStore {
     pub async fn reload(&self, cause: &str) -> Result<Arc<Runtime>, ReloadError> {
         let _one_at_a_time = self.swap_lock.lock().await;
         let old = self.snapshot();
-        let pins = self.pins_now();
         let built = strangler_routes::load_file(&self.routes_file)
             .map_err(ReloadError::from)
-            .and_then(|table| Runtime::build(Arc::new(table), Some(&old), &pins, &self.shared));
+            .and_then(|table| {
+                let pins = self.pins_for(&table);
+                Runtime::build(Arc::new(table), Some(&old), &pins, &self.shared)
+            });
         match built {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
@@ -399,7 +434,18 @@ impl RuntimeStore {
     /// # Errors
     /// [`UnknownRoute`] when the active table has no such route.
     pub async fn pin(&self, route: &str, reason: &str) -> Result<bool, UnknownRoute> {
-        self.change_pin(route, Some(reason)).await
+        self.change_pin(route, Some((reason, None))).await
+    }
+
+    /// Pin `route` because its gate failed while its definition was `fingerprint`.
+    /// Returns false when it was already pinned.
+    ///
+    /// # Errors
+    /// [`UnknownRoute`] when the active table has no such route.
+    pub async fn pin_by_gate(&self, trip: &GateTrip) -> Result<bool, UnknownRoute> {
+        let reason = format!("canary gate failed: {}", trip.reason);
+        self.change_pin(&trip.route, Some((&reason, Some(&trip.fingerprint))))
+            .await
     }
 
     /// Clear the pin of `route`. Returns false when it was not pinned.
@@ -410,7 +456,11 @@ impl RuntimeStore {
         self.change_pin(route, None).await
     }
 
-    async fn change_pin(&self, route: &str, reason: Option<&str>) -> Result<bool, UnknownRoute> {
+    async fn change_pin(
+        &self,
+        route: &str,
+        reason: Option<(&str, Option<&str>)>,
+    ) -> Result<bool, UnknownRoute> {
         let _one_at_a_time = self.swap_lock.lock().await;
         let old = self.snapshot();
         if old.table().route(route).is_none() {
@@ -421,12 +471,13 @@ impl RuntimeStore {
                 return Ok(false);
             };
             match reason {
-                Some(reason) if !pins.contains_key(route) => {
+                Some((reason, fingerprint)) if !pins.contains_key(route) => {
                     pins.insert(
                         route.to_string(),
                         Pin {
                             reason: reason.to_string(),
                             since_unix: unix_now(),
+                            fingerprint: fingerprint.map(str::to_string),
                         },
                     );
                     true
@@ -443,13 +494,31 @@ impl RuntimeStore {
                 self.current.store(Arc::new(runtime));
             }
             match reason {
-                Some(reason) => {
+                Some((reason, _)) => {
                     tracing::warn!(route, reason, "route pinned to its rollback upstream")
                 }
                 None => tracing::info!(route, "rollback pin cleared"),
             }
         }
         Ok(changed)
+    }
+
+    /// The pins that apply to `table`: a gate's pin ends when its route was edited.
+    fn pins_for(&self, table: &RouteTable) -> BTreeMap<String, Pin> {
+        let Ok(mut pins) = self.pins.lock() else {
+            return BTreeMap::new();
+        };
+        pins.retain(|name, pin| {
+            let edited = match (&pin.fingerprint, table.route(name)) {
+                (Some(then), Some(route)) => *then != route.fingerprint,
+                _ => false,
+            };
+            if edited {
+                tracing::info!(route = %name, "route edited: its gate rollback is cleared");
+            }
+            !edited
+        });
+        pins.clone()
     }
 
     fn pins_now(&self) -> BTreeMap<String, Pin> {

@@ -169,12 +169,16 @@ impl Window {
                 );
             }
         }
-        if let (Some(max), Some(new_p99), Some(old_p99)) = (gate.max_p99_ratio, new.p99_ms, old.p99_ms) {
+        if let (Some(max), Some(new_p99), Some(old_p99)) =
+            (gate.max_p99_ratio, new.p99_ms, old.p99_ms)
+        {
             let ratio = new_p99 / old_p99;
             if ratio > max {
                 return report(
                     GateState::Failing,
-                    format!("p99 {new_p99:.1}ms is {ratio:.2}× the baseline's {old_p99:.1}ms (max_p99_ratio {max})"),
+                    format!(
+                        "p99 {new_p99:.1}ms is {ratio:.2}× the baseline's {old_p99:.1}ms (max_p99_ratio {max})"
+                    ),
                 );
             }
         }
@@ -284,7 +288,11 @@ mod tests {
             window.record(Side::Old, false, Duration::from_millis(5));
             window.record(Side::New, i == 0, Duration::from_millis(5));
         }
-        assert_eq!(window.evaluate(&gate()).state, GateState::Passing, "1 error in 20 is 5%");
+        assert_eq!(
+            window.evaluate(&gate()).state,
+            GateState::Passing,
+            "1 error in 20 is 5%"
+        );
         window.record(Side::New, true, Duration::from_millis(5));
         let report = window.evaluate(&gate());
         assert_eq!(report.state, GateState::Failing);
@@ -310,7 +318,10 @@ mod tests {
         let b = latency_bucket(Duration::from_millis(50));
         assert!(a < b);
         assert!(bucket_upper_ms(a) >= 5.0 && bucket_upper_ms(a) < 7.1);
-        assert_eq!(latency_bucket(Duration::from_secs(3600)), LATENCY_BUCKETS - 1);
+        assert_eq!(
+            latency_bucket(Duration::from_secs(3600)),
+            LATENCY_BUCKETS - 1
+        );
     }
 
     #[test]

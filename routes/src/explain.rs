@@ -12,7 +12,8 @@ use crate::table::{RouteTable, Upstream};
 pub struct Explanation {
     /// The chosen route's name; `None` when the default upstream takes the request.
     pub chosen: Option<String>,
-    /// Name of the upstream that would answer, or `respond` for a fixed response.
+    /// Name of the upstream that would answer (a shadow route's `primary`), `respond` for a
+    /// fixed response, or a canary's split such as `monolith 90 / catalog 10`.
     pub upstream: String,
     /// One step per route tried, in file order, up to and including the chosen one.
     pub steps: Vec<ExplainStep>,

@@ -16,6 +16,77 @@ pub(crate) struct LineIndex {
     lines: HashMap<String, usize>,
 }
 
+/// A [`LineIndex`] built only when first needed (a valid file needs only the lines of
+/// its route items, found by a much cheaper scan).
+pub(crate) struct LazyLines<'a> {
+    text: &'a str,
+    index: std::cell::OnceCell<LineIndex>,
+    route_items: Option<Vec<usize>>,
+}
+
+impl<'a> LazyLines<'a> {
+    /// Prepares lookups over `text`, whose `routes` list has `route_count` items.
+    pub(crate) fn new(text: &'a str, route_count: usize) -> Self {
+        let route_items = item_lines(text, "routes").filter(|items| items.len() == route_count);
+        LazyLines {
+            text,
+            index: std::cell::OnceCell::new(),
+            route_items,
+        }
+    }
+
+    fn index(&self) -> &LineIndex {
+        self.index.get_or_init(|| LineIndex::new(self.text))
+    }
+
+    /// See [`LineIndex::line_of`].
+    pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
+        self.index().line_of(key)
+    }
+
+    /// See [`LineIndex::find_field`].
+    pub(crate) fn find_field(&self, under: &str, field: &str) -> Option<(String, usize)> {
+        self.index().find_field(under, field)
+    }
+
+    /// The line of `routes[index]` (0 if unknown).
+    pub(crate) fn route_line(&self, index: usize) -> usize {
+        match &self.route_items {
+            Some(items) => items.get(index).copied().unwrap_or(0),
+            None => self.line_of(&format!("routes[{index}]")).unwrap_or(0),
+        }
+    }
+}
+
+/// Lines of the items of the top-level block sequence `key:`, without building paths;
+/// `None` when the layout is not the plain block form (the caller then uses the full
+/// scanner).
+fn item_lines(text: &str, key: &str) -> Option<Vec<usize>> {
+    let mut lines = text.lines().enumerate();
+    lines.by_ref().find(|(_, line)| {
+        line.strip_prefix(key)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .is_some_and(|rest| strip_comment(rest).trim().is_empty())
+    })?;
+    let mut items = Vec::new();
+    let mut item_indent = None;
+    for (number, raw) in lines {
+        let content = raw.trim_start_matches(' ');
+        if strip_comment(content).trim().is_empty() {
+            continue;
+        }
+        let indent = raw.len() - content.len();
+        let is_item = content == "-" || content.starts_with("- ");
+        if indent == 0 && !is_item {
+            break;
+        }
+        if is_item && *item_indent.get_or_insert(indent) == indent {
+            items.push(number + 1);
+        }
+    }
+    Some(items)
+}
+
 struct BlockFrame {
     indent: usize,
     path: String,
@@ -416,6 +487,20 @@ routes:
             Some(("routes[1].match.methods".to_owned(), 18))
         );
         assert_eq!(index.find_field("routes[1]", "thods"), None);
+    }
+
+    #[test]
+    fn fast_item_lines_agree_with_the_scanner() {
+        let index = LineIndex::new(TEXT);
+        let items = item_lines(TEXT, "routes").unwrap();
+        assert_eq!(items.len(), 3);
+        for (i, line) in items.iter().enumerate() {
+            assert_eq!(index.line_of(&format!("routes[{i}]")), Some(*line));
+        }
+        let lazy = LazyLines::new(TEXT, 3);
+        assert_eq!(lazy.route_line(2), 25);
+        assert!(lazy.index.get().is_none(), "route lines need no full scan");
+        assert_eq!(item_lines("routes: []\n", "routes"), None);
     }
 
     #[test]

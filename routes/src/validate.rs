@@ -12,7 +12,7 @@ use crate::error::{ConfigError, ValidationErrors};
 use crate::file::{self, RawFile, RawRespond, RawRewrite, RawRoute, Scalar};
 use crate::index::RouteIndex;
 use crate::lint;
-use crate::locate::LineIndex;
+use crate::locate::LazyLines;
 use crate::normalize::normalize_path;
 use crate::table::{Rewrite, Route, RouteTable, UpstreamId};
 
@@ -32,7 +32,7 @@ const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
 pub(crate) struct Ctx<'a> {
     file: &'a Path,
     base_dir: PathBuf,
-    lines: LineIndex,
+    lines: LazyLines<'a>,
     errors: Vec<ConfigError>,
 }
 
@@ -52,7 +52,7 @@ pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, Validatio
     let mut ctx = Ctx {
         file: source,
         base_dir,
-        lines: LineIndex::new(text),
+        lines: LazyLines::new(text, raw.routes.len()),
         errors: Vec::new(),
     };
     ctx.raw_problems(&raw);
@@ -138,7 +138,7 @@ fn compile_route(
     seen: &mut HashMap<String, usize>,
 ) -> Option<(Route, crate::matching::RouteMatch)> {
     let key = format!("routes[{index}]");
-    let line = ctx.lines.line_of(&key).unwrap_or(0);
+    let line = ctx.lines.route_line(index);
     let name = raw.name.as_ref().map(|name| name.as_str().to_owned());
     let route = name.as_deref();
     let errors_before = ctx.errors.len();

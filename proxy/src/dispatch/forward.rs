@@ -179,6 +179,16 @@ pub(super) fn clean_response(
     response
 }
 
+/// A copy of a request head (method, URI, version, headers) for a second exchange.
+pub(super) fn copy_head(parts: &Parts) -> Parts {
+    let (mut head, ()) = Request::new(()).into_parts();
+    head.method = parts.method.clone();
+    head.uri = parts.uri.clone();
+    head.version = parts.version;
+    head.headers = parts.headers.clone();
+    head
+}
+
 /// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
 fn is_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11

@@ -19,7 +19,7 @@ use strangler_routes::{Rewrite, Shadow};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 
 use super::Exchange;
-use super::forward::{self, Origin};
+use super::forward::{self, Origin, copy_head};
 use crate::body::{self, BoxBody, CopyError, CopyReceiver, Tee};
 use crate::difflog::DiffLog;
 use crate::error::ProxyError;
@@ -185,15 +185,6 @@ fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
 /// GET, HEAD and OPTIONS: a parallel run must not double side effects.
 fn is_safe(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)
-}
-
-fn copy_head(parts: &Parts) -> Parts {
-    let (mut head, ()) = Request::new(()).into_parts();
-    head.method = parts.method.clone();
-    head.uri = parts.uri.clone();
-    head.version = parts.version;
-    head.headers = parts.headers.clone();
-    head
 }
 
 /// The primary's answer as the comparison needs it.

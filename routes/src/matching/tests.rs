@@ -28,6 +28,7 @@ routes:
   - name: orders-null
     match: { path_prefix: /api/orders, json: { "/customer": null } }
     to: orders
+    max_body_match: 4KiB
   - name: api
     match: { path_prefix: /api }
     to: monolith

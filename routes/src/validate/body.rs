@@ -34,18 +34,19 @@ pub(super) fn compile_json(
             TypedScalar::Null => Some(Expected::Null),
             TypedScalar::Bool(b) => Some(Expected::Bool(*b)),
             TypedScalar::Str(s) => Some(Expected::Str(s.clone())),
-            TypedScalar::Integer(text) => Decimal::parse(text).map(Expected::Number),
-            TypedScalar::Float(f) if f.is_finite() => {
-                // `Display` for f64 is the shortest text that reads back as the same
-                // float, and never uses an exponent: exactly what the user wrote for
-                // any number a float can hold (`10.50` → `10.5`).
-                Decimal::parse(&f.to_string()).map(Expected::Number)
+            TypedScalar::Integer(text) => number(ctx, &entry_key, route, text),
+            // `Display` for f64 is the shortest text that reads back as the same float,
+            // without an exponent: the value the user wrote, for any number a float holds
+            // (`10.50` → `10.5`). Infinities and NaN are not JSON numbers.
+            TypedScalar::Float(f) => number(ctx, &entry_key, route, &f.to_string()),
+            TypedScalar::Collection(kind) => {
+                let message = format!(
+                    "expected a string, number, boolean or null, not {kind} (lists and objects cannot be matched)"
+                );
+                ctx.error(&entry_key, route, message);
+                None
             }
-            TypedScalar::Float(_) => None,
         };
-        if expected.is_none() {
-            ctx.error(&entry_key, route, "expected a finite number");
-        }
         if let (Some(tokens), Some(expected)) = (tokens, expected) {
             out.push(JsonPredicate {
                 pointer: pointer.clone(),
@@ -55,4 +56,12 @@ pub(super) fn compile_json(
         }
     }
     out
+}
+
+fn number(ctx: &mut Ctx<'_>, key: &str, route: Option<&str>, text: &str) -> Option<Expected> {
+    let parsed = Decimal::parse(text).map(Expected::Number);
+    if parsed.is_none() {
+        ctx.error(key, route, "expected a finite number");
+    }
+    parsed
 }

@@ -1,0 +1,154 @@
+//! The hook runtime with real Lua: phases, short-circuit, callouts, budgets, sandbox, bounds.
+#![allow(clippy::unwrap_used, missing_docs)]
+
+mod after;
+mod limits;
+mod phases;
+mod sandbox;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use strangler_plugins::{
+    CalloutRequest, CalloutResponse, Callouts, Exchange, Flow, HookChain, HookConfig, HookEngine,
+    HookEntry, HookError, HookFailure, HookObserver, HookRequest, HookResponse, HookScript, Hooks,
+    LuaHooks, NoCallouts, OnError, Phase, PluginErrorKind, RunResult, Submission,
+};
+
+/// Records every run, as the proxy's metrics would count them.
+#[derive(Default)]
+struct Runs(Mutex<Vec<(String, Phase, RunResult)>>);
+
+impl HookObserver for Runs {
+    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
+        self.0
+            .lock()
+            .unwrap()
+            .push((script.name().to_string(), phase, result));
+    }
+}
+
+impl Runs {
+    fn count(&self, phase: Phase, result: RunResult) -> usize {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(_, p, r)| *p == phase && *r == result)
+            .count()
+    }
+}
+
+/// Records callouts and answers 201 with a JSON body; optionally waits first.
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<CalloutRequest>>,
+    delay: Option<Duration>,
+}
+
+impl Callouts for Recorder {
+    fn request(
+        &self,
+        req: CalloutRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CalloutResponse, String>> + Send>> {
+        let known = req.upstream == "loyalty" || req.upstream == "audit";
+        let upstream = req.upstream.clone();
+        self.seen.lock().unwrap().push(req);
+        let delay = self.delay;
+        Box::pin(async move {
+            if let Some(delay) = delay {
+                tokio::time::sleep(delay).await;
+            }
+            if !known {
+                return Err(format!("upstream {upstream:?} is not in the route file"));
+            }
+            let mut headers = HeaderMap::new();
+            headers.insert("content-type", HeaderValue::from_static("application/json"));
+            Ok(CalloutResponse {
+                status: StatusCode::CREATED,
+                headers,
+                body: Bytes::from_static(b"{\"points\":10}"),
+            })
+        })
+    }
+}
+
+fn script(name: &str, source: &str) -> HookScript {
+    HookScript::from_source(Path::new(name), source.to_string()).unwrap()
+}
+
+fn engine_with(config: HookConfig) -> (HookEngine, Arc<Runs>) {
+    let runs = Arc::new(Runs::default());
+    (HookEngine::new(config, runs.clone()).unwrap(), runs)
+}
+
+fn hooks(
+    engine: &HookEngine,
+    entries: Vec<(HookScript, OnError)>,
+    callouts: Arc<dyn Callouts>,
+) -> LuaHooks {
+    let entries = entries
+        .into_iter()
+        .map(|(script, on_error)| HookEntry { script, on_error })
+        .collect();
+    engine.hooks(HookChain::new("orders", entries), callouts)
+}
+
+fn one(engine: &HookEngine, name: &str, source: &str) -> LuaHooks {
+    hooks(
+        engine,
+        vec![(script(name, source), OnError::Fail)],
+        Arc::new(NoCallouts),
+    )
+}
+
+fn request() -> HookRequest {
+    let mut headers = HeaderMap::new();
+    headers.insert("x-user", HeaderValue::from_static("ada"));
+    HookRequest {
+        method: Method::POST,
+        path: "/orders".into(),
+        query: Some("a=1".into()),
+        headers,
+        client: "10.1.2.3:4567".parse::<SocketAddr>().unwrap(),
+        request_id: "req-42".into(),
+    }
+}
+
+fn on_request_error(hooks: &LuaHooks) -> HookError {
+    let mut req = request();
+    hooks.on_request(&mut req).unwrap_err()
+}
+
+fn hooks_ok(hooks: &LuaHooks, req: &mut HookRequest) {
+    assert_eq!(hooks.on_request(req).unwrap(), Flow::Continue);
+}
+
+/// A tracing writer that keeps what is written.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for Captured {
+    type Writer = Captured;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
