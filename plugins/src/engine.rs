@@ -157,31 +157,26 @@ impl LuaHooks {
         outcome.unwrap_or_else(|_| Err("the thread is exiting".to_string()))
     }
 
-    /// Every hook of `phase` fails with `reason`; the first that must fail closed decides.
-    fn unavailable(&self, phase: Phase, request_id: &str, reason: &str) -> HookError {
-        let mut first = None;
+    /// Every hook of `phase` fails with `reason`, counted and logged each; the first that
+    /// must fail closed is the chain's error (`None`: all of them fail open).
+    fn unavailable(&self, phase: Phase, request_id: &str, reason: &str) -> Option<HookError> {
         for entry in self.entries(phase) {
             let error = HookError {
                 script: entry.script.path().to_path_buf(),
                 phase,
                 line: None,
                 kind: HookFailure::Error,
-                message: format!("cannot create a lua state: {reason}"),
+                message: format!("no lua state: {reason}"),
             };
             self.record(&entry.script, phase, &Err(error.clone()), || {
                 request_id.to_string()
             });
-            if entry.on_error == OnError::Fail && first.is_none() {
-                first = Some(error);
+            // As in a chain that runs: the first hook that fails closed ends it.
+            if entry.on_error == OnError::Fail {
+                return Some(error);
             }
         }
-        first.unwrap_or(HookError {
-            script: Default::default(),
-            phase,
-            line: None,
-            kind: HookFailure::Error,
-            message: reason.to_string(),
-        })
+        None
     }
 
     fn entries(&self, phase: Phase) -> impl Iterator<Item = &HookEntry> {
@@ -267,7 +262,8 @@ impl Hooks for LuaHooks {
             }
         });
         outcome.unwrap_or_else(|reason| {
-            Err(self.unavailable(Phase::OnRequest, &req.request_id, &reason))
+            self.unavailable(Phase::OnRequest, &req.request_id, &reason)
+                .map_or(Ok(Flow::Continue), Err)
         })
     }
 
@@ -299,7 +295,8 @@ impl Hooks for LuaHooks {
             failed.map_or(Ok(()), Err)
         });
         outcome.unwrap_or_else(|reason| {
-            Err(self.unavailable(Phase::OnResponse, &req.request_id, &reason))
+            self.unavailable(Phase::OnResponse, &req.request_id, &reason)
+                .map_or(Ok(()), Err)
         })
     }
 

@@ -143,14 +143,14 @@ impl Admin {
             }
             _ => {}
         }
-        if let Some(token) = &self.token {
-            if !token.accepts(request.headers()) {
-                let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
-                response
-                    .headers_mut()
-                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-                return response;
-            }
+        if let Some(token) = &self.token
+            && !token.accepts(request.headers())
+        {
+            let mut response = text(StatusCode::UNAUTHORIZED, "a bearer token is required\n");
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            return response;
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {

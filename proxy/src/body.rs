@@ -248,10 +248,10 @@ impl<B: Body<Data = Bytes>> Tee<B> {
             limit,
             done: Some(tx),
         };
-        if tee.inner.is_end_stream() {
-            if let Some(done) = tee.done.take() {
-                let _ = done.send(Ok(Bytes::new()));
-            }
+        if tee.inner.is_end_stream()
+            && let Some(done) = tee.done.take()
+        {
+            let _ = done.send(Ok(Bytes::new()));
         }
         (tee, rx)
     }

@@ -18,6 +18,8 @@ pub struct Cli {
 }
 
 /// The subcommands of the binary.
+// Parsed once at start-up and moved out at once: boxing `Run` would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve traffic according to a route file.

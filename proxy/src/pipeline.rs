@@ -184,10 +184,10 @@ impl Pipeline {
                 limit: self.limits.max_header_bytes,
             });
         }
-        if let (Some(limit), Some(declared)) = (self.limits.max_body, content_length(request)) {
-            if declared > limit {
-                return Err(ProxyError::BodyTooLarge { limit });
-            }
+        if let (Some(limit), Some(declared)) = (self.limits.max_body, content_length(request))
+            && declared > limit
+        {
+            return Err(ProxyError::BodyTooLarge { limit });
         }
         Ok(())
     }
@@ -230,10 +230,10 @@ fn host_from<'a>(
     uri: &'a http::Uri,
     headers: &'a http::HeaderMap,
 ) -> Option<&'a str> {
-    if version == Version::HTTP_2 {
-        if let Some(authority) = uri.authority() {
-            return Some(authority.as_str());
-        }
+    if version == Version::HTTP_2
+        && let Some(authority) = uri.authority()
+    {
+        return Some(authority.as_str());
     }
     headers
         .get(http::header::HOST)

@@ -149,25 +149,25 @@ impl Window {
             );
         }
         let error_rate = new.errors as f64 / new.requests as f64;
-        if let Some(max) = gate.max_error_rate {
-            if error_rate > max {
-                return report(
-                    GateState::Failing,
-                    format!(
-                        "error rate {:.2}% above max_error_rate {:.2}%",
-                        error_rate * 100.0,
-                        max * 100.0
-                    ),
-                );
-            }
+        if let Some(max) = gate.max_error_rate
+            && error_rate > max
+        {
+            return report(
+                GateState::Failing,
+                format!(
+                    "error rate {:.2}% above max_error_rate {:.2}%",
+                    error_rate * 100.0,
+                    max * 100.0
+                ),
+            );
         }
-        if let (Some(max), Some(p99)) = (gate.max_p99, new.p99_ms) {
-            if p99 > max.as_secs_f64() * 1000.0 {
-                return report(
-                    GateState::Failing,
-                    format!("p99 {p99:.1}ms above max_p99 {max:?}"),
-                );
-            }
+        if let (Some(max), Some(p99)) = (gate.max_p99, new.p99_ms)
+            && p99 > max.as_secs_f64() * 1000.0
+        {
+            return report(
+                GateState::Failing,
+                format!("p99 {p99:.1}ms above max_p99 {max:?}"),
+            );
         }
         if let (Some(max), Some(new_p99), Some(old_p99)) =
             (gate.max_p99_ratio, new.p99_ms, old.p99_ms)

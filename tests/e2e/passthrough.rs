@@ -104,7 +104,8 @@ async fn routes_send_matching_requests_to_new_services() {
         MOVES,
     );
     let proxy = Proxy::start(&yaml, &[]);
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a str);
+    let cases: &[Case] = &[
         ("/invoices", &[], "invoices"),
         ("/invoices/7", &[], "invoices"),
         ("/invoicesX", &[], "monolith"),

@@ -94,13 +94,9 @@ async fn a_kubernetes_configmap_symlink_swap_is_picked_up() {
     .unwrap();
     std::os::unix::fs::symlink("..2026_11_27_02", root.join("..data_tmp")).unwrap();
     std::fs::rename(root.join("..data_tmp"), root.join("..data")).unwrap();
-    std::fs::remove_dir_all(&first_dir(root)).unwrap();
+    std::fs::remove_dir_all(root.join("..2026_11_27_01")).unwrap();
     proxy.logs.wait_for("cause=\"file change\"");
     assert_eq!(served_by(&proxy, "/invoices/1").await, "service");
-}
-
-fn first_dir(root: &std::path::Path) -> std::path::PathBuf {
-    root.join("..2026_11_27_01")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

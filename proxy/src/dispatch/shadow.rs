@@ -261,14 +261,14 @@ async fn judge(job: Job) {
         log.append(record.to_json_line());
     }
     route.publish_gate();
-    if let Some((pool, head)) = job.baseline {
-        if let Ok(baseline) = call(&pool, head, request_body, timeout, job.max_body).await {
-            route
-                .metrics
-                .baseline
-                .observe(baseline.latency.as_secs_f64());
-            route.verifier.learn(&primary, &baseline);
-        }
+    if let Some((pool, head)) = job.baseline
+        && let Ok(baseline) = call(&pool, head, request_body, timeout, job.max_body).await
+    {
+        route
+            .metrics
+            .baseline
+            .observe(baseline.latency.as_secs_f64());
+        route.verifier.learn(&primary, &baseline);
     }
 }
 
