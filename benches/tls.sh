@@ -8,7 +8,9 @@
 # ECDSA P-256 certificate made here with openssl, TLS 1.2 + 1.3. wrk drives each over
 # https with keep-alive (handshakes amortised, so this measures the TLS record layer and
 # the proxying, not the handshake). Targets are interleaved REPS times; the median req/s
-# of each and their ratio are printed. Every process started here is stopped on exit.
+# of each, their ratio, and the server's CPU time per request (from /proc: steadier than
+# req/s when other work shares the CPU) are printed. Every process started here is
+# stopped on exit.
 #
 #   benches/tls.sh                        # 3 x 10 s per target, everything on CPU 1
 #   REPS=1 DURATION=5 benches/tls.sh
@@ -66,13 +68,24 @@ cleanup() {
 }
 trap cleanup EXIT
 pin() { if [ -n "$CPUS" ]; then taskset -c "$CPUS" "$@"; else "$@"; fi; }
+declare -A SERVER_PID=()
 start() { # NAME CMD... : start in the background, log to $WORK/NAME.log
     local name=$1; shift
     [ -n "$CPUS" ] && set -- taskset -c "$CPUS" "$@"
     # A plain command (not a function) in the background: $! is its own pid (taskset execs).
     "$@" > "$WORK/$name.log" 2>&1 < /dev/null &
     PIDS+=("$!")
+    SERVER_PID[$name]=$!
 }
+cpu_ticks() { # PID : user+system clock ticks of PID and its children (nginx's worker)
+    local pid total=0 ticks
+    for pid in "$1" $(ps -o pid= --ppid "$1"); do
+        ticks=$(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$pid/stat" 2> /dev/null) || ticks=0
+        total=$((total + ${ticks:-0}))
+    done
+    echo "$total"
+}
+CLK_TCK=$(getconf CLK_TCK)
 wait_https() { # URL NAME : bounded wait for "hello"
     local i
     for i in $(seq 1 100); do
@@ -163,17 +176,24 @@ declare -A URL=(
 )
 TARGETS=(nginx-tls strangler-tls)
 [ "$PLAIN" = 1 ] && TARGETS+=(nginx-http strangler-http)
-declare -A RESULTS=()
+declare -A RESULTS=() CPU=()
+declare -A SERVER_OF=([nginx-tls]=nginx-tls [nginx-http]=nginx-tls [strangler-tls]=strangler [strangler-http]=strangler)
 RATIOS="" PLAIN_RATIOS=""
 
-run_wrk() { # TARGET SECONDS : print req/s (fails on errors or non-2xx answers)
-    local out
+run_wrk() { # TARGET SECONDS : print "req/s cpu-us-per-request" (fails on errors or non-2xx)
+    local out pid before after
+    pid=${SERVER_PID[${SERVER_OF[$1]}]}
+    before=$(cpu_ticks "$pid")
     out=$(pin wrk -t"$THREADS" -c"$CONNS" -d"${2}s" "${URL[$1]}")
+    after=$(cpu_ticks "$pid")
     if grep -qE 'Non-2xx|Socket errors' <<< "$out"; then
         echo "$out" >&2
         die "$1: wrk saw errors"
     fi
-    awk '/^Requests\/sec:/ { print $2 }' <<< "$out"
+    awk -v ticks=$((after - before)) -v hz="$CLK_TCK" '
+        / requests in / { requests = $1 }
+        /^Requests\/sec:/ { rps = $2 }
+        END { printf "%s %.1f\n", rps, requests ? ticks / hz * 1e6 / requests : 0 }' <<< "$out"
 }
 
 log "wrk -t$THREADS -c$CONNS, ${DURATION}s (+${WARMUP}s warm-up), $REPS reps, CPUs '${CPUS:-all}'"
@@ -182,9 +202,10 @@ for rep in $(seq 1 "$REPS"); do
     order=("${TARGETS[@]:$(( (rep - 1) % ${#TARGETS[@]} ))}" "${TARGETS[@]:0:$(( (rep - 1) % ${#TARGETS[@]} ))}")
     for target in "${order[@]}"; do
         [ "$WARMUP" -gt 0 ] && run_wrk "$target" "$WARMUP" > /dev/null
-        rps=$(run_wrk "$target" "$DURATION")
-        log "rep $rep $target: $rps req/s"
+        read -r rps cpu < <(run_wrk "$target" "$DURATION")
+        log "rep $rep $target: $rps req/s, $cpu CPU us/request"
         RESULTS[$target]+="$rps "
+        CPU[$target]+="$cpu "
         eval "RPS_${target//-/_}=$rps"
     done
     # Ratios within one repetition are steadier than ratios of medians on a shared machine.
@@ -196,12 +217,15 @@ done
 
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
-printf '%-16s %12s   %s\n' target "median req/s" "runs"
+printf '%-16s %12s %12s   %s\n' target "median req/s" "CPU us/req" "runs (req/s)"
 for target in "${TARGETS[@]}"; do
-    printf '%-16s %12.0f   %s\n' "$target" "$(median <<< "${RESULTS[$target]}")" "${RESULTS[$target]}"
+    printf '%-16s %12.0f %12.1f   %s\n' "$target" "$(median <<< "${RESULTS[$target]}")" \
+        "$(median <<< "${CPU[$target]}")" "${RESULTS[$target]}"
 done
 echo
 printf 'strangler-tls / nginx-tls:   median %.2f  (per rep:%s)\n' "$(median <<< "$RATIOS")" "$RATIOS"
+awk -v a="$(median <<< "${CPU[nginx-tls]}")" -v b="$(median <<< "${CPU[strangler-tls]}")" \
+    'BEGIN { if (b > 0) printf "CPU per request, nginx-tls / strangler-tls: %.2f (1 = as efficient)\n", a / b }'
 if [ "$PLAIN" = 1 ]; then
     printf 'strangler-http / nginx-http: median %.2f  (per rep:%s)\n' \
         "$(median <<< "$PLAIN_RATIOS")" "$PLAIN_RATIOS"

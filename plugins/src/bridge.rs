@@ -318,7 +318,15 @@ fn status_from(value: &Value) -> mlua::Result<StatusCode> {
         _ => None,
     };
     code.and_then(|c| StatusCode::from_u16(c).ok())
-        .ok_or_else(|| mlua::Error::runtime(format!("invalid status {value:?}, expected 100..999")))
+        .ok_or_else(|| {
+            let shown = value
+                .to_string()
+                .unwrap_or_else(|_| value.type_name().to_string());
+            mlua::Error::runtime(format!(
+                "invalid status {shown} ({}), expected an integer 100..999",
+                value.type_name()
+            ))
+        })
 }
 
 fn header_value(value: &LuaString) -> mlua::Result<HeaderValue> {

@@ -112,23 +112,23 @@ impl TlsArgs {
     /// at least one with it, as many keys as certificates.
     ///
     /// # Errors
-    /// [`TlsError::Flags`] saying which flag is missing.
+    /// [`TlsError::Config`] saying which flag is missing.
     pub fn pairs(&self) -> Result<Vec<CertPair>, TlsError> {
         if self.tls_cert.len() != self.tls_key.len() {
-            return Err(TlsError::Flags(format!(
+            return Err(TlsError::Config(format!(
                 "got {} --tls-cert and {} --tls-key: give them in pairs",
                 self.tls_cert.len(),
                 self.tls_key.len()
             )));
         }
         if self.listen_tls.is_empty() && !self.tls_cert.is_empty() {
-            return Err(TlsError::Flags(
+            return Err(TlsError::Config(
                 "--tls-cert/--tls-key given without --listen-tls: no listener would use them"
                     .into(),
             ));
         }
         if !self.listen_tls.is_empty() && self.tls_cert.is_empty() {
-            return Err(TlsError::Flags(
+            return Err(TlsError::Config(
                 "--listen-tls needs a certificate: add --tls-cert FILE --tls-key FILE".into(),
             ));
         }

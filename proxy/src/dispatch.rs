@@ -53,7 +53,7 @@ pub struct Exchange<'a> {
     /// The snapshot this request is served with.
     pub runtime: &'a Runtime,
     /// The client's connection.
-    pub conn: ConnInfo,
+    pub conn: &'a ConnInfo,
     /// The request id (already set on the request headers).
     pub request_id: &'a HeaderValue,
     /// Request limits.
@@ -153,9 +153,12 @@ pub async fn run(
         } => {
             let started = Instant::now();
             let answered = match fallback {
+                // Boxed: the rarer strategies must not grow every request's future.
                 Some(fallback) => {
-                    fallback::forward_with_fallback(exchange, upstream, rewrite, fallback, request)
-                        .await
+                    Box::pin(fallback::forward_with_fallback(
+                        exchange, upstream, rewrite, fallback, request,
+                    ))
+                    .await
                 }
                 None => {
                     let result = forward::forward(exchange, upstream, rewrite, request).await;
@@ -173,7 +176,7 @@ pub async fn run(
         }
         Dispatch::Respond(respond) => Ok(respond::respond(respond)),
         Dispatch::Shadow { route, rewrite } => {
-            shadow::shadow(exchange, route, rewrite, request).await
+            Box::pin(shadow::shadow(exchange, route, rewrite, request)).await
         }
     }
 }

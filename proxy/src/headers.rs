@@ -1,6 +1,5 @@
 //! Header rules of a faithful proxy: hop-by-hop removal, forwarding headers, request ids.
 
-use std::net::IpAddr;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -35,6 +34,14 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// `TE: trailers` survives on requests (gRPC needs it). `Upgrade` goes too: a tunnel sets
 /// its own `Connection`/`Upgrade` pair for the next hop.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none of these: one pass over the (few) headers present is far
+    // cheaper than a hashed removal per hop-by-hop name.
+    let present = headers
+        .keys()
+        .any(|name| *name == header::UPGRADE || HOP_BY_HOP.contains(name));
+    if !present {
+        return;
+    }
     // Names listed in Connection are hop-by-hop too; collect first, the map is borrowed.
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -62,17 +69,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// Add `X-Forwarded-For`, `-Proto`, `-Host` and `Via` for a request that arrived from `client`.
 pub fn add_forwarding(
     headers: &mut HeaderMap,
-    client: IpAddr,
+    client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
     via: &'static str,
 ) {
-    let client = client.to_string();
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::to_str) {
-        Some(Ok(previous)) => format!("{previous}, {client}"),
-        _ => client,
+    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
+        Some(previous) => {
+            let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
+            joined.extend_from_slice(previous);
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(client.as_bytes());
+            HeaderValue::from_bytes(&joined).ok()
+        }
+        None => Some(client.clone()),
     };
-    if let Ok(value) = HeaderValue::from_str(&forwarded_for) {
+    if let Some(value) = forwarded_for {
         headers.insert(X_FORWARDED_FOR, value);
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
@@ -108,14 +120,20 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
     id
 }
 
-/// A new process-unique request id: a random per-process prefix and a counter.
+/// A new process-unique request id: a random per-process prefix and a counter, in hex.
 fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let prefix = *PREFIX.get_or_init(random_u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:016x}{:08x}", prefix, n);
-    HeaderValue::from_str(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
+    // Written by hand: this runs for most requests, and `format!` costs several times more.
+    let mut id = [0u8; 32];
+    for (i, byte) in id.iter_mut().enumerate() {
+        let word = if i < 16 { prefix } else { n };
+        let nibble = (word >> (60 - 4 * (i % 16))) & 0xf;
+        *byte = b"0123456789abcdef"[nibble as usize];
+    }
+    HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
 }
 
 /// A random 64-bit number from the standard library's randomly keyed hasher.
@@ -175,7 +193,7 @@ mod tests {
         let host = HeaderValue::from_static("shop.example");
         add_forwarding(
             &mut headers,
-            "127.0.0.1".parse().unwrap(),
+            &HeaderValue::from_static("127.0.0.1"),
             "http",
             Some(&host),
             "1.1 strangler",

@@ -16,12 +16,27 @@ use crate::metrics::InFlight;
 use crate::runtime::{Answerer, DEFAULT_SLOT, RouteSlot, Runtime, RuntimeStore};
 
 /// What the proxy knows about the connection a request arrived on.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub peer: SocketAddr,
     /// `http` or `https`, for `X-Forwarded-Proto`.
     pub proto: &'static str,
+    /// The client's IP as a header value, made once per connection for `X-Forwarded-For`.
+    pub peer_ip: HeaderValue,
+}
+
+impl ConnInfo {
+    /// What the proxy knows about a connection from `peer` over `proto`.
+    pub fn new(peer: SocketAddr, proto: &'static str) -> Self {
+        let peer_ip = HeaderValue::try_from(peer.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        Self {
+            peer,
+            proto,
+            peer_ip,
+        }
+    }
 }
 
 /// Limits applied to every request before it is routed.
@@ -73,7 +88,7 @@ impl Pipeline {
                 answerer = dispatch.answerer();
                 let exchange = Exchange {
                     runtime: &runtime,
-                    conn,
+                    conn: &conn,
                     request_id: &request_id,
                     limits: self.limits,
                     path,

@@ -104,10 +104,11 @@ pub async fn serve<H: Handler>(
             }
         };
         let _ = stream.set_nodelay(true);
-        let conn = ConnInfo { peer, proto };
+        let conn = ConnInfo::new(peer, proto);
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let handler = handler.clone();
+            let conn = conn.clone();
             async move { Ok::<_, Infallible>(handler.call(request, conn).await) }
         });
         // Taken here, not in the task: a connection still in its handshake counts as open.

@@ -21,9 +21,10 @@ pub use resolver::CertResolver;
 /// Why TLS could not be set up; each variant names the file and the reason.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// The flags do not describe a usable TLS listener.
+    /// The flags or settings do not describe a usable TLS setup (a missing flag, an
+    /// invalid `server_name`).
     #[error("{0}")]
-    Flags(String),
+    Config(String),
     /// A file could not be read.
     #[error("cannot read {}: {source}", file.display())]
     Read {

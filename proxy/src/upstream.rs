@@ -81,7 +81,7 @@ impl UpstreamPool {
         let builder = match tls.and_then(|tls| tls.server_name.as_deref()) {
             Some(name) => {
                 let name = ServerName::try_from(name.to_string()).map_err(|err| {
-                    tls_error(TlsError::Flags(format!(
+                    tls_error(TlsError::Config(format!(
                         "invalid tls.server_name {name:?}: {err}"
                     )))
                 })?;

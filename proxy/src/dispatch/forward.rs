@@ -131,7 +131,7 @@ pub(super) fn prepare(
     headers::strip_hop_by_hop(headers);
     headers::add_forwarding(
         headers,
-        exchange.conn.peer.ip(),
+        &exchange.conn.peer_ip,
         exchange.conn.proto,
         origin.host.as_ref(),
         origin.via,

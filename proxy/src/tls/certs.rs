@@ -35,10 +35,10 @@ impl CertSet {
     ///
     /// # Errors
     /// [`TlsError`] naming the first file that cannot be read or parsed, or the first pair
-    /// whose key does not match its certificate; [`TlsError::Flags`] for an empty list.
+    /// whose key does not match its certificate; [`TlsError::Config`] for an empty list.
     pub fn load(pairs: &[CertPair]) -> Result<Self, TlsError> {
         if pairs.is_empty() {
-            return Err(TlsError::Flags(
+            return Err(TlsError::Config(
                 "a TLS listener needs at least one --tls-cert/--tls-key pair".into(),
             ));
         }

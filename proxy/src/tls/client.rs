@@ -47,7 +47,7 @@ pub fn client_config(ca: Option<&CaBundle>) -> Result<ClientConfig, TlsError> {
     };
     Ok(ClientConfig::builder_with_provider(super::provider())
         .with_protocol_versions(super::PROTOCOL_VERSIONS)
-        .map_err(|err| TlsError::Flags(format!("tls configuration: {err}")))?
+        .map_err(|err| TlsError::Config(format!("tls configuration: {err}")))?
         .with_root_certificates(roots)
         .with_no_client_auth())
 }

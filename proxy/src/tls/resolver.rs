@@ -40,12 +40,12 @@ impl CertResolver {
     /// certificates, ALPN `h2` then `http/1.1`, certificates chosen by `self`.
     ///
     /// # Errors
-    /// [`TlsError::Flags`] if the crypto provider refuses the protocol versions (it does
+    /// [`TlsError::Config`] if the crypto provider refuses the protocol versions (it does
     /// not with ring; kept as an error rather than a panic).
     pub fn server_config(self: &Arc<Self>) -> Result<Arc<ServerConfig>, TlsError> {
         let mut config = ServerConfig::builder_with_provider(super::provider())
             .with_protocol_versions(super::PROTOCOL_VERSIONS)
-            .map_err(|err| TlsError::Flags(format!("tls configuration: {err}")))?
+            .map_err(|err| TlsError::Config(format!("tls configuration: {err}")))?
             .with_no_client_auth()
             .with_cert_resolver(self.clone());
         config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
