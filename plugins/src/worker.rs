@@ -47,7 +47,7 @@ struct Worker {
 
 /// The hook thread's state; replaced when poisoned, while jobs still running on the old
 /// one keep it alive through their `Rc`.
-type SharedState = Rc<RefCell<LuaState>>;
+type StateCell = Rc<RefCell<LuaState>>;
 
 impl AfterResponseQueue {
     /// Spawns the hook thread.
@@ -131,7 +131,7 @@ impl Worker {
         let worker = Rc::new(self);
         let local = tokio::task::LocalSet::new();
         local.block_on(&runtime, async move {
-            let mut current: Option<SharedState> = None;
+            let mut current: Option<StateCell> = None;
             while let Some(job) = queue.recv().await {
                 let state = match current
                     .take()
@@ -192,7 +192,7 @@ impl Worker {
 
     /// Runs the chain's `after_response` hooks for one exchange, in order; a failure is
     /// counted and logged and the next hook still runs (nothing here can reach the client).
-    async fn run_job(self: Rc<Self>, state: SharedState, job: Job) {
+    async fn run_job(self: Rc<Self>, state: StateCell, job: Job) {
         let Job {
             chain,
             callouts,
@@ -301,7 +301,7 @@ impl Worker {
 
 /// What one hook call needs besides the views.
 struct Call<'a> {
-    state: &'a SharedState,
+    state: &'a StateCell,
     script: &'a HookScript,
     route: &'a Arc<str>,
     callouts: &'a Arc<dyn Callouts>,

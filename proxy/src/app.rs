@@ -11,6 +11,9 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, AdminConfigError, AdminToken, Readiness};
 use crate::config::{RunArgs, TlsArgs};
+use strangler_plugins::{HookConfig, HookEngine};
+
+use crate::decorate::HookRuns;
 use crate::difflog::DiffLog;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::{Limits, Pipeline};
@@ -46,6 +49,9 @@ pub enum StartError {
     /// Metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The Lua hook engine could not start its thread.
+    #[error("cannot start the hook engine: {0}")]
+    Hooks(#[source] std::io::Error),
     /// The diff log cannot be opened.
     #[error("cannot open the diff log {file}: {source}")]
     DiffLog {
@@ -133,11 +139,18 @@ pub async fn serve_with_tls(
         None => None,
     };
     let (trips, mut tripped) = tokio::sync::mpsc::unbounded_channel();
+    let metrics = Arc::new(Metrics::new()?);
+    let hooks = HookEngine::new(
+        HookConfig::default(),
+        Arc::new(HookRuns(metrics.hook_runs())),
+    )
+    .map_err(StartError::Hooks)?;
     let shared = Arc::new(Shared {
-        metrics: Arc::new(Metrics::new()?),
+        metrics,
         verifiers: Verifiers::new(),
         diff_log,
         trips,
+        hooks,
     });
     let store = RuntimeStore::open(&args.routes, shared).map_err(|source| StartError::Routes {
         file: args.routes.clone(),

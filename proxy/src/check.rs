@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use strangler_plugins::HookScript;
 use strangler_routes::{RequestView, normalize::normalize_path};
 
 /// Validate `file`; with `explain`, also say which route takes that request.
@@ -22,8 +23,23 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
             return 1;
         }
     };
+    // Hook scripts compile like they would at reload: a syntax error is a validation error.
+    let broken: Vec<String> = table
+        .routes()
+        .iter()
+        .flat_map(|route| &route.hooks)
+        .filter_map(|hook| HookScript::compile(&hook.script).err())
+        .map(|err| err.to_string())
+        .collect();
+    if !broken.is_empty() {
+        for error in &broken {
+            eprintln!("{error}");
+        }
+        eprintln!("{}: invalid ({} problems)", file.display(), broken.len());
+        return 1;
+    }
     for warning in table.warnings() {
-        eprintln!("warning: {warning}");
+        eprintln!("{warning}");
     }
     println!(
         "{}: ok ({} routes, {} upstreams, version {})",

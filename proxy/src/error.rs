@@ -61,6 +61,9 @@ pub enum ProxyError {
         /// What went wrong.
         reason: String,
     },
+    /// A route's hook failed and its entry says `on_error: fail` (fail closed).
+    #[error("hook failed: {0}")]
+    Hook(String),
     /// A fault of the proxy.
     #[error("internal error: {0}")]
     Internal(String),
@@ -75,7 +78,7 @@ impl ProxyError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamBroken { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::Hook(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,7 +91,7 @@ impl ProxyError {
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamBroken { .. } => ErrorClass::Upstream,
-            Self::Internal(_) => ErrorClass::Internal,
+            Self::Hook(_) | Self::Internal(_) => ErrorClass::Internal,
         }
     }
 
@@ -101,6 +104,7 @@ impl ProxyError {
             Self::UpstreamConnect { .. } => "connect",
             Self::UpstreamTimeout { .. } => "timeout",
             Self::UpstreamBroken { .. } => "broken",
+            Self::Hook(_) => "hook",
             Self::Internal(_) => "internal",
         }
     }

@@ -29,6 +29,7 @@ pub struct Metrics {
     canary_rollbacks: IntCounterVec,
     fallbacks: IntCounterVec,
     fallbacks_skipped: IntCounterVec,
+    hook_runs: IntCounterVec,
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate or invalid names).
@@ -138,6 +139,14 @@ impl Metrics {
         registry.register(Box::new(canary_rollbacks.clone()))?;
         registry.register(Box::new(fallbacks.clone()))?;
         registry.register(Box::new(fallbacks_skipped.clone()))?;
+        let hook_runs = IntCounterVec::new(
+            Opts::new(
+                "strangler_hook_runs_total",
+                "Lua hook runs by script, phase and result (ok, error, timeout, dropped).",
+            ),
+            &["hook", "phase", "result"],
+        )?;
+        registry.register(Box::new(hook_runs.clone()))?;
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
@@ -155,7 +164,13 @@ impl Metrics {
             canary_rollbacks,
             fallbacks,
             fallbacks_skipped,
+            hook_runs,
         })
+    }
+
+    /// `strangler_hook_runs_total`, for the hook engine's observer.
+    pub fn hook_runs(&self) -> IntCounterVec {
+        self.hook_runs.clone()
     }
 
     /// Count an automatic rollback of `route`.

@@ -9,6 +9,7 @@ use hyper::body::Incoming;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
 use crate::body::{self, BoxBody, Buffered, Guarded};
+use crate::decorate;
 use crate::dispatch::{self, Dispatch, Exchange};
 use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
@@ -93,7 +94,14 @@ impl Pipeline {
                     limits: self.limits,
                     path,
                 };
-                dispatch::run(dispatch, &exchange, request).await
+                let hooks = route.and_then(|r| Some((r, runtime.extras(r)?.hooks.as_ref()?)));
+                match hooks {
+                    None => dispatch::run(dispatch, &exchange, request).await,
+                    Some((route, hooks)) => {
+                        let limit = route.hook_body_limit;
+                        Box::pin(decorate::run(hooks, limit, dispatch, &exchange, request)).await
+                    }
+                }
             }
         };
         let table = runtime.table();

@@ -9,6 +9,9 @@ use arc_swap::ArcSwap;
 use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
 use tokio::sync::Semaphore;
 
+use strangler_plugins::{HookEngine, LuaHooks, PluginError};
+
+use crate::decorate;
 use crate::difflog::DiffLog;
 use crate::dispatch::{CanaryRoute, GateTrip, ShadowRoute};
 use crate::metrics::{FallbackMetrics, Metrics, PairMetrics};
@@ -26,6 +29,8 @@ pub struct Shared {
     pub diff_log: Option<Arc<DiffLog>>,
     /// Where failing canary gates ask for a rollback (the store's gate task listens).
     pub trips: tokio::sync::mpsc::UnboundedSender<GateTrip>,
+    /// The Lua hook engine (states per worker thread, the after_response queue).
+    pub hooks: HookEngine,
 }
 
 /// What a route needs beyond its compiled definition, built once per table.
@@ -37,6 +42,8 @@ pub struct RouteExtras {
     pub canary: Option<Arc<CanaryRoute>>,
     /// The counters of a route with `fallback:`.
     pub fallback: Option<FallbackMetrics>,
+    /// The compiled hooks of a route with `hooks:`.
+    pub hooks: Option<LuaHooks>,
 }
 
 /// Everything a request needs, immutable once built. A request loads it once and keeps it
@@ -81,6 +88,9 @@ pub enum ReloadError {
     /// An upstream's pool could not be built.
     #[error("{0}")]
     Pool(#[from] PoolError),
+    /// A hook script does not compile.
+    #[error("{0}")]
+    Hook(#[from] PluginError),
     /// A shadow route's compare rules do not compile.
     #[error("route {route}: shadow.compare: {source}")]
     Compare {
@@ -97,7 +107,7 @@ impl ReloadError {
     pub fn lines(&self) -> Vec<String> {
         match self {
             Self::Invalid(errors) => errors.errors.iter().map(ToString::to_string).collect(),
-            Self::Pool(_) | Self::Compare { .. } => vec![self.to_string()],
+            Self::Pool(_) | Self::Hook(_) | Self::Compare { .. } => vec![self.to_string()],
         }
     }
 }
@@ -197,7 +207,7 @@ impl Runtime {
         let same_table = previous.filter(|old| Arc::ptr_eq(&old.table, &table));
         let extras = match same_table {
             Some(old) => old.extras.clone(),
-            None => Arc::new(route_extras(&table, shared)?),
+            None => Arc::new(route_extras(&table, &pools, shared)?),
         };
         let cells = match same_table {
             Some(old) => old.cells.clone(),
@@ -244,13 +254,24 @@ impl Runtime {
 }
 
 /// The extra state of every route of `table`, indexed by route.
-fn route_extras(table: &RouteTable, shared: &Shared) -> Result<Vec<RouteExtras>, ReloadError> {
+fn route_extras(
+    table: &RouteTable,
+    pools: &[Arc<UpstreamPool>],
+    shared: &Shared,
+) -> Result<Vec<RouteExtras>, ReloadError> {
+    let named: Vec<(String, Arc<UpstreamPool>)> = table
+        .upstreams()
+        .iter()
+        .zip(pools)
+        .map(|(spec, pool)| (spec.name.clone(), pool.clone()))
+        .collect();
     table
         .routes()
         .iter()
         .map(|route| {
             let mut extras = RouteExtras {
                 fallback: route.fallback.map(|_| shared.metrics.fallback(&route.name)),
+                hooks: decorate::route_hooks(&shared.hooks, route, &named)?,
                 ..RouteExtras::default()
             };
             match &route.action {

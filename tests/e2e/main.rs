@@ -6,6 +6,7 @@ mod admin;
 mod canary;
 mod cli;
 mod errors;
+mod hooks;
 mod passthrough;
 mod protocols;
 mod reload;

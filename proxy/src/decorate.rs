@@ -1,0 +1,231 @@
+//! The decorate step: a route's Lua hooks around its dispatch — `on_request` before,
+//! `on_response` on the head, `after_response` once the client has its answer.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use http::{HeaderValue, Request, Response, Uri};
+use prometheus::IntCounterVec;
+use strangler_plugins::{
+    CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
+    HookEngine, HookEntry, HookObserver, HookRequest, HookResponse, HookScript, Hooks, LuaHooks,
+    OnError, Phase, PluginError, RunResult,
+};
+use strangler_routes::{Route, normalize_path};
+
+use crate::body::{self, BoxBody, Tee};
+use crate::dispatch::{self, Dispatch, Exchange};
+use crate::error::ProxyError;
+use crate::headers::X_REQUEST_ID;
+use crate::upstream::UpstreamPool;
+
+/// The largest callout answer a hook gets to see.
+const MAX_CALLOUT_BODY: usize = 1024 * 1024;
+
+/// Compile `route`'s hook scripts and bind them to the engine; `None` for a route without
+/// hooks.
+///
+/// # Errors
+/// [`PluginError`] naming the script and line of a syntax error (the reload fails).
+pub fn route_hooks(
+    engine: &HookEngine,
+    route: &Route,
+    pools: &[(String, Arc<UpstreamPool>)],
+) -> Result<Option<LuaHooks>, PluginError> {
+    if route.hooks.is_empty() {
+        return Ok(None);
+    }
+    let entries = route
+        .hooks
+        .iter()
+        .map(|hook| {
+            Ok(HookEntry {
+                script: HookScript::compile(&hook.script)?,
+                on_error: match hook.on_error {
+                    strangler_routes::OnError::Fail => OnError::Fail,
+                    strangler_routes::OnError::Continue => OnError::Continue,
+                },
+            })
+        })
+        .collect::<Result<Vec<_>, PluginError>>()?;
+    let callouts = PoolCallouts {
+        pools: pools.iter().cloned().collect(),
+    };
+    Ok(Some(engine.hooks(
+        HookChain::new(route.name.as_str(), entries),
+        Arc::new(callouts),
+    )))
+}
+
+/// Run `dispatch` with `hooks` around it.
+///
+/// # Errors
+/// A failing hook whose entry says `on_error: fail` (500), or the dispatch's own error.
+pub async fn run(
+    hooks: &LuaHooks,
+    hook_body_limit: u64,
+    dispatch: Dispatch<'_>,
+    exchange: &Exchange<'_>,
+    request: Request<BoxBody>,
+) -> Result<Response<BoxBody>, ProxyError> {
+    let phases = hooks.phases();
+    let (mut parts, body) = request.into_parts();
+    let mut view = HookRequest {
+        method: parts.method.clone(),
+        path: exchange.path.clone(),
+        query: parts.uri.query().map(str::to_string),
+        headers: std::mem::take(&mut parts.headers),
+        client: exchange.conn.peer,
+        request_id: exchange.request_id.to_str().unwrap_or("-").to_string(),
+    };
+    if let Flow::Respond {
+        status,
+        body,
+        headers,
+    } = hooks.on_request(&mut view).map_err(hook_failed)?
+    {
+        let mut response = Response::new(body::full(body));
+        *response.status_mut() = status;
+        *response.headers_mut() = headers;
+        return Ok(response);
+    }
+    // The forwarded request is what the hooks left; later phases see it too.
+    let later = phases.on_response || phases.after_response;
+    parts.headers = if later {
+        view.headers.clone()
+    } else {
+        std::mem::take(&mut view.headers)
+    };
+    let path = if view.path == exchange.path {
+        exchange.path.clone()
+    } else {
+        let normalized = normalize_path(&view.path)
+            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid path: {e}")))?;
+        normalized.into_owned()
+    };
+    if view.query.as_deref() != parts.uri.query() {
+        let target = match &view.query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.clone(),
+        };
+        parts.uri = Uri::try_from(target)
+            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid query: {e}")))?;
+    }
+    let rewritten = Exchange {
+        runtime: exchange.runtime,
+        conn: exchange.conn,
+        request_id: exchange.request_id,
+        limits: exchange.limits,
+        path,
+    };
+    let response = dispatch::run(dispatch, &rewritten, Request::from_parts(parts, body)).await?;
+    let (mut head, body) = response.into_parts();
+    if phases.on_response {
+        let mut res = HookResponse {
+            status: head.status,
+            headers: std::mem::take(&mut head.headers),
+        };
+        hooks
+            .on_response(&mut view, &mut res)
+            .map_err(hook_failed)?;
+        head.status = res.status;
+        head.headers = res.headers;
+    }
+    if !phases.after_response {
+        return Ok(Response::from_parts(head, body));
+    }
+    // The client's body streams on untouched; the hook gets a copy when it was small enough.
+    let limit = usize::try_from(hook_body_limit).unwrap_or(usize::MAX);
+    let (tee, copy) = Tee::new(body, limit);
+    let response = HookResponse {
+        status: head.status,
+        headers: head.headers.clone(),
+    };
+    let hooks = hooks.clone();
+    tokio::spawn(async move {
+        let body = copy.await.ok().and_then(Result::ok);
+        hooks.after_response(HookExchange {
+            request: view,
+            response,
+            body,
+        });
+    });
+    Ok(Response::from_parts(head, body::boxed(tee)))
+}
+
+fn hook_failed(err: strangler_plugins::HookError) -> ProxyError {
+    tracing::error!(
+        script = %err.script.display(),
+        phase = err.phase.as_str(),
+        line = err.line,
+        "hook failed: {}",
+        err.message
+    );
+    ProxyError::Hook(format!(
+        "{} {} failed{}",
+        err.script.display(),
+        err.phase.as_str(),
+        err.line
+            .map(|l| format!(" at line {l}"))
+            .unwrap_or_default()
+    ))
+}
+
+/// `http.request{..}` from hooks, served by the route file's upstream pools.
+struct PoolCallouts {
+    pools: HashMap<String, Arc<UpstreamPool>>,
+}
+
+impl Callouts for PoolCallouts {
+    fn request(
+        &self,
+        req: CalloutRequest,
+    ) -> Pin<Box<dyn Future<Output = Result<CalloutResponse, String>> + Send>> {
+        let Some(pool) = self.pools.get(&req.upstream).cloned() else {
+            let reason = format!("upstream {:?} is not in the route file", req.upstream);
+            return Box::pin(async move { Err(reason) });
+        };
+        Box::pin(async move {
+            let uri = pool.uri(&req.path).map_err(|e| e.to_string())?;
+            let mut request = Request::new(body::full(req.body));
+            *request.method_mut() = req.method;
+            *request.uri_mut() = uri;
+            *request.headers_mut() = req.headers;
+            if let Ok(id) = HeaderValue::from_str(&req.request_id) {
+                request.headers_mut().entry(X_REQUEST_ID).or_insert(id);
+            }
+            let response = pool.send(request).await.map_err(|e| e.to_string())?;
+            let (head, body) = response.into_parts();
+            let (body, truncated) = body::collect_bounded(body, MAX_CALLOUT_BODY)
+                .await
+                .map_err(|e| e.to_string())?;
+            if truncated {
+                return Err(format!("answer larger than {MAX_CALLOUT_BODY} bytes"));
+            }
+            Ok(CalloutResponse {
+                status: head.status,
+                headers: head.headers,
+                body,
+            })
+        })
+    }
+}
+
+/// Counts `strangler_hook_runs_total{hook,phase,result}`; `hook` is the script's file name,
+/// a closed set taken from the route file.
+pub struct HookRuns(pub IntCounterVec);
+
+impl HookObserver for HookRuns {
+    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
+        let name = script
+            .path()
+            .file_name()
+            .map(|n| n.to_string_lossy())
+            .unwrap_or_default();
+        self.0
+            .with_label_values(&[&name, phase.as_str(), result.as_str()])
+            .inc();
+    }
+}

@@ -1,0 +1,204 @@
+//! Lua hooks decorate the monolith: headers on the way in and out, answers without an
+//! upstream, and calls to new services after the client has its answer.
+
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use serde_json::json;
+
+use crate::support::{Proxy, Reply, Upstream, admin_get, binary, client, get, send};
+
+/// A proxy whose route `orders` (prefix /orders) runs `script` (file `hook.lua`).
+fn start(monolith: &Upstream, extra_upstreams: &str, script: &str, on_error: &str) -> Proxy {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("hook.lua"), script).unwrap();
+    let yaml = format!(
+        "upstreams:\n  monolith: {{ url: \"{}\" }}\n{extra_upstreams}default: monolith\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    to: monolith\n    hooks:\n      - {{ script: hook.lua, on_error: {on_error} }}\n",
+        monolith.url()
+    );
+    std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
+    Proxy::start_in(dir, "routes.yaml", &[])
+}
+
+const TAGGING: &str = r#"
+function on_request(req)
+  if req.headers:get("x-block") then
+    return req:respond(403, "blocked by hook", { ["x-why"] = "policy" })
+  end
+  req.headers:set("x-tagged", "v1")
+  req.headers:remove("x-internal")
+end
+function on_response(req, res)
+  res.headers:set("x-route", req.route)
+end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_set_headers_both_ways_and_can_answer_alone() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = start(&monolith, "", TAGGING, "fail");
+    let answer = get(&proxy.url("/orders/1"), &[("x-internal", "secret")]).await;
+    assert_eq!(answer.status, 200);
+    let seen = answer.json();
+    assert_eq!(seen["headers"]["x-tagged"], "v1");
+    assert!(seen["headers"].get("x-internal").is_none());
+    assert_eq!(answer.headers["x-route"], "orders");
+
+    let blocked = get(&proxy.url("/orders/2"), &[("x-block", "1")]).await;
+    assert_eq!(blocked.status, 403);
+    assert_eq!(blocked.text(), "blocked by hook");
+    assert_eq!(blocked.headers["x-why"], "policy");
+    assert_eq!(
+        monolith.hit_count(),
+        1,
+        "the short-circuit never reached the upstream"
+    );
+    // Routes without hooks are untouched.
+    let plain = get(&proxy.url("/other"), &[]).await;
+    assert!(plain.json()["headers"].get("x-tagged").is_none());
+
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "strangler_hook_runs_total{hook=\"hook.lua\",phase=\"on_request\",result=\"ok\"} 2"
+        ),
+        "{metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_response_awards_points_without_delaying_the_client() {
+    let monolith = Upstream::scripted("monolith", |_| Reply {
+        status: 201,
+        ..Reply::json(json!({"id": 42, "total": 99.5}))
+    })
+    .await;
+    let loyalty = Upstream::scripted("loyalty", |_| Reply {
+        delay: Duration::from_secs(2),
+        ..Reply::json(json!({"ok": true}))
+    })
+    .await;
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/loyalty.lua"
+    ))
+    .unwrap();
+    let proxy = start(
+        &monolith,
+        &format!("  loyalty: {{ url: \"{}\" }}\n", loyalty.url()),
+        &script,
+        "continue",
+    );
+    let started = Instant::now();
+    let request = Request::post(proxy.url("/orders"))
+        .header("x-customer-id", "c-7")
+        .body(Full::new(Bytes::from_static(b"{\"sku\":\"a\"}")))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 201);
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "the client waited for the hook: {:?}",
+        started.elapsed()
+    );
+    loyalty.wait_for_hits(1).await;
+    let call = loyalty.hits.lock().unwrap()[0].clone();
+    assert_eq!(call["method"], "POST");
+    assert_eq!(call["target"], "/points");
+    let points: serde_json::Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+    assert_eq!(points["order_id"], 42);
+    assert_eq!(points["customer"], "c-7");
+    assert_eq!(
+        call["headers"]["x-request-id"],
+        answer.headers["x-request-id"].to_str().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_hook_is_cut_off_and_the_proxy_keeps_serving() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = start(
+        &monolith,
+        "",
+        "function on_request(req)\n  while true do end\nend\n",
+        "fail",
+    );
+    let started = Instant::now();
+    let answer = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(answer.status, 500, "fail closed");
+    assert!(answer.text().contains("hook.lua"), "{}", answer.text());
+    assert!(answer.headers.contains_key("x-request-id"));
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(monolith.hit_count(), 0);
+    assert_eq!(
+        get(&proxy.url("/other"), &[]).await.status,
+        200,
+        "the worker is free again"
+    );
+    let log = proxy.logs.wait_for("hook failed");
+    assert!(
+        log.contains("line=2") || log.contains("line=Some(2)"),
+        "{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sandbox_has_no_os_io_or_require_and_on_error_decides() {
+    for (call, marker) in [
+        ("os.execute('true')", "os"),
+        ("io.open('/etc/passwd')", "io"),
+        ("require('socket')", "require"),
+    ] {
+        let monolith = Upstream::start("monolith").await;
+        let script = format!("function on_request(req)\n  {call}\nend\n");
+        let closed = start(&monolith, "", &script, "fail");
+        let answer = get(&closed.url("/orders"), &[]).await;
+        assert_eq!(answer.status, 500, "{marker} must be unavailable");
+        let open = start(&monolith, "", &script, "continue");
+        assert_eq!(
+            get(&open.url("/orders"), &[]).await.status,
+            200,
+            "on_error: continue fails open"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = start(&monolith, "", TAGGING, "fail");
+    let script = proxy.dir.path().join("hook.lua");
+    std::fs::write(&script, TAGGING.replace("v1", "v2")).unwrap();
+    proxy.logs.wait_for("route table loaded");
+    assert_eq!(
+        get(&proxy.url("/orders"), &[]).await.json()["headers"]["x-tagged"],
+        "v2"
+    );
+
+    std::fs::write(
+        &script,
+        "function on_request(req)\n  req.headers:set(\"x\", \nend\n",
+    )
+    .unwrap();
+    let rejected = proxy.logs.wait_for("reload rejected");
+    let all = proxy.logs.all();
+    assert!(
+        all.contains("hook.lua:3") || all.contains("hook.lua:2"),
+        "{rejected}\n{all}"
+    );
+    assert_eq!(
+        get(&proxy.url("/orders"), &[]).await.json()["headers"]["x-tagged"],
+        "v2",
+        "the old hooks keep serving"
+    );
+
+    let output = std::process::Command::new(binary())
+        .args(["check", proxy.routes_file().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("hook.lua"), "{stderr}");
+}
