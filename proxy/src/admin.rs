@@ -236,11 +236,12 @@ impl Admin {
         let loaded_at = table
             .loaded_at()
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_secs())
             .unwrap_or_default();
+        let loaded_at_ms = u64::try_from(loaded_at.as_millis()).unwrap_or(u64::MAX);
         json!({
             "version": table.version(),
-            "loaded_at_unix": loaded_at,
+            "loaded_at": crate::verify::rfc3339_millis(loaded_at_ms),
+            "loaded_at_unix": loaded_at.as_secs(),
             "source": table.source().display().to_string(),
             "default": table.upstream(table.default_upstream()).name,
             "routes": routes,

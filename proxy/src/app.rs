@@ -280,6 +280,18 @@ pub async fn serve_with_tls(
 
     // Readiness first, so load balancers stop sending before the listeners close.
     readiness.set(false);
+    if !args.shutdown_delay.is_zero() {
+        // Kubernetes removes a terminating pod from its endpoints at the same time as it
+        // sends SIGTERM, and the proxies in front take a moment to notice: closing the
+        // listeners at once would refuse the requests they still send. A second signal
+        // (an impatient Ctrl-C) skips the rest of the wait.
+        tracing::info!(delay = ?args.shutdown_delay, "not ready; still accepting for the shutdown delay");
+        tokio::select! {
+            () = tokio::time::sleep(args.shutdown_delay) => {}
+            _ = terminate.recv() => tracing::info!("SIGTERM again: shutdown delay cut short"),
+            _ = interrupt.recv() => tracing::info!("SIGINT again: shutdown delay cut short"),
+        }
+    }
     if let Some(rotation) = rotation {
         rotation.abort();
     }

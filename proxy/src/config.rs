@@ -79,7 +79,12 @@ pub struct RunArgs {
     /// Largest total size of request headers (431 above it).
     #[arg(long, env = "STRANGLER_MAX_HEADER_BYTES", value_parser = parse_size, default_value = "32KiB")]
     pub max_header_bytes: u64,
-    /// How long in-flight requests may take to finish after SIGTERM/SIGINT.
+    /// After SIGTERM/SIGINT, how long to keep accepting with readiness already false, so
+    /// that load balancers (Kubernetes endpoints) stop sending before the listeners close.
+    #[arg(long, env = "STRANGLER_SHUTDOWN_DELAY", value_parser = parse_duration, default_value = "0s")]
+    pub shutdown_delay: Duration,
+    /// How long in-flight requests may take to finish after SIGTERM/SIGINT (counted once
+    /// the listeners have stopped accepting, after --shutdown-delay).
     #[arg(long, env = "STRANGLER_GRACE", value_parser = parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a client may take to send request headers.
@@ -158,13 +163,16 @@ pub struct CheckArgs {
 }
 
 /// Flags of `strangler demo`.
+///
+/// Its variables are its own (`STRANGLER_DEMO_*`): a shell or container set up for `run`,
+/// where `STRANGLER_LISTEN` is a list, must not change or break the demo.
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the proxy of the demo listens.
-    #[arg(long, env = "STRANGLER_LISTEN", default_value = "127.0.0.1:8080")]
+    #[arg(long, env = "STRANGLER_DEMO_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: SocketAddr,
     /// Where the demo's admin endpoint listens.
-    #[arg(long, env = "STRANGLER_ADMIN", default_value = "127.0.0.1:9901")]
+    #[arg(long, env = "STRANGLER_DEMO_ADMIN", default_value = "127.0.0.1:9901")]
     pub admin: SocketAddr,
     /// Send the sample traffic, print what happened, and exit instead of serving on.
     #[arg(long)]

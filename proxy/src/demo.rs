@@ -113,6 +113,7 @@ fn demo_run_args(args: &DemoArgs, routes: PathBuf) -> RunArgs {
         access_log: Switch::On,
         max_body: None,
         max_header_bytes: 32 * 1024,
+        shutdown_delay: Duration::ZERO,
         grace: Duration::from_secs(5),
         header_timeout: Duration::from_secs(30),
         poll: Duration::from_secs(2),

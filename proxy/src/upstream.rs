@@ -19,6 +19,10 @@ use crate::error::ProxyError;
 use crate::tls::TlsError;
 use crate::tls::client::{self as tls_client, CaBundle};
 
+mod h1pool;
+
+use h1pool::{Failure, H1Pool};
+
 /// TCP, then TLS for `https://` upstreams; one connector type for both schemes.
 type Connector = HttpsConnector<HttpConnector>;
 
@@ -30,9 +34,17 @@ pub struct UpstreamPool {
     spec: Upstream,
     /// The `tls.ca` bundle the client trusts, as read when the pool was built.
     ca: Option<CaBundle>,
-    client: Client<Connector, BoxBody>,
-    /// Caps concurrent exchanges (the legacy client has no per-host connection cap).
+    transport: Transport,
+    /// Caps concurrent exchanges (neither client has a per-host connection cap).
     permits: Arc<Semaphore>,
+}
+
+/// How requests reach the upstream.
+enum Transport {
+    /// Plain HTTP/1.1: the lean pool (origin-form URIs).
+    H1(Arc<H1Pool>),
+    /// TLS or HTTP/2: hyper-util's client with the rustls connector (absolute URIs).
+    Client(Box<Client<Connector, BoxBody>>),
 }
 
 /// Why a pool could not be built.
@@ -94,17 +106,28 @@ impl UpstreamPool {
         } else {
             builder.enable_http1().wrap_connector(tcp)
         };
-        let client = Client::builder(TokioExecutor::new())
-            .pool_timer(TokioTimer::new())
-            .timer(TokioTimer::new())
-            .pool_idle_timeout(spec.idle_timeout)
-            .pool_max_idle_per_host(spec.max_connections)
-            .http2_only(spec.http2)
-            .build(connector);
+        let transport = if spec.scheme == Scheme::Http && !spec.http2 {
+            Transport::H1(Arc::new(H1Pool::new(
+                &spec.authority,
+                spec.connect_timeout,
+                spec.idle_timeout,
+                spec.max_connections,
+            )))
+        } else {
+            Transport::Client(Box::new(
+                Client::builder(TokioExecutor::new())
+                    .pool_timer(TokioTimer::new())
+                    .timer(TokioTimer::new())
+                    .pool_idle_timeout(spec.idle_timeout)
+                    .pool_max_idle_per_host(spec.max_connections)
+                    .http2_only(spec.http2)
+                    .build(connector),
+            ))
+        };
         Ok(Self {
             spec: spec.clone(),
             ca,
-            client,
+            transport,
             permits: Arc::new(Semaphore::new(spec.max_connections)),
         })
     }
@@ -121,11 +144,21 @@ impl UpstreamPool {
         self.spec == *spec && self.ca.as_ref().is_none_or(CaBundle::is_current)
     }
 
-    /// The absolute URI of `path_and_query` on this upstream (its base path prepended).
+    /// The URI of `path_and_query` on this upstream (its base path prepended), in the form
+    /// this pool sends: origin-form for plain HTTP/1.1, absolute otherwise.
     ///
     /// # Errors
     /// [`ProxyError::BadRequest`] when the result is not a valid URI.
     pub fn uri(&self, path_and_query: &str) -> Result<Uri, ProxyError> {
+        let invalid =
+            |e: http::uri::InvalidUri| ProxyError::BadRequest(format!("invalid upstream uri: {e}"));
+        if let Transport::H1(_) = self.transport {
+            return if self.spec.base_path.is_empty() {
+                Uri::try_from(path_and_query).map_err(invalid)
+            } else {
+                Uri::try_from(format!("{}{path_and_query}", self.spec.base_path)).map_err(invalid)
+            };
+        }
         let scheme = match self.spec.scheme {
             Scheme::Http => "http",
             Scheme::Https => "https",
@@ -142,7 +175,7 @@ impl UpstreamPool {
         uri.push_str(self.spec.authority.as_str());
         uri.push_str(&self.spec.base_path);
         uri.push_str(path_and_query);
-        Uri::try_from(uri).map_err(|e| ProxyError::BadRequest(format!("invalid upstream uri: {e}")))
+        Uri::try_from(uri).map_err(invalid)
     }
 
     /// Send `request` (its URI already absolute) and wait for the response head.
@@ -160,6 +193,16 @@ impl UpstreamPool {
             .await
             .map_err(|_| self.timeout())?
             .map_err(|_| ProxyError::Internal("upstream pool closed".into()))?;
+        let client = match &self.transport {
+            Transport::H1(pool) => {
+                return match tokio::time::timeout_at(deadline, pool.send(request, permit)).await {
+                    Ok(Ok(response)) => Ok(response),
+                    Ok(Err(failure)) => Err(self.classify_h1(failure)),
+                    Err(_) => Err(self.timeout()),
+                };
+            }
+            Transport::Client(client) => client,
+        };
         let replay = replayable(&request).then(|| {
             let mut copy = Request::new(body::empty());
             *copy.method_mut() = request.method().clone();
@@ -167,11 +210,11 @@ impl UpstreamPool {
             *copy.headers_mut() = request.headers().clone();
             copy
         });
-        let first = tokio::time::timeout_at(deadline, self.client.request(request)).await;
+        let first = tokio::time::timeout_at(deadline, client.request(request)).await;
         let result = match (first, replay) {
             (Ok(Err(err)), Some(replay)) if is_stale_connection(&err) => {
                 tracing::debug!(upstream = %self.spec.name, error = %err, "retrying on a fresh connection");
-                tokio::time::timeout_at(deadline, self.client.request(replay)).await
+                tokio::time::timeout_at(deadline, client.request(replay)).await
             }
             (first, _) => first,
         };
@@ -188,6 +231,31 @@ impl UpstreamPool {
         ProxyError::UpstreamTimeout {
             upstream: self.spec.name.clone(),
             after: self.spec.timeout,
+        }
+    }
+
+    fn classify_h1(&self, failure: Failure) -> ProxyError {
+        match failure {
+            Failure::ConnectTimeout => ProxyError::UpstreamTimeout {
+                upstream: self.spec.name.clone(),
+                after: self.spec.connect_timeout,
+            },
+            Failure::Connect(err) => ProxyError::UpstreamConnect {
+                upstream: self.spec.name.clone(),
+                reason: match err.kind() {
+                    io::ErrorKind::ConnectionRefused => "connection refused".to_string(),
+                    _ => err.to_string(),
+                },
+            },
+            Failure::Exchange(err) => match find_source::<BodyTooLarge>(&err) {
+                Some(too_large) => ProxyError::BodyTooLarge {
+                    limit: too_large.limit,
+                },
+                None => ProxyError::UpstreamBroken {
+                    upstream: self.spec.name.clone(),
+                    reason: root_cause(&err),
+                },
+            },
         }
     }
 

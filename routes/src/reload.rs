@@ -185,7 +185,7 @@ impl State {
             return true;
         }
         self.last_hash = hash.clone();
-        tracing::info!(hash = %hash, "route file content changed");
+        tracing::info!(hash = %hash, "watched file content changed");
         events
             .send(ChangeEvent { content_hash: hash })
             .await

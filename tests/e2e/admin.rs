@@ -49,7 +49,30 @@ async fn routes_shows_the_active_table() {
     let table = answer.json();
     assert_eq!(table["version"], sha256_of(&proxy.routes_file()));
     assert!(table["source"].as_str().unwrap().ends_with("routes.yaml"));
-    assert!(table["loaded_at_unix"].as_u64().unwrap() > 0);
+    let loaded_at_unix = table["loaded_at_unix"].as_u64().unwrap();
+    assert!(loaded_at_unix > 0);
+    // RFC 3339 in UTC with milliseconds, the same second as `loaded_at_unix`.
+    let loaded_at = table["loaded_at"].as_str().unwrap();
+    assert_eq!(
+        loaded_at.len(),
+        "2026-11-27T13:20:40.200Z".len(),
+        "{loaded_at}"
+    );
+    assert!(
+        loaded_at.ends_with('Z') && loaded_at.as_bytes()[10] == b'T',
+        "{loaded_at}"
+    );
+    let seconds_of_day = loaded_at_unix % 86_400;
+    assert_eq!(
+        &loaded_at[11..19],
+        format!(
+            "{:02}:{:02}:{:02}",
+            seconds_of_day / 3600,
+            seconds_of_day % 3600 / 60,
+            seconds_of_day % 60
+        ),
+        "{loaded_at} vs {loaded_at_unix}"
+    );
     assert_eq!(table["default"], "monolith");
     let routes = table["routes"].as_array().unwrap();
     assert_eq!(routes.len(), 2);

@@ -117,3 +117,25 @@ fn the_demo_runs_its_sample_traffic_and_exits() {
     assert!(out.contains("\"served_by\":\"monolith\""), "{out}");
     assert!(out.contains("501"), "{out}");
 }
+
+#[test]
+fn the_demo_reads_its_own_variables_not_those_of_run() {
+    // A shell set up for `run`: a list of listeners and an admin address the demo must
+    // not try to use.
+    let output = Command::new(binary())
+        .args(["demo", "--once"])
+        .env("STRANGLER_LISTEN", "0.0.0.0:1,0.0.0.0:2")
+        .env("STRANGLER_ADMIN", "not an address")
+        .env("STRANGLER_DEMO_LISTEN", "127.0.0.1:0")
+        .env("STRANGLER_DEMO_ADMIN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    let out = text(&output);
+    assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(out.contains("invoices-service"), "{out}");
+    // Ephemeral ports from STRANGLER_DEMO_*, not the defaults 8080 and 9901.
+    assert!(
+        !out.contains("127.0.0.1:8080/") && !out.contains("127.0.0.1:9901/"),
+        "{out}"
+    );
+}

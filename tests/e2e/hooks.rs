@@ -171,6 +171,9 @@ async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line
     let proxy = start(&monolith, "", TAGGING, "fail");
     let script = proxy.dir.path().join("hook.lua");
     std::fs::write(&script, TAGGING.replace("v1", "v2")).unwrap();
+    // The watcher does not know which file changed: its log line must not say "route file".
+    proxy.logs.wait_for("watched file content changed");
+    assert_eq!(proxy.logs.count("route file content changed"), 0);
     proxy.logs.wait_for("route table loaded");
     assert_eq!(
         get(&proxy.url("/orders"), &[]).await.json()["headers"]["x-tagged"],

@@ -1,4 +1,5 @@
-//! SIGTERM: stop accepting, let in-flight requests finish, exit 0.
+//! SIGTERM: readiness off, keep accepting for --shutdown-delay, stop accepting, let
+//! in-flight requests finish, exit 0.
 
 use crate::support::{Proxy, Upstream, get, routes_yaml};
 
@@ -23,6 +24,53 @@ async fn sigterm_drains_in_flight_requests_then_exits_zero() {
     );
     let answer = in_flight.await.unwrap();
     assert_eq!(answer.status, 200, "the in-flight request was cut");
+    assert_eq!(proxy.wait_exit(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_a_shutdown_delay_readiness_turns_false_while_new_requests_are_still_served() {
+    let monolith = Upstream::start("monolith").await;
+    let mut proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--shutdown-delay", "1s"],
+    );
+    proxy.signal("TERM");
+    proxy
+        .logs
+        .wait_for("still accepting for the shutdown delay");
+    let ready = get(&format!("http://{}/readyz", proxy.admin), &[]).await;
+    assert_eq!(
+        ready.status, 503,
+        "readiness must be false during the delay"
+    );
+    // A fresh client, so a new connection: the listener still accepts.
+    let answer = get(&proxy.url("/late"), &[]).await;
+    assert_eq!(answer.status, 200, "a request during the delay was refused");
+    assert_eq!(answer.json()["target"], "/late");
+    assert_eq!(
+        proxy.logs.count("stopped accepting"),
+        0,
+        "the listeners closed before the delay was over:\n{}",
+        proxy.logs.all()
+    );
+    proxy.logs.wait_for("stopped accepting");
+    assert_eq!(proxy.wait_exit(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_cuts_the_shutdown_delay_short() {
+    let monolith = Upstream::start("monolith").await;
+    let mut proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--shutdown-delay", "1h"],
+    );
+    proxy.signal("TERM");
+    proxy
+        .logs
+        .wait_for("still accepting for the shutdown delay");
+    proxy.signal("INT");
+    proxy.logs.wait_for("shutdown delay cut short");
+    // Well within PATIENCE, far from the hour.
     assert_eq!(proxy.wait_exit(), Some(0));
 }
 

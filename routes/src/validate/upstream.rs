@@ -165,6 +165,15 @@ fn parse_url(
     if authority.host().is_empty() {
         return fail("missing host".into());
     }
+    // `Uri` accepts any text after the host's `:` (`http://host:port`), but a request
+    // built on it cannot be sent: catch it here rather than answer 400 to every request.
+    if let Some(port) = authority.as_str()[authority.host().len()..].strip_prefix(':') {
+        match port.parse::<u16>() {
+            Ok(0) => return fail("port 0 cannot be connected to".into()),
+            Ok(_) => {}
+            Err(_) => return fail(format!("invalid port `{port}` (expected 1 to 65535)")),
+        }
+    }
     if uri.query().is_some() {
         return fail("a query string is not allowed".into());
     }

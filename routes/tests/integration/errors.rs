@@ -235,6 +235,32 @@ fn upstream_urls_and_tls() {
 }
 
 #[test]
+fn upstream_url_with_an_invalid_port_is_an_error_at_its_url() {
+    for (url, needle) in [
+        ("http://host:port/base", "invalid port `port`"),
+        ("http://h:99999", "invalid port `99999`"),
+        ("https://h:-1", "invalid port `-1`"),
+        ("http://[::1]:x", "invalid port `x`"),
+        ("http://h:", "invalid port ``"),
+        ("http://h:0", "port 0"),
+    ] {
+        let yaml = format!("upstreams:\n  a: {{ url: \"{url}\" }}\ndefault: a\n");
+        let error = single(&yaml, 2, "upstreams.a.url", needle);
+        assert!(error.message.contains(url), "{error}");
+    }
+    for (url, authority) in [
+        ("http://h:65535/base", "h:65535"),
+        ("http://[::1]:8080", "[::1]:8080"),
+        ("https://h", "h"),
+    ] {
+        let yaml = format!("upstreams:\n  a: {{ url: \"{url}\" }}\ndefault: a\n");
+        let table = table(&yaml);
+        let a = table.upstream(table.upstream_id("a").unwrap());
+        assert_eq!(a.authority.as_str(), authority);
+    }
+}
+
+#[test]
 fn unreadable_file() {
     let errors = load_file(Path::new("/nonexistent/routes.yaml")).unwrap_err();
     assert_eq!(errors.errors.len(), 1);
