@@ -93,6 +93,10 @@ pub struct RunArgs {
     /// Safety-net poll of the route file, in case a file event was missed.
     #[arg(long, env = "STRANGLER_POLL", value_parser = parse_duration, default_value = "2s")]
     pub poll: Duration,
+    /// Worker threads serving connections; default: the CPUs this process may run on.
+    /// With one, the proxy runs on a single-threaded runtime (no cross-thread scheduling).
+    #[arg(long, env = "STRANGLER_WORKERS")]
+    pub workers: Option<usize>,
 }
 
 /// HTTPS listener flags of `strangler run`: addresses and certificate/key pairs.

@@ -117,6 +117,7 @@ fn demo_run_args(args: &DemoArgs, routes: PathBuf) -> RunArgs {
         grace: Duration::from_secs(5),
         header_timeout: Duration::from_secs(30),
         poll: Duration::from_secs(2),
+        workers: None,
     }
 }
 

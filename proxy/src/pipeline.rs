@@ -283,6 +283,12 @@ pub fn via_for(version: Version) -> &'static str {
 
 /// The `Host` to send upstream when the client's is kept: on HTTP/2 it comes from `:authority`.
 pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
+    if request.version() != Version::HTTP_2
+        && let Some(host) = request.headers().get(http::header::HOST)
+    {
+        // The client's own value: a reference-counted clone, no re-validation.
+        return Some(host.clone());
+    }
     host_of(request).and_then(|h| HeaderValue::from_str(h).ok())
 }
 

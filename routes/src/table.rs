@@ -127,6 +127,8 @@ pub struct RouteTable {
     pub(crate) matchers: Vec<RouteMatch>,
     pub(crate) index: RouteIndex,
     pub(crate) warnings: Vec<Warning>,
+    /// Whether any route has a `form` or `json` predicate (else no body is ever needed).
+    pub(crate) body_predicates: bool,
 }
 
 impl RouteTable {
@@ -210,6 +212,9 @@ impl RouteTable {
     /// `max_body_match` among those routes. A body larger than the limit should be
     /// treated as unavailable (`body: None`), so that its body predicates do not match.
     pub fn body_limit(&self, req: &RequestView<'_>) -> Option<u64> {
+        if !self.body_predicates {
+            return None;
+        }
         let mut limit: Option<u64> = None;
         self.index.first_match(req.path, |i, path_checked| {
             let matcher = &self.matchers[i];

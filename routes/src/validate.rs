@@ -116,7 +116,9 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     let default = names.default?;
     let index = RouteIndex::build(matchers.iter().map(|m| m.path.as_ref()));
     let warnings = lint::unreachable(&routes, &matchers, &index);
+    let body_predicates = matchers.iter().any(|m| m.has_body_predicates());
     Some(RouteTable {
+        body_predicates,
         version: hex_sha256(text.as_bytes()),
         source: source.to_path_buf(),
         loaded_at: SystemTime::now(),

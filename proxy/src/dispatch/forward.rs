@@ -114,13 +114,23 @@ pub(super) fn prepare(
     parts: &mut Parts,
 ) -> Result<(), ProxyError> {
     let spec = pool.spec();
+    let rewritten;
     let path = match rewrite {
-        Some(rewrite) => rewrite.apply_path(&exchange.path),
-        None => exchange.path.clone(),
+        Some(rewrite) => {
+            rewritten = rewrite.apply_path(&exchange.path);
+            rewritten.as_str()
+        }
+        None => exchange.path.as_str(),
     };
     parts.uri = match parts.uri.query() {
-        Some(query) => pool.uri(&format!("{path}?{query}"))?,
-        None => pool.uri(&path)?,
+        Some(query) => {
+            let mut target = String::with_capacity(path.len() + 1 + query.len());
+            target.push_str(path);
+            target.push('?');
+            target.push_str(query);
+            pool.uri(&target)?
+        }
+        None => pool.uri(path)?,
     };
     parts.version = if spec.http2 {
         Version::HTTP_2
@@ -158,14 +168,10 @@ pub(super) fn prepare(
 }
 
 /// The client's body on its way upstream, under `--max-body` when set.
-pub(super) fn limit<B>(exchange: &Exchange<'_>, incoming: B) -> BoxBody
-where
-    B: hyper::body::Body<Data = bytes::Bytes> + Send + 'static,
-    B::Error: Into<body::BoxError>,
-{
+pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
     match exchange.limits.max_body {
         Some(limit) => body::boxed(LimitedStream::new(incoming, limit)),
-        None => body::boxed(incoming),
+        None => incoming,
     }
 }
 

@@ -139,7 +139,10 @@ pub(super) async fn shadow(
 
     let started = Instant::now();
     let response = primary_pool
-        .send(Request::from_parts(parts, forward::limit(exchange, tee)))
+        .send(Request::from_parts(
+            parts,
+            forward::limit(exchange, body::boxed(tee)),
+        ))
         .await?;
     let latency = started.elapsed();
     route.metrics.primary.observe(latency.as_secs_f64());
