@@ -13,6 +13,12 @@
 #   SCENARIO [passthrough]  passthrough: upstreams + default + `routes: []` (step 1)
 #                           routes100:   100 `path_prefix` routes that GET / does not
 #                                        match, then the default: the matcher's cost
+#                           shadow:      GET / shadowed to the slow origin (18082, 200 ms):
+#                                        compare with nginx's `mirror-slow` experiment
+#                           canary:      GET / split 50/50 between two names of the origin,
+#                                        sticky on a cookie, with a gate
+#                           hooks:       a Lua on_response hook setting one header: compare
+#                                        with nginx's `lua-header` experiment
 #   EXPERIMENTS [exp-plain] the harness's nginx experiments to run beside the peers
 #   REPS, DURATION, PIN, PEERS, CONNS, THREADS, LAT_DURATION, WARMUP, OUT, ...
 #                           passed through to peers.sh unchanged (see the top of peers.sh)
@@ -35,8 +41,8 @@ die() { echo "load.sh: $*" >&2; exit 1; }
 log() { echo "[$(date +%H:%M:%S)] load.sh: $*" >&2; }
 
 case $SCENARIO in
-    passthrough|routes100) ;;
-    *) die "unknown SCENARIO '$SCENARIO' (passthrough|routes100)" ;;
+    passthrough|routes100|shadow|canary|hooks) ;;
+    *) die "unknown SCENARIO '$SCENARIO' (passthrough|routes100|shadow|canary|hooks)" ;;
 esac
 [ -f "$PEERS_SH" ] || die "peer harness not found at $PEERS_SH (set PEERS_SH)"
 
@@ -58,20 +64,46 @@ ROUTES=$WORK/routes.yaml
     echo "# benches/load.sh, scenario $SCENARIO"
     echo "upstreams:"
     echo '  origin: { url: "http://127.0.0.1:18080" }'
-    if [ "$SCENARIO" = routes100 ]; then
-        echo '  service: { url: "http://127.0.0.1:18081" }'
-    fi
+    case $SCENARIO in
+        routes100) echo '  service: { url: "http://127.0.0.1:18081" }' ;;
+        shadow) echo '  slow: { url: "http://127.0.0.1:18082" }' ;;
+        canary) echo '  origin-new: { url: "http://127.0.0.1:18080" }' ;;
+    esac
     echo "default: origin"
-    if [ "$SCENARIO" = routes100 ]; then
-        echo "routes:"
-        for i in $(seq -w 0 99); do
-            echo "  - name: svc-$i"
-            echo "    match: { path_prefix: /svc-$i }"
-            echo "    to: service"
-        done
-    else
-        echo "routes: []"
-    fi
+    case $SCENARIO in
+        routes100)
+            echo "routes:"
+            for i in $(seq -w 0 99); do
+                echo "  - name: svc-$i"
+                echo "    match: { path_prefix: /svc-$i }"
+                echo "    to: service"
+            done
+            ;;
+        shadow)
+            echo "routes:"
+            echo "  - name: root"
+            echo "    match: { path_prefix: / }"
+            echo "    shadow: { primary: origin, candidate: slow, max_in_flight: 256, timeout: 1s }"
+            ;;
+        canary)
+            echo "routes:"
+            echo "  - name: root"
+            echo "    match: { path_prefix: / }"
+            echo "    canary:"
+            echo "      split: { origin: 50, origin-new: 50 }"
+            echo "      sticky: { cookie: session }"
+            echo "      gate: { min_requests: 100, max_error_rate: 1%, max_p99_ratio: 3 }"
+            ;;
+        hooks)
+            echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$WORK/header.lua"
+            echo "routes:"
+            echo "  - name: root"
+            echo "    match: { path_prefix: / }"
+            echo "    to: origin"
+            echo "    hooks: [header.lua]"
+            ;;
+        *) echo "routes: []" ;;
+    esac
 } > "$ROUTES"
 "$BIN" check "$ROUTES" >&2 || die "the generated route file does not validate: $ROUTES"
 

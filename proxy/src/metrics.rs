@@ -201,8 +201,8 @@ impl Metrics {
             primary: role("primary"),
             candidate: role("candidate"),
             baseline: role("baseline"),
-            gate: self.shadow_gate.clone(),
-            route: route.to_string(),
+            gate: ["inconclusive", "passing", "failing"]
+                .map(|state| self.shadow_gate.with_label_values(&[route, state])),
         }
     }
 
@@ -319,17 +319,15 @@ pub struct ShadowMetrics {
     pub candidate: Histogram,
     /// `role="baseline"`.
     pub baseline: Histogram,
-    gate: IntGaugeVec,
-    route: String,
+    /// `strangler_shadow_gate{state}` for inconclusive, passing, failing.
+    gate: [IntGauge; 3],
 }
 
 impl ShadowMetrics {
     /// Publish the gate's current state (1 for it, 0 for the others).
     pub fn gate_state(&self, state: &str) {
-        for candidate in ["inconclusive", "passing", "failing"] {
-            self.gate
-                .with_label_values(&[&self.route, candidate])
-                .set(i64::from(candidate == state));
+        for (gauge, name) in self.gate.iter().zip(["inconclusive", "passing", "failing"]) {
+            gauge.set(i64::from(name == state));
         }
     }
 }
