@@ -3,7 +3,7 @@
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, Entry, HeaderMap, HeaderName, HeaderValue};
 
 /// `X-Request-Id`: kept when the client sent a usable one, created otherwise.
 pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
@@ -74,18 +74,22 @@ pub fn add_forwarding(
     host: Option<&HeaderValue>,
     via: &'static str,
 ) {
-    let forwarded_for = match headers.get(&X_FORWARDED_FOR).map(HeaderValue::as_bytes) {
-        Some(previous) => {
+    // One hashed lookup per header (entry), not a get and then an insert: this runs on
+    // every request.
+    match headers.entry(X_FORWARDED_FOR) {
+        Entry::Occupied(mut previous) => {
+            let previous = previous.get_mut();
             let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
-            joined.extend_from_slice(previous);
+            joined.extend_from_slice(previous.as_bytes());
             joined.extend_from_slice(b", ");
             joined.extend_from_slice(client.as_bytes());
-            HeaderValue::from_bytes(&joined).ok()
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
+                *previous = value;
+            }
         }
-        None => Some(client.clone()),
-    };
-    if let Some(value) = forwarded_for {
-        headers.insert(X_FORWARDED_FOR, value);
+        Entry::Vacant(slot) => {
+            slot.insert(client.clone());
+        }
     }
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
@@ -96,12 +100,18 @@ pub fn add_forwarding(
 
 /// Append this hop to `Via` (requests and responses alike).
 pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
-    let value = match headers.get(header::VIA).map(HeaderValue::to_str) {
-        Some(Ok(previous)) => HeaderValue::from_str(&format!("{previous}, {via}")).ok(),
-        _ => Some(HeaderValue::from_static(via)),
-    };
-    if let Some(value) = value {
-        headers.insert(header::VIA, value);
+    match headers.entry(header::VIA) {
+        Entry::Occupied(mut previous) => {
+            let previous = previous.get_mut();
+            if let Ok(text) = previous.to_str()
+                && let Ok(value) = HeaderValue::from_str(&format!("{text}, {via}"))
+            {
+                *previous = value;
+            }
+        }
+        Entry::Vacant(slot) => {
+            slot.insert(HeaderValue::from_static(via));
+        }
     }
 }
 
@@ -109,15 +119,18 @@ pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
 ///
 /// The header is (re)written on the request so the upstream sees the same id we log.
 pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
-    if let Some(existing) = headers.get(&X_REQUEST_ID) {
-        let bytes = existing.as_bytes();
-        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
-            return existing.clone();
+    match headers.entry(X_REQUEST_ID) {
+        Entry::Occupied(mut existing) => {
+            let bytes = existing.get().as_bytes();
+            if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(u8::is_ascii_graphic) {
+                return existing.get().clone();
+            }
+            let id = new_request_id();
+            existing.insert(id.clone());
+            id
         }
+        Entry::Vacant(slot) => slot.insert(new_request_id()).clone(),
     }
-    let id = new_request_id();
-    headers.insert(X_REQUEST_ID, id.clone());
-    id
 }
 
 /// A new process-unique request id: a random per-process prefix and a counter, in hex.

@@ -147,14 +147,15 @@ pub(super) fn prepare(
         origin.via,
     );
     match &origin.host {
-        // The client library fills `Host` from the URI, i.e. the upstream's authority.
+        // The pool fills `Host` from the upstream's authority.
         _ if spec.host_rewrite => {
             headers.remove(header::HOST);
         }
-        Some(host) => {
+        // HTTP/1 clients sent it already; HTTP/2 ones only have `:authority`.
+        Some(host) if !headers.contains_key(header::HOST) => {
             headers.insert(header::HOST, host.clone());
         }
-        None => {}
+        Some(_) | None => {}
     }
     if let Some(rewrite) = rewrite {
         for name in &rewrite.remove_headers {
