@@ -51,6 +51,33 @@ routes:
   - name: reports              # a route that is being rebuilt answers from the file
     match: { path_prefix: /reports }
     respond: { status: 501, body: "reports are moving\n" }
+
+  - name: payroll              # step 2: parallel run; the monolith answers, the service is compared
+    match: { path_prefix: /payroll, methods: [GET] }
+    shadow:
+      primary: monolith
+      candidate: invoices
+      compare: { ignore_json: ["/served_by"] }
+      gate: { min_comparisons: 3, max_mismatch_rate: 1% }
+
+  - name: catalog              # step 3: canary; half of the users, sticky per session cookie
+    match: { path_prefix: /catalog }
+    canary:
+      split: { monolith: 50, invoices: 50 }
+      sticky: { cookie: session }
+      gate: { min_requests: 50, max_error_rate: 5% }
+
+  - name: orders               # step 5: decorate the monolith with a Lua hook
+    match: { path_prefix: /orders }
+    to: monolith
+    hooks: [decorate.lua]
+"#;
+
+/// The hook of the demo's `orders` route.
+const DEMO_HOOK: &str = r#"-- Runs around the monolith's /orders without changing it.
+function on_response(req, res)
+  res.headers:set("x-decorated-by", "strangler hook for route " .. req.route)
+end
 "#;
 
 /// Run the demo until Ctrl-C (or, with `--once`, until the sample traffic is done).
@@ -69,6 +96,10 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     let text = DEMO_ROUTES
         .replace("{monolith}", &monolith.to_string())
         .replace("{invoices}", &invoices.to_string());
+    std::fs::write(dir.join("decorate.lua"), DEMO_HOOK).map_err(|source| DemoError::Io {
+        what: "writing the demo hook",
+        source,
+    })?;
     std::fs::write(&routes, text).map_err(|source| DemoError::Io {
         what: "writing the demo route file",
         source,
@@ -83,7 +114,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
         let Some(proxy) = bound.proxy.first().copied() else {
             return;
         };
-        sample_traffic(proxy).await;
+        sample_traffic(proxy, bound.admin).await;
         print_tour(proxy, bound.admin, &routes);
         if once {
             let _ = done_tx.send(());
@@ -159,32 +190,96 @@ async fn spawn_toy(name: &'static str) -> Result<SocketAddr, DemoError> {
 }
 
 /// A few requests through the proxy, printed as `GET /path -> status body`.
-async fn sample_traffic(proxy: SocketAddr) {
+async fn sample_traffic(proxy: SocketAddr, admin: SocketAddr) {
     let client: Client<_, http_body_util::Empty<Bytes>> =
         Client::builder(TokioExecutor::new()).build_http();
     println!("\n== sample traffic through the proxy at http://{proxy} ==");
-    for path in ["/", "/invoices/7", "/invoices/../orders/1", "/reports/q3"] {
-        let Ok(uri) = format!("http://{proxy}{path}").parse::<http::Uri>() else {
-            continue;
-        };
-        let line = match client.get(uri).await {
-            Ok(response) => {
-                let status = response.status();
-                let body = response
-                    .into_body()
-                    .collect()
-                    .await
-                    .map(|b| b.to_bytes())
-                    .unwrap_or_default();
-                format!(
-                    "{} {}",
-                    status.as_u16(),
-                    String::from_utf8_lossy(&body).trim()
-                )
-            }
-            Err(err) => format!("{} {err}", StatusCode::BAD_GATEWAY),
-        };
-        println!("GET {path:<24} -> {line}");
+    let requests = [
+        ("/", None),
+        ("/invoices/7", None),
+        ("/invoices/../orders/1", None),
+        ("/reports/q3", None),
+        ("/payroll/7", None),
+        ("/payroll/8", None),
+        ("/payroll/9", None),
+        ("/catalog/1", Some("session=alice")),
+        ("/catalog/1", Some("session=dave")),
+        ("/catalog/1", Some("session=alice")),
+        ("/catalog/1", Some("session=dave")),
+    ];
+    for (path, cookie) in requests {
+        let (status, headers, body) =
+            fetch(&client, &format!("http://{proxy}{path}"), cookie).await;
+        let hook = headers
+            .get("x-decorated-by")
+            .and_then(|v| v.to_str().ok())
+            .map(|v| format!("   [x-decorated-by: {v}]"))
+            .unwrap_or_default();
+        let who = cookie.map(|c| format!(" ({c})")).unwrap_or_default();
+        println!(
+            "GET {:<32} -> {status} {}{hook}",
+            format!("{path}{who}"),
+            body.trim()
+        );
+    }
+    // Comparisons finish after the answers; give the three shadowed requests a moment.
+    let url = format!("http://{admin}/diffs/payroll");
+    for _ in 0..50 {
+        let (_, _, report) = fetch(&client, &url, None).await;
+        let summary: serde_json::Value = serde_json::from_str(&report)
+            .map(|r: serde_json::Value| r["summary"].clone())
+            .unwrap_or_default();
+        if summary["comparisons"].as_u64().unwrap_or(0) >= 3 {
+            println!(
+                "\nparallel run of /payroll: {} comparisons, counts {}, gate {}",
+                summary["comparisons"], summary["counts"], summary["gate"]["state"]
+            );
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// GET `url` (with a cookie) and read the whole answer; a failure reads as a 502.
+async fn fetch(
+    client: &Client<
+        hyper_util::client::legacy::connect::HttpConnector,
+        http_body_util::Empty<Bytes>,
+    >,
+    url: &str,
+    cookie: Option<&str>,
+) -> (u16, http::HeaderMap, String) {
+    let mut request = Request::new(http_body_util::Empty::new());
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return (
+            StatusCode::BAD_REQUEST.as_u16(),
+            http::HeaderMap::new(),
+            String::new(),
+        );
+    };
+    *request.uri_mut() = uri;
+    if let Some(cookie) = cookie.and_then(|c| http::HeaderValue::from_str(c).ok()) {
+        request.headers_mut().insert(http::header::COOKIE, cookie);
+    }
+    match client.request(request).await {
+        Ok(response) => {
+            let (head, body) = response.into_parts();
+            let body = body
+                .collect()
+                .await
+                .map(|b| b.to_bytes())
+                .unwrap_or_default();
+            (
+                head.status.as_u16(),
+                head.headers,
+                String::from_utf8_lossy(&body).into_owned(),
+            )
+        }
+        Err(err) => (
+            StatusCode::BAD_GATEWAY.as_u16(),
+            http::HeaderMap::new(),
+            err.to_string(),
+        ),
     }
 }
 
@@ -194,6 +289,10 @@ fn print_tour(proxy: SocketAddr, admin: SocketAddr, routes: &std::path::Path) {
          curl -i http://{proxy}/invoices/42        # served by the new invoices service\n\
          curl -i http://{proxy}/orders/1           # passes through to the monolith\n\
          curl -i http://{proxy}/reports            # answered from the route file (501)\n\
+         curl -i http://{proxy}/payroll/1          # monolith answers; invoices gets a compared copy\n\
+         curl -i -b session=you http://{proxy}/catalog/1   # canary, sticky per session\n\
+         curl -i http://{admin}/diffs/payroll      # what the parallel run found\n\
+         curl -i http://{admin}/routes             # the active table, pins and gates\n\
          curl -i http://{admin}/readyz             # readiness probe\n\
          \n\
          Edit {} (e.g. delete the invoices route):\n\

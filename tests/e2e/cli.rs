@@ -116,6 +116,15 @@ fn the_demo_runs_its_sample_traffic_and_exits() {
     );
     assert!(out.contains("\"served_by\":\"monolith\""), "{out}");
     assert!(out.contains("501"), "{out}");
+    assert!(
+        out.contains("parallel run of /payroll: 3 comparisons"),
+        "{out}"
+    );
+    assert!(out.contains("\"match\":3"), "{out}");
+    assert!(
+        out.contains("x-decorated-by: strangler hook for route orders"),
+        "{out}"
+    );
 }
 
 #[test]
