@@ -82,6 +82,15 @@ impl Upstream {
     }
 
     async fn start_scripted(name: &'static str, script: Option<Script>) -> Upstream {
+        Self::serve(name, script, None).await
+    }
+
+    /// The accept loop of every test upstream: plain, or TLS with `acceptor`.
+    async fn serve(
+        name: &'static str,
+        script: Option<Script>,
+        acceptor: Option<tokio_rustls::TlsAcceptor>,
+    ) -> Upstream {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(Mutex::new(Vec::new()));
@@ -96,8 +105,9 @@ impl Upstream {
                 let recorded = recorded.clone();
                 let notify = notify.clone();
                 let script = script.clone();
+                let acceptor = acceptor.clone();
                 let service = service_fn(move |request| {
-                    echo_with(
+                    echo(
                         name,
                         request,
                         recorded.clone(),
@@ -106,9 +116,23 @@ impl Upstream {
                     )
                 });
                 tokio::spawn(async move {
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
+                    let builder = auto::Builder::new(TokioExecutor::new());
+                    match acceptor {
+                        None => {
+                            let _ = builder
+                                .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                .await;
+                        }
+                        // A proxy that refuses our certificate ends the handshake: nothing
+                        // to serve.
+                        Some(acceptor) => {
+                            if let Ok(stream) = acceptor.accept(stream).await {
+                                let _ = builder
+                                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                                    .await;
+                            }
+                        }
+                    }
                 });
             }
         });
@@ -147,15 +171,6 @@ impl Upstream {
 }
 
 async fn echo(
-    name: &'static str,
-    request: Request<Incoming>,
-    hits: Arc<Mutex<Vec<Value>>>,
-    arrived: Arc<tokio::sync::Notify>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    echo_with(name, request, hits, arrived, None).await
-}
-
-async fn echo_with(
     name: &'static str,
     mut request: Request<Incoming>,
     hits: Arc<Mutex<Vec<Value>>>,
@@ -632,41 +647,8 @@ impl Upstream {
     /// Start an echo upstream named `name` that speaks HTTPS with `leaf`'s certificate
     /// (HTTP/1.1 or HTTP/2 as ALPN says).
     pub async fn start_tls(name: &'static str, leaf: &Leaf) -> Upstream {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
         let acceptor = tokio_rustls::TlsAcceptor::from(leaf.server_config());
-        let hits = Arc::new(Mutex::new(Vec::new()));
-        let recorded = hits.clone();
-        let connections = Arc::new(AtomicUsize::new(0));
-        let arrived = Arc::new(tokio::sync::Notify::new());
-        let notify = arrived.clone();
-        let accepted = connections.clone();
-        tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                accepted.fetch_add(1, Ordering::SeqCst);
-                let recorded = recorded.clone();
-                let notify = notify.clone();
-                let acceptor = acceptor.clone();
-                let service = service_fn(move |request| {
-                    echo(name, request, recorded.clone(), notify.clone())
-                });
-                tokio::spawn(async move {
-                    // A proxy that refuses our certificate ends the handshake: nothing to serve.
-                    let Ok(stream) = acceptor.accept(stream).await else {
-                        return;
-                    };
-                    let _ = auto::Builder::new(TokioExecutor::new())
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Upstream {
-            addr,
-            hits,
-            connections,
-            arrived,
-        }
+        Self::serve(name, None, Some(acceptor)).await
     }
 }
 
