@@ -8,7 +8,9 @@ use http::Request;
 use http_body_util::Full;
 use serde_json::json;
 
-use crate::support::{Proxy, Reply, Upstream, admin_get, binary, client, get, send};
+use crate::support::{
+    Proxy, Reply, Upstream, admin_get, binary, client, get, send, write_atomically,
+};
 
 /// A proxy whose route `orders` (prefix /orders) runs `script` (file `hook.lua`).
 fn start(monolith: &Upstream, extra_upstreams: &str, script: &str, on_error: &str) -> Proxy {
@@ -170,7 +172,8 @@ async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line
     let monolith = Upstream::start("monolith").await;
     let proxy = start(&monolith, "", TAGGING, "fail");
     let script = proxy.dir.path().join("hook.lua");
-    std::fs::write(&script, TAGGING.replace("v1", "v2")).unwrap();
+    // Written as editors do (temporary file, then rename), so no reload sees half a file.
+    write_atomically(&script, &TAGGING.replace("v1", "v2"));
     // The watcher does not know which file changed: its log line must not say "route file".
     proxy.logs.wait_for("watched file content changed");
     assert_eq!(proxy.logs.count("route file content changed"), 0);
@@ -180,16 +183,16 @@ async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line
         "v2"
     );
 
-    std::fs::write(
+    write_atomically(
         &script,
         "function on_request(req)\n  req.headers:set(\"x\", \nend\n",
-    )
-    .unwrap();
-    let rejected = proxy.logs.wait_for("reload rejected");
-    let all = proxy.logs.all();
+    );
+    proxy.logs.wait_for("reload rejected");
+    // The error's own lines follow the "rejected" line; wait for them, not just for it.
+    let error = proxy.logs.wait_for("hook.lua:");
     assert!(
-        all.contains("hook.lua:3") || all.contains("hook.lua:2"),
-        "{rejected}\n{all}"
+        error.contains("hook.lua:3") || error.contains("hook.lua:2"),
+        "{error}"
     );
     assert_eq!(
         get(&proxy.url("/orders"), &[]).await.json()["headers"]["x-tagged"],
