@@ -137,7 +137,7 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 fn new_request_id() -> HeaderValue {
     static PREFIX: OnceLock<u64> = OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = *PREFIX.get_or_init(random_u64);
+    let prefix = *PREFIX.get_or_init(crate::random::next_u64);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     // Written by hand: this runs for most requests, and `format!` costs several times more.
     let mut id = [0u8; 32];
@@ -147,20 +147,6 @@ fn new_request_id() -> HeaderValue {
         *byte = b"0123456789abcdef"[nibble as usize];
     }
     HeaderValue::from_bytes(&id).unwrap_or_else(|_| HeaderValue::from_static("0"))
-}
-
-/// A random 64-bit number from the standard library's randomly keyed hasher.
-fn random_u64() -> u64 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos())
-            .unwrap_or_default(),
-    );
-    hasher.write_u32(std::process::id());
-    hasher.finish()
 }
 
 #[cfg(test)]

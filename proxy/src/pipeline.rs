@@ -104,15 +104,7 @@ impl Pipeline {
                 }
             }
         };
-        let table = runtime.table();
-        let route_name = match table.routes().get(slot.0) {
-            Some(route) => route.name.as_str(),
-            None => "default",
-        };
-        let upstream_name = match answerer {
-            Answerer::Upstream(id) => table.upstream(id).name.as_str(),
-            Answerer::Respond => "respond",
-        };
+        let (route_name, upstream_name) = runtime.names(slot, answerer);
         let mut response = outcome.unwrap_or_else(|err| {
             tracing::warn!(request_id = ?request_id, route = route_name, error = %err, "request failed");
             if err.class() == ErrorClass::Upstream {
@@ -264,7 +256,8 @@ fn host_from<'a>(
         .or_else(|| uri.authority().map(|a| a.as_str()))
 }
 
-fn content_length<B>(request: &Request<B>) -> Option<u64> {
+/// The request's declared `Content-Length`, if any and valid.
+pub fn content_length<B>(request: &Request<B>) -> Option<u64> {
     request
         .headers()
         .get(http::header::CONTENT_LENGTH)

@@ -7,21 +7,26 @@ thread_local! {
     static STATE: Cell<u64> = Cell::new(seed());
 }
 
-/// A random number in `[0, 1)` from this thread's xorshift64* generator.
+/// A random 64-bit number from this thread's xorshift64* generator.
 ///
-/// Not for secrets: it decides which requests are sampled or split, where speed and
-/// independence between threads matter and predictability does not.
-pub fn unit() -> f64 {
-    let next = STATE.with(|state| {
+/// Not for secrets: it decides which requests are sampled or split and makes request ids
+/// unique per process, where speed and independence between threads matter and
+/// predictability does not.
+pub fn next_u64() -> u64 {
+    STATE.with(|state| {
         let mut x = state.get();
         x ^= x >> 12;
         x ^= x << 25;
         x ^= x >> 27;
         state.set(x);
         x.wrapping_mul(0x2545_F491_4F6C_DD1D)
-    });
+    })
+}
+
+/// A random number in `[0, 1)`.
+pub fn unit() -> f64 {
     // The top 53 bits make an exactly representable fraction.
-    (next >> 11) as f64 / (1u64 << 53) as f64
+    (next_u64() >> 11) as f64 / (1u64 << 53) as f64
 }
 
 /// Whether an event with probability `fraction` happens this time.

@@ -172,16 +172,23 @@ impl Runtime {
             Answerer::Respond => cells.width - 1,
         };
         cells.cells[row * cells.width + column].get_or_init(|| {
-            let route_name = match self.table.routes().get(row) {
-                Some(route) => route.name.as_str(),
-                None => "default",
-            };
-            let upstream_name = match answerer {
-                Answerer::Upstream(id) => self.table.upstream(id).name.as_str(),
-                Answerer::Respond => "respond",
-            };
+            let (route_name, upstream_name) = self.names(route, answerer);
             cells.metrics.pair(route_name, upstream_name)
         })
+    }
+
+    /// The route and upstream names that logs and metrics use: `default` for unmatched
+    /// requests, `respond` for answers from the route file.
+    pub fn names(&self, route: RouteSlot, answerer: Answerer) -> (&str, &str) {
+        let route_name = match self.table.routes().get(route.0) {
+            Some(route) => route.name.as_str(),
+            None => "default",
+        };
+        let upstream_name = match answerer {
+            Answerer::Upstream(id) => self.table.upstream(id).name.as_str(),
+            Answerer::Respond => "respond",
+        };
+        (route_name, upstream_name)
     }
 
     fn build(

@@ -9,13 +9,10 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 use strangler_routes::CanaryGate;
 
-use crate::verify::GateState;
+use crate::verify::{GateState, LatencyHistogram};
 
 /// Time buckets per window: the window slides in steps of `window / BUCKETS`.
 const BUCKETS: usize = 10;
-/// Latency histogram: bucket `i` holds latencies below `LATENCY_BASE_US * 2^(i/2)`.
-const LATENCY_BUCKETS: usize = 48;
-const LATENCY_BASE_US: f64 = 100.0;
 
 /// Which side of a canary an answer came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,7 +39,7 @@ struct Bucket {
 struct SideCounts {
     requests: AtomicU64,
     errors: AtomicU64,
-    latency: Vec<AtomicU64>,
+    latency: LatencyHistogram,
 }
 
 /// Figures of one side over the window.
@@ -52,7 +49,7 @@ pub struct SideFigures {
     pub requests: u64,
     /// Of which errors (5xx or no answer).
     pub errors: u64,
-    /// 99th percentile latency in milliseconds (upper bound of its bucket), if any.
+    /// 99th percentile latency in milliseconds (within ~3 %), if any.
     pub p99_ms: Option<f64>,
 }
 
@@ -101,31 +98,33 @@ impl Window {
         if error {
             counts.errors.fetch_add(1, Ordering::Relaxed);
         }
-        counts.latency[latency_bucket(latency)].fetch_add(1, Ordering::Relaxed);
+        counts.latency.record(latency);
     }
 
     /// The figures of `side` over the live buckets.
     pub fn figures(&self, side: Side) -> SideFigures {
         let now = self.epoch();
-        let mut requests = 0;
-        let mut errors = 0;
-        let mut latency = [0u64; LATENCY_BUCKETS];
-        for bucket in &self.buckets {
-            let epoch = bucket.epoch.load(Ordering::Acquire);
-            if now.saturating_sub(epoch) >= BUCKETS as u64 {
-                continue;
-            }
-            let counts = &bucket.sides[side as usize];
-            requests += counts.requests.load(Ordering::Relaxed);
-            errors += counts.errors.load(Ordering::Relaxed);
-            for (sum, count) in latency.iter_mut().zip(&counts.latency) {
-                *sum += count.load(Ordering::Relaxed);
-            }
-        }
+        let live: Vec<&SideCounts> = self
+            .buckets
+            .iter()
+            .filter(|bucket| {
+                now.saturating_sub(bucket.epoch.load(Ordering::Acquire)) < BUCKETS as u64
+            })
+            .map(|bucket| &bucket.sides[side as usize])
+            .collect();
+        let sum = |field: fn(&SideCounts) -> &AtomicU64| {
+            live.iter()
+                .map(|counts| field(counts).load(Ordering::Relaxed))
+                .sum()
+        };
         SideFigures {
-            requests,
-            errors,
-            p99_ms: percentile(&latency, 0.99),
+            requests: sum(|counts| &counts.requests),
+            errors: sum(|counts| &counts.errors),
+            p99_ms: LatencyHistogram::quantile_across(
+                live.iter().map(|counts| &counts.latency),
+                0.99,
+            )
+            .map(|p99| p99.as_secs_f64() * 1000.0),
         }
     }
 
@@ -210,9 +209,7 @@ impl Bucket {
         for side in &self.sides {
             side.requests.store(0, Ordering::Relaxed);
             side.errors.store(0, Ordering::Relaxed);
-            for count in &side.latency {
-                count.store(0, Ordering::Relaxed);
-            }
+            side.latency.clear();
         }
     }
 }
@@ -222,40 +219,9 @@ impl SideCounts {
         Self {
             requests: AtomicU64::new(0),
             errors: AtomicU64::new(0),
-            latency: (0..LATENCY_BUCKETS).map(|_| AtomicU64::new(0)).collect(),
+            latency: LatencyHistogram::new(),
         }
     }
-}
-
-/// Index of the latency bucket for `latency` (√2 steps from 100 µs; the last is open).
-fn latency_bucket(latency: Duration) -> usize {
-    let us = latency.as_secs_f64() * 1e6;
-    if us <= LATENCY_BASE_US {
-        return 0;
-    }
-    let steps = ((us / LATENCY_BASE_US).log2() * 2.0).ceil();
-    (steps as usize).min(LATENCY_BUCKETS - 1)
-}
-
-/// Upper bound of bucket `i` in milliseconds.
-fn bucket_upper_ms(i: usize) -> f64 {
-    LATENCY_BASE_US * 2f64.powf(i as f64 / 2.0) / 1000.0
-}
-
-fn percentile(histogram: &[u64; LATENCY_BUCKETS], q: f64) -> Option<f64> {
-    let total: u64 = histogram.iter().sum();
-    if total == 0 {
-        return None;
-    }
-    let rank = (q * total as f64).ceil() as u64;
-    let mut seen = 0;
-    for (i, count) in histogram.iter().enumerate() {
-        seen += count;
-        if seen >= rank {
-            return Some(bucket_upper_ms(i));
-        }
-    }
-    Some(bucket_upper_ms(LATENCY_BUCKETS - 1))
 }
 
 #[cfg(test)]
@@ -309,19 +275,6 @@ mod tests {
         let report = window.evaluate(&gate());
         assert_eq!(report.state, GateState::Failing);
         assert!(report.reason.contains("p99"), "{}", report.reason);
-    }
-
-    #[test]
-    fn latency_buckets_are_ordered_and_bounded() {
-        assert_eq!(latency_bucket(Duration::from_micros(50)), 0);
-        let a = latency_bucket(Duration::from_millis(5));
-        let b = latency_bucket(Duration::from_millis(50));
-        assert!(a < b);
-        assert!(bucket_upper_ms(a) >= 5.0 && bucket_upper_ms(a) < 7.1);
-        assert_eq!(
-            latency_bucket(Duration::from_secs(3600)),
-            LATENCY_BUCKETS - 1
-        );
     }
 
     #[test]

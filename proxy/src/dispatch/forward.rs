@@ -28,9 +28,9 @@ pub(super) async fn forward(
     mut request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let pool = exchange.runtime.pool(upstream);
-    let upgrade = is_upgrade(&request);
-    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let origin = Origin::of(&request);
+    let upgrade = origin.upgrade.is_some() && asks_to_upgrade(&request);
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
     let (mut parts, incoming) = request.into_parts();
     prepare(exchange, pool, rewrite, &origin, &mut parts)?;
     if upgrade {
@@ -196,10 +196,10 @@ pub(super) fn copy_head(parts: &Parts) -> Parts {
     head
 }
 
-/// An HTTP/1.1 request asking to switch protocols (`Connection: upgrade` + `Upgrade`).
-fn is_upgrade<B>(request: &Request<B>) -> bool {
+/// An HTTP/1.1 request whose `Connection` asks to switch protocols (the caller has
+/// seen its `Upgrade` header).
+fn asks_to_upgrade<B>(request: &Request<B>) -> bool {
     request.version() == Version::HTTP_11
-        && request.headers().contains_key(header::UPGRADE)
         && request
             .headers()
             .get_all(header::CONNECTION)

@@ -24,6 +24,7 @@ use crate::body::{self, BoxBody, CopyError, CopyReceiver, Tee};
 use crate::difflog::DiffLog;
 use crate::error::ProxyError;
 use crate::metrics::ShadowMetrics;
+use crate::pipeline::content_length;
 use crate::random;
 use crate::upstream::UpstreamPool;
 use crate::verify::{
@@ -170,12 +171,7 @@ fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
     if !(spec.unsafe_methods || is_safe(request.method())) || !random::sampled(spec.sample) {
         return Admission::Skip(None);
     }
-    let declared = request
-        .headers()
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > spec.max_body) {
+    if content_length(request).is_some_and(|length| length > spec.max_body) {
         return Admission::Skip(Some(DropReason::RequestBodyTooLarge));
     }
     match route.in_flight.clone().try_acquire_owned() {

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
-use crate::body::BoxBody;
+use crate::body::{self, BoxBody};
 
 /// Why an exchange on this pool failed, before classification into a `ProxyError`.
 pub(super) enum Failure {
@@ -100,20 +100,16 @@ impl H1Pool {
             },
         };
         Ok(response.map(|incoming| {
-            let body = PooledBody {
-                done: incoming.is_end_stream(),
-                inner: incoming,
-                back: Some((sender, self.clone())),
-                _permit: permit,
-            };
-            let mut body = body;
-            if body.done {
-                body.give_back();
+            let mut back = Some((sender, self.clone()));
+            // A bodiless answer (204, 304, HEAD) is over already.
+            if incoming.is_end_stream() {
+                hand_back(&mut back);
             }
-            http_body_util::BodyExt::boxed_unsync(http_body_util::BodyExt::map_err(
-                body,
-                Into::into,
-            ))
+            body::boxed(PooledBody {
+                inner: incoming,
+                back,
+                _permit: permit,
+            })
         }))
     }
 
@@ -176,17 +172,15 @@ pin_project_lite::pin_project! {
     struct PooledBody {
         #[pin]
         inner: Incoming,
-        done: bool,
         back: Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>,
         _permit: OwnedSemaphorePermit,
     }
 }
 
-impl PooledBody {
-    fn give_back(&mut self) {
-        if let Some((sender, pool)) = self.back.take() {
-            pool.give_back(sender);
-        }
+/// Return the connection to its pool, once.
+fn hand_back(back: &mut Option<(http1::SendRequest<BoxBody>, Arc<H1Pool>)>) {
+    if let Some((sender, pool)) = back.take() {
+        pool.give_back(sender);
     }
 }
 
@@ -205,11 +199,8 @@ impl Body for PooledBody {
             Poll::Ready(Some(Ok(_))) => this.inner.is_end_stream(),
             _ => false,
         };
-        if ended && !*this.done {
-            *this.done = true;
-            if let Some((sender, pool)) = this.back.take() {
-                pool.give_back(sender);
-            }
+        if ended {
+            hand_back(this.back);
         }
         polled
     }

@@ -109,11 +109,21 @@ impl LatencyHistogram {
     /// The `q` quantile (0.0 ..= 1.0), `None` when empty. Reported as the middle of the
     /// bucket holding it.
     pub fn quantile(&self, q: f64) -> Option<Duration> {
-        let counts: Vec<u64> = self
-            .buckets
-            .iter()
-            .map(|b| b.load(Ordering::Relaxed))
-            .collect();
+        Self::quantile_across([self], q)
+    }
+
+    /// The `q` quantile of the samples of several histograms together (e.g. the time
+    /// slices of a sliding window), `None` when all are empty.
+    pub fn quantile_across<'a>(
+        histograms: impl IntoIterator<Item = &'a LatencyHistogram>,
+        q: f64,
+    ) -> Option<Duration> {
+        let mut counts = vec![0u64; BUCKETS];
+        for histogram in histograms {
+            for (sum, bucket) in counts.iter_mut().zip(histogram.buckets.iter()) {
+                *sum += bucket.load(Ordering::Relaxed);
+            }
+        }
         let total: u64 = counts.iter().sum();
         if total == 0 {
             return None;
