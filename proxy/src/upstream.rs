@@ -20,6 +20,7 @@ use crate::tls::TlsError;
 use crate::tls::client::{self as tls_client, CaBundle};
 
 mod h1pool;
+mod h1wire;
 
 use h1pool::{Failure, H1Pool};
 
@@ -255,6 +256,10 @@ impl UpstreamPool {
                     upstream: self.spec.name.clone(),
                     reason: root_cause(&err),
                 },
+            },
+            Failure::Wire(err) => ProxyError::UpstreamBroken {
+                upstream: self.spec.name.clone(),
+                reason: err.to_string(),
             },
         }
     }

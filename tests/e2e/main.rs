@@ -6,6 +6,7 @@ mod admin;
 mod canary;
 mod cli;
 mod errors;
+mod framing;
 mod hooks;
 mod passthrough;
 mod protocols;

@@ -2,8 +2,15 @@
 //!
 //! hyper-util's general client spends more on its pool than on the exchange: a keyed map
 //! behind a lock, a lazily built connector, a task per returned connection. This pool keeps
-//! only what one upstream needs: a stack of idle connections, checked out most-recent first
+//! only what one upstream needs: stacks of idle connections, checked out most-recent first
 //! (the warmest socket), and handed back when the response body has been read to its end.
+//!
+//! Two kinds of connection share the pool. Idempotent requests without a body (GET, HEAD:
+//! most of the traffic) are exchanged inline by the request's own task on a bare socket
+//! ([`super::h1wire`]); a stale one of those can always be sent again. Requests with a body,
+//! non-idempotent ones and upgrades go over hyper's client connection, which streams the
+//! body while the answer arrives, notices an idle connection closing, and hands back a
+//! request it never sent.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -11,13 +18,14 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, header};
+use http::{HeaderValue, Method, Request, Response, header};
 use hyper::body::{Body, Frame, Incoming, SizeHint};
 use hyper::client::conn::http1;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 
+use super::h1wire::{Attempt, Framing, WireConn, WireError};
 use crate::body::{self, BoxBody};
 
 /// Why an exchange on this pool failed, before classification into a `ProxyError`.
@@ -28,6 +36,8 @@ pub(super) enum Failure {
     Connect(std::io::Error),
     /// The HTTP/1 handshake or the exchange failed.
     Exchange(hyper::Error),
+    /// An inline exchange failed.
+    Wire(WireError),
 }
 
 /// Idle connections of one upstream.
@@ -39,11 +49,13 @@ pub(super) struct H1Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<Idle>>,
+    idle: Mutex<Vec<Idle<http1::SendRequest<BoxBody>>>>,
+    idle_wire: Mutex<Vec<Idle<WireConn>>>,
 }
 
-struct Idle {
-    sender: http1::SendRequest<BoxBody>,
+/// A connection waiting for its next request, and since when.
+struct Idle<C> {
+    conn: C,
     since: Instant,
 }
 
@@ -64,6 +76,7 @@ impl H1Pool {
             idle_timeout,
             max_idle,
             idle: Mutex::new(Vec::new()),
+            idle_wire: Mutex::new(Vec::new()),
         }
     }
 
@@ -80,6 +93,9 @@ impl H1Pool {
             request
                 .headers_mut()
                 .insert(header::HOST, self.authority.clone());
+        }
+        if inline(&request) {
+            return self.send_inline(request, permit).await;
         }
         let mut sender = match self.checkout().await {
             Some(sender) => sender,
@@ -113,6 +129,65 @@ impl H1Pool {
         }))
     }
 
+    /// Exchange a bodiless idempotent request on a bare socket, in this task. A pooled
+    /// connection that turns out to be closed is replaced by a fresh one, once.
+    async fn send_inline(
+        self: &Arc<Self>,
+        request: Request<BoxBody>,
+        permit: OwnedSemaphorePermit,
+    ) -> Result<Response<BoxBody>, Failure> {
+        let (head, _empty) = request.into_parts();
+        let (mut conn, pooled) = match self.checkout_wire() {
+            Some(conn) => (conn, true),
+            None => (WireConn::new(self.dial().await?), false),
+        };
+        let answer = match conn.exchange(&head).await {
+            Ok(answer) => answer,
+            Err(Attempt::Stale(err)) if pooled => {
+                tracing::debug!(address = %self.address, error = %err, "stale connection; retrying on a fresh one");
+                conn = WireConn::new(self.dial().await?);
+                conn.exchange(&head)
+                    .await
+                    .map_err(|attempt| Failure::Wire(attempt.into_error()))?
+            }
+            Err(attempt) => return Err(Failure::Wire(attempt.into_error())),
+        };
+        let mut body = WireBody {
+            conn: Some(conn),
+            framing: answer.framing,
+            keep_alive: answer.keep_alive,
+            pool: self.clone(),
+            _permit: permit,
+        };
+        // A bodiless answer (204, 304, HEAD) is over already.
+        if body.framing.is_done() {
+            body.finish();
+        }
+        Ok(answer.response.map(|()| body::boxed(body)))
+    }
+
+    /// The most recently used idle bare connection, if one is still within its idle time.
+    fn checkout_wire(&self) -> Option<WireConn> {
+        let mut idle = self.idle_wire.lock().ok()?;
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.idle_timeout {
+                return Some(conn.conn);
+            }
+        }
+        None
+    }
+
+    fn give_back_wire(&self, conn: WireConn) {
+        if let Ok(mut idle) = self.idle_wire.lock()
+            && idle.len() < self.max_idle
+        {
+            idle.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
     /// The most recently used idle connection that still works.
     async fn checkout(&self) -> Option<http1::SendRequest<BoxBody>> {
         loop {
@@ -120,10 +195,10 @@ impl H1Pool {
                 let mut idle = self.idle.lock().ok()?;
                 idle.pop()?
             };
-            if idle.since.elapsed() >= self.idle_timeout || idle.sender.is_closed() {
+            if idle.since.elapsed() >= self.idle_timeout || idle.conn.is_closed() {
                 continue;
             }
-            let mut sender = idle.sender;
+            let mut sender = idle.conn;
             // Handed back at the end of a body, so ready at once or as soon as the
             // connection's task has seen that end.
             if sender.ready().await.is_ok() {
@@ -132,12 +207,18 @@ impl H1Pool {
         }
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, Failure> {
+    /// A new TCP connection to the upstream, within the connect timeout.
+    async fn dial(&self) -> Result<TcpStream, Failure> {
         let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
             .await
             .map_err(|_| Failure::ConnectTimeout)?
             .map_err(Failure::Connect)?;
         let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, Failure> {
+        let stream = self.dial().await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await
@@ -159,7 +240,7 @@ impl H1Pool {
             && idle.len() < self.max_idle
         {
             idle.push(Idle {
-                sender,
+                conn: sender,
                 since: Instant::now(),
             });
         }
@@ -211,5 +292,72 @@ impl Body for PooledBody {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+/// Whether `request` is exchanged inline: no body, no upgrade, and safe to send twice.
+fn inline(request: &Request<BoxBody>) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE | Method::TRACE
+    ) && request.body().is_end_stream()
+        && !request.headers().contains_key(header::UPGRADE)
+}
+
+/// The body of an inline exchange, read from the socket as the client takes it. At its end
+/// the connection goes back to the pool when it may carry another exchange; a body dropped
+/// before its end takes its connection with it.
+struct WireBody {
+    conn: Option<WireConn>,
+    framing: Framing,
+    keep_alive: bool,
+    pool: Arc<H1Pool>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl WireBody {
+    /// The body has ended: return its connection, once.
+    fn finish(&mut self) {
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+            && conn.is_clean()
+        {
+            self.pool.give_back_wire(conn);
+        }
+    }
+}
+
+impl Body for WireBody {
+    type Data = Bytes;
+    type Error = WireError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, WireError>>> {
+        let this = self.get_mut();
+        let Some(conn) = this.conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        let polled = conn.poll_body(&mut this.framing, cx);
+        match &polled {
+            Poll::Ready(None) => this.finish(),
+            Poll::Ready(Some(Err(_))) => this.conn = None,
+            Poll::Ready(Some(Ok(_))) if this.framing.is_done() => this.finish(),
+            _ => {}
+        }
+        polled.map(|frame| frame.map(|data| data.map(Frame::data)))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.conn.is_none() || self.framing.is_done()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.framing {
+            Framing::Length(left) => SizeHint::with_exact(left),
+            Framing::Done => SizeHint::with_exact(0),
+            Framing::Chunked(_) | Framing::UntilClose => SizeHint::default(),
+        }
     }
 }

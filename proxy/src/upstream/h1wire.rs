@@ -1,0 +1,631 @@
+//! An HTTP/1.1 exchange driven by the request's own task, for requests without a body.
+//!
+//! hyper's client connection lives in a task of its own and meets the request through
+//! channels, so every exchange hands work between two tasks several times: that cost was a
+//! third of the proxy's instructions per request. A request without a body has nothing to
+//! stream while its answer arrives, so the request's task can do the whole exchange on the
+//! socket itself: write the head, read the answer's head, then read the body as the client
+//! takes it. Requests with bodies (written while the answer may already be coming) and
+//! upgrades stay on hyper's connection.
+//!
+//! Framing follows RFC 9112 §6.3: no body after HEAD, 1xx, 204 and 304; chunked when it is
+//! the last transfer coding; else `Content-Length`; else until the upstream closes.
+
+use std::future::poll_fn;
+use std::io;
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::request::Parts;
+use http::{Method, Response, StatusCode, Version};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+
+/// Largest response head accepted from an upstream.
+const MAX_HEAD: usize = 64 * 1024;
+/// Most header lines in a response head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Spare room made in the read buffer before each read.
+const READ_CHUNK: usize = 16 * 1024;
+/// Longest chunk-size line (size, extensions) accepted before it is called invalid.
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+
+/// What went wrong on the wire.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum WireError {
+    /// The socket failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+    /// The upstream closed the connection before a byte of its answer.
+    #[error("upstream closed the connection before answering")]
+    Closed,
+    /// The upstream closed the connection inside an answer.
+    #[error("upstream closed the connection in the middle of its answer")]
+    Truncated,
+    /// The answer is not valid HTTP/1.1.
+    #[error("invalid response from upstream: {0}")]
+    Invalid(String),
+}
+
+/// How an exchange failed: `Stale` when nothing came back on a connection the upstream may
+/// have closed while it sat idle (safe to send again for an idempotent request).
+pub(super) enum Attempt {
+    /// Writing failed, or the connection ended before any byte of an answer.
+    Stale(WireError),
+    /// Anything else.
+    Failed(WireError),
+}
+
+impl Attempt {
+    /// The error, whichever way the exchange failed.
+    pub(super) fn into_error(self) -> WireError {
+        match self {
+            Self::Stale(err) | Self::Failed(err) => err,
+        }
+    }
+}
+
+/// One keep-alive connection to an upstream, with bytes read but not yet consumed.
+pub(super) struct WireConn {
+    stream: TcpStream,
+    read: BytesMut,
+    write: Vec<u8>,
+}
+
+/// A response head read from the wire, and how its body is framed.
+pub(super) struct Head {
+    /// Status, version and headers (the body is attached by the caller).
+    pub(super) response: Response<()>,
+    /// How the body ends.
+    pub(super) framing: Framing,
+    /// Whether the connection may carry another exchange once the body has been read.
+    pub(super) keep_alive: bool,
+}
+
+/// How the end of a response body is found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// This many bytes are left (`Content-Length`).
+    Length(u64),
+    /// Chunked transfer coding, in this state.
+    Chunked(Chunk),
+    /// Everything until the upstream closes the connection.
+    UntilClose,
+    /// The body has ended.
+    Done,
+}
+
+/// Where a chunked body's decoder is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Chunk {
+    /// Before a chunk-size line.
+    Size,
+    /// Inside a chunk with this many bytes left.
+    Data(u64),
+    /// After a chunk's data, before its CRLF.
+    DataEnd,
+    /// After the last chunk: trailer fields (dropped, as hyper's client does) and the CRLF.
+    Trailers,
+}
+
+impl Framing {
+    /// Whether no more body bytes will come.
+    pub(super) fn is_done(self) -> bool {
+        matches!(self, Self::Done | Self::Length(0))
+    }
+}
+
+impl WireConn {
+    /// A connection over `stream`, fresh from `connect`.
+    pub(super) fn new(stream: TcpStream) -> Self {
+        Self {
+            stream,
+            read: BytesMut::with_capacity(READ_CHUNK),
+            write: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Whether everything read has been consumed: a connection holding extra bytes after a
+    /// complete answer is out of step with its upstream and must not be reused.
+    pub(super) fn is_clean(&self) -> bool {
+        self.read.is_empty()
+    }
+
+    /// Send `head` (origin-form URI, `Host` set, no body) and read the answer's head.
+    ///
+    /// Interim 1xx answers are skipped. A 101 is refused: this path never asks to upgrade.
+    pub(super) async fn exchange(&mut self, head: &Parts) -> Result<Head, Attempt> {
+        encode_request(&mut self.write, head);
+        if let Err(err) = self.stream.write_all(&self.write).await {
+            return Err(Attempt::Stale(err.into()));
+        }
+        let mut answered = false;
+        loop {
+            if !self.read.is_empty() {
+                match parse_head(&mut self.read, &head.method).map_err(Attempt::Failed)? {
+                    Some(parsed) if parsed.response.status().is_informational() => {
+                        if parsed.response.status() == StatusCode::SWITCHING_PROTOCOLS {
+                            return Err(Attempt::Failed(WireError::Invalid(
+                                "101 Switching Protocols to a request that did not ask to upgrade"
+                                    .into(),
+                            )));
+                        }
+                        continue;
+                    }
+                    Some(parsed) => return Ok(parsed),
+                    None if self.read.len() >= MAX_HEAD => {
+                        return Err(Attempt::Failed(WireError::Invalid(format!(
+                            "response head over {MAX_HEAD} bytes"
+                        ))));
+                    }
+                    None => {}
+                }
+            }
+            match poll_fn(|cx| self.poll_fill(cx)).await {
+                Ok(0) if answered => return Err(Attempt::Failed(WireError::Truncated)),
+                Ok(0) => return Err(Attempt::Stale(WireError::Closed)),
+                Ok(_) => answered = true,
+                Err(err) if !answered && err.kind() == io::ErrorKind::ConnectionReset => {
+                    return Err(Attempt::Stale(err.into()));
+                }
+                Err(err) => return Err(Attempt::Failed(err.into())),
+            }
+        }
+    }
+
+    /// The next piece of the body framed by `framing`: `None` at its end.
+    pub(super) fn poll_body(
+        &mut self,
+        framing: &mut Framing,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, WireError>>> {
+        loop {
+            match decode(framing, &mut self.read) {
+                Err(err) => return Poll::Ready(Some(Err(err))),
+                Ok(Decoded::Data(data)) => return Poll::Ready(Some(Ok(data))),
+                Ok(Decoded::End) => return Poll::Ready(None),
+                Ok(Decoded::More) => {}
+            }
+            match ready!(self.poll_fill(cx)) {
+                Ok(0) if *framing == Framing::UntilClose => {
+                    *framing = Framing::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => return Poll::Ready(Some(Err(WireError::Truncated))),
+                Ok(_) => {}
+                Err(err) => return Poll::Ready(Some(Err(err.into()))),
+            }
+        }
+    }
+
+    /// Read whatever the socket has into the buffer; `Ok(0)` at the end of the stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        loop {
+            ready!(self.stream.poll_read_ready(cx))?;
+            self.read.reserve(READ_CHUNK);
+            match self.stream.try_read_buf(&mut self.read) {
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+                result => return Poll::Ready(result),
+            }
+        }
+    }
+}
+
+/// Write the request line and header fields of `head` into `out`.
+///
+/// A method that normally carries content gets `Content-Length: 0` when it has no length
+/// (as hyper's client does), so the upstream does not wait for a body.
+fn encode_request(out: &mut Vec<u8>, head: &Parts) {
+    out.clear();
+    out.extend_from_slice(head.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = head
+        .uri
+        .path_and_query()
+        .map_or("/", |target| target.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &head.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
+        && !head.headers.contains_key(header::CONTENT_LENGTH)
+    {
+        out.extend_from_slice(b"content-length: 0\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Parse a response head at the front of `buf`, taking it out of the buffer when complete.
+///
+/// Header values are slices of the head's bytes, not copies.
+fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut response = httparse::Response::new(&mut []);
+    let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut response,
+        buf,
+        &mut slots,
+    ) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(err) => return Err(WireError::Invalid(err.to_string())),
+    };
+    let code = response.code.unwrap_or_default();
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| WireError::Invalid(format!("status code {code}")))?;
+    let version = match response.version {
+        Some(1) => Version::HTTP_11,
+        _ => Version::HTTP_10,
+    };
+    let reason = response
+        .reason
+        .filter(|reason| Some(*reason) != status.canonical_reason() && !reason.is_empty())
+        .and_then(|reason| hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()).ok());
+    // Where each name and value sits in the head, so the values can share its bytes.
+    let base = buf.as_ptr() as usize;
+    let spans: Vec<_> = response
+        .headers
+        .iter()
+        .map(|field| {
+            let name = field.name.as_ptr() as usize - base;
+            let value = field.value.as_ptr() as usize - base;
+            (
+                name..name + field.name.len(),
+                value..value + field.value.len(),
+            )
+        })
+        .collect();
+    let head = buf.split_to(len).freeze();
+
+    let mut headers = HeaderMap::with_capacity(spans.len());
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut transfer_coded = false;
+    let mut close = version == Version::HTTP_10;
+    for (name, value) in spans {
+        let name = HeaderName::from_bytes(&head[name])
+            .map_err(|_| WireError::Invalid("header name".into()))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(value))
+            .map_err(|_| WireError::Invalid(format!("value of {name}")))?;
+        if name == header::CONTENT_LENGTH {
+            let parsed = value
+                .to_str()
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+                .ok_or_else(|| WireError::Invalid("content-length".into()))?;
+            if length.is_some_and(|seen| seen != parsed) {
+                return Err(WireError::Invalid("conflicting content-length".into()));
+            }
+            length = Some(parsed);
+        } else if name == header::TRANSFER_ENCODING {
+            transfer_coded = true;
+            // Only the last coding decides; a later field line overrides an earlier one.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::CONNECTION {
+            close |= has_token(&value, b"close");
+        }
+        headers.append(name, value);
+    }
+
+    let bodiless = *method == Method::HEAD
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = match (bodiless, transfer_coded, chunked, length) {
+        (true, ..) => Framing::Done,
+        (false, true, true, _) => Framing::Chunked(Chunk::Size),
+        (false, true, false, _) => Framing::UntilClose,
+        (false, false, _, Some(length)) => Framing::Length(length),
+        (false, false, _, None) => Framing::UntilClose,
+    };
+    // A message framed by both is a smuggling vector: answer it, then drop the connection.
+    let keep_alive =
+        !close && framing != Framing::UntilClose && !(transfer_coded && length.is_some());
+
+    let mut response = Response::new(());
+    *response.status_mut() = status;
+    *response.version_mut() = version;
+    *response.headers_mut() = headers;
+    if let Some(reason) = reason {
+        response.extensions_mut().insert(reason);
+    }
+    Ok(Some(Head {
+        response,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// Whether the comma-separated `value` lists `token` (ASCII case-insensitive).
+fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// One step of body decoding.
+#[derive(Debug, PartialEq, Eq)]
+enum Decoded {
+    /// Body bytes.
+    Data(Bytes),
+    /// The body has ended.
+    End,
+    /// More bytes must be read first.
+    More,
+}
+
+/// Take the next piece of a body framed by `framing` out of `buf`.
+fn decode(framing: &mut Framing, buf: &mut BytesMut) -> Result<Decoded, WireError> {
+    loop {
+        match framing {
+            Framing::Done | Framing::Length(0) => {
+                *framing = Framing::Done;
+                return Ok(Decoded::End);
+            }
+            Framing::Length(left) => return Ok(take(buf, left)),
+            Framing::UntilClose if buf.is_empty() => return Ok(Decoded::More),
+            Framing::UntilClose => return Ok(Decoded::Data(buf.split().freeze())),
+            Framing::Chunked(Chunk::Data(0)) => *framing = Framing::Chunked(Chunk::DataEnd),
+            Framing::Chunked(Chunk::Data(left)) => return Ok(take(buf, left)),
+            Framing::Chunked(Chunk::Size) => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    buf.advance(used);
+                    *framing = Framing::Chunked(match size {
+                        0 => Chunk::Trailers,
+                        size => Chunk::Data(size),
+                    });
+                }
+                Ok(httparse::Status::Partial) if buf.len() < MAX_CHUNK_LINE => {
+                    return Ok(Decoded::More);
+                }
+                _ => return Err(WireError::Invalid("chunk size line".into())),
+            },
+            Framing::Chunked(Chunk::DataEnd) => match buf.get(..2) {
+                None if buf.first().is_none_or(|&b| b == b'\r') => return Ok(Decoded::More),
+                Some(b"\r\n") => {
+                    buf.advance(2);
+                    *framing = Framing::Chunked(Chunk::Size);
+                }
+                _ => return Err(WireError::Invalid("chunk not followed by CRLF".into())),
+            },
+            Framing::Chunked(Chunk::Trailers) => {
+                let mut fields = [httparse::EMPTY_HEADER; 32];
+                match httparse::parse_headers(buf, &mut fields) {
+                    Ok(httparse::Status::Complete((used, _))) => {
+                        buf.advance(used);
+                        *framing = Framing::Done;
+                    }
+                    Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {
+                        return Ok(Decoded::More);
+                    }
+                    _ => return Err(WireError::Invalid("chunked trailer".into())),
+                }
+            }
+        }
+    }
+}
+
+/// Up to `left` bytes from the front of `buf`.
+fn take(buf: &mut BytesMut, left: &mut u64) -> Decoded {
+    if buf.is_empty() {
+        return Decoded::More;
+    }
+    let n = usize::try_from(*left).map_or(buf.len(), |left| left.min(buf.len()));
+    *left -= n as u64;
+    Decoded::Data(buf.split_to(n).freeze())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn head_of(bytes: &[u8], method: &Method) -> Result<Option<Head>, WireError> {
+        parse_head(&mut BytesMut::from(bytes), method)
+    }
+
+    /// Decode all of `wire` fed in pieces of `step` bytes; the body and whether it ended.
+    fn decode_all(mut framing: Framing, wire: &[u8], step: usize) -> (Vec<u8>, bool, BytesMut) {
+        let mut buf = BytesMut::new();
+        let mut body = Vec::new();
+        let mut pieces = wire.chunks(step);
+        loop {
+            match decode(&mut framing, &mut buf).expect("valid framing") {
+                Decoded::Data(data) => body.extend_from_slice(&data),
+                Decoded::End => return (body, true, buf),
+                Decoded::More => match pieces.next() {
+                    Some(piece) => buf.extend_from_slice(piece),
+                    None => return (body, false, buf),
+                },
+            }
+        }
+    }
+
+    #[test]
+    fn a_content_length_answer_keeps_the_connection() {
+        let head = head_of(
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(head.response.status(), 200);
+        assert_eq!(head.framing, Framing::Length(5));
+        assert!(head.keep_alive);
+        let values: Vec<_> = head.response.headers().get_all("x-a").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+    }
+
+    #[test]
+    fn an_incomplete_head_asks_for_more_and_keeps_the_bytes() {
+        let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
+        assert!(parse_head(&mut buf, &Method::GET).unwrap().is_none());
+        assert_eq!(buf.len(), 27);
+    }
+
+    #[test]
+    fn framing_follows_the_rfc() {
+        let cases: &[(&[u8], Method, Framing, bool)] = &[
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n",
+                Method::HEAD,
+                Framing::Done,
+                true,
+            ),
+            (
+                b"HTTP/1.1 204 No Content\r\n\r\n",
+                Method::GET,
+                Framing::Done,
+                true,
+            ),
+            (
+                b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+                Method::GET,
+                Framing::Done,
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Method::GET,
+                Framing::Chunked(Chunk::Size),
+                true,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                Method::GET,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                Method::GET,
+                Framing::Chunked(Chunk::Size),
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\n\r\n",
+                Method::GET,
+                Framing::UntilClose,
+                false,
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+            (
+                b"HTTP/1.0 200 OK\r\nContent-Length: 1\r\n\r\n",
+                Method::GET,
+                Framing::Length(1),
+                false,
+            ),
+        ];
+        for (wire, method, framing, keep_alive) in cases {
+            let head = head_of(wire, method).unwrap().unwrap();
+            let text = String::from_utf8_lossy(wire);
+            assert_eq!(head.framing, *framing, "{text}");
+            assert_eq!(head.keep_alive, *keep_alive, "{text}");
+        }
+    }
+
+    #[test]
+    fn broken_heads_are_errors_with_a_reason() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 2000 OK\r\n\r\n",
+            b"SMTP ready\r\n\r\n",
+        ] {
+            let text = String::from_utf8_lossy(wire);
+            assert!(head_of(wire, &Method::GET).is_err(), "{text}");
+        }
+    }
+
+    #[test]
+    fn an_uncommon_reason_phrase_is_kept() {
+        let head = head_of(
+            b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n",
+            &Method::GET,
+        )
+        .unwrap()
+        .unwrap();
+        let reason = head.response.extensions().get::<hyper::ext::ReasonPhrase>();
+        assert_eq!(reason.map(|r| r.as_bytes()), Some(&b"Fine Thanks"[..]));
+    }
+
+    #[test]
+    fn a_chunked_body_decodes_whatever_the_read_sizes() {
+        let wire = b"5;ext=1\r\nhello\r\n1\r\n \r\n5\r\nworld\r\n0\r\nx-trailer: t\r\n\r\n";
+        for step in 1..wire.len() {
+            let (body, ended, rest) = decode_all(Framing::Chunked(Chunk::Size), wire, step);
+            assert_eq!(body, b"hello world", "step {step}");
+            assert!(ended && rest.is_empty(), "step {step}");
+        }
+    }
+
+    #[test]
+    fn a_length_body_stops_at_its_length() {
+        let (body, ended, rest) = decode_all(Framing::Length(5), b"helloEXTRA", 10);
+        assert_eq!(body, b"hello");
+        assert!(ended);
+        assert_eq!(
+            &rest[..],
+            b"EXTRA",
+            "bytes after the body stay for the caller to see"
+        );
+    }
+
+    #[test]
+    fn a_truncated_body_does_not_end() {
+        let (body, ended, _) = decode_all(Framing::Length(10), b"hello", 2);
+        assert_eq!(body, b"hello");
+        assert!(!ended);
+        let (_, ended, _) = decode_all(Framing::Chunked(Chunk::Size), b"5\r\nhello\r\n", 4);
+        assert!(!ended);
+    }
+
+    #[test]
+    fn broken_chunks_are_errors() {
+        for wire in [&b"zz\r\n"[..], b"3\r\nabcXY", b"ffffffffffffffffffffff\r\n"] {
+            let mut framing = Framing::Chunked(Chunk::Size);
+            let mut buf = BytesMut::from(wire);
+            let mut result = Ok(Decoded::More);
+            for _ in 0..8 {
+                result = decode(&mut framing, &mut buf);
+                if !matches!(result, Ok(Decoded::Data(_))) {
+                    break;
+                }
+            }
+            assert!(result.is_err(), "{}", String::from_utf8_lossy(wire));
+        }
+    }
+
+    #[test]
+    fn a_bodiless_post_says_its_length_is_zero() {
+        let (mut parts, ()) = http::Request::post("/orders?x=1")
+            .header("host", "example")
+            .body(())
+            .unwrap()
+            .into_parts();
+        let mut out = Vec::new();
+        encode_request(&mut out, &parts);
+        assert_eq!(
+            out,
+            b"POST /orders?x=1 HTTP/1.1\r\nhost: example\r\ncontent-length: 0\r\n\r\n"
+        );
+        parts.method = Method::GET;
+        encode_request(&mut out, &parts);
+        assert_eq!(out, b"GET /orders?x=1 HTTP/1.1\r\nhost: example\r\n\r\n");
+    }
+}
