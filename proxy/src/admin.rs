@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
-use hyper::body::Incoming;
 use serde_json::{Value, json};
 use strangler_routes::{Action, RequestView, normalize_path};
 use subtle::ConstantTimeEq;
@@ -120,7 +119,7 @@ impl Admin {
         }
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Response<BoxBody> {
+    async fn answer(&self, request: Request<BoxBody>) -> Response<BoxBody> {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         // Probes and scrapes stay open: kubelets and Prometheus carry no token.
@@ -354,7 +353,7 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
 impl Handler for Admin {
     async fn call(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<BoxBody>,
         _conn: ConnInfo,
     ) -> Response<BoxBody> {
         self.answer(request).await

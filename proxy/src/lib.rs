@@ -27,3 +27,4 @@ pub mod tls;
 pub mod upstream;
 pub mod verify;
 pub mod window;
+mod wire;

@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Version};
-use hyper::body::Incoming;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
 use crate::body::{self, BoxBody, Buffered, Guarded};
@@ -67,11 +66,7 @@ impl Pipeline {
     }
 
     /// Serve one request. Never fails: every error becomes an answer with the request id.
-    pub async fn handle(
-        &self,
-        mut request: Request<Incoming>,
-        conn: ConnInfo,
-    ) -> Response<BoxBody> {
+    pub async fn handle(&self, mut request: Request<BoxBody>, conn: ConnInfo) -> Response<BoxBody> {
         let started = Instant::now();
         let inflight = self.store.metrics().start();
         let request_id = headers::request_id(request.headers_mut());
@@ -145,12 +140,12 @@ impl Pipeline {
     async fn prepare<'r>(
         &self,
         runtime: &'r Runtime,
-        request: Request<Incoming>,
+        request: Request<BoxBody>,
     ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
         self.admit(&request)?;
         let path = normalized_path(&request)?.into_owned();
         let (parts, body) = request.into_parts();
-        let mut body = body::boxed(body);
+        let mut body = body;
         let table = runtime.table();
         let mut view = RequestView {
             method: &parts.method,
@@ -187,7 +182,7 @@ impl Pipeline {
     }
 
     /// Refuse requests over the header and declared body limits before any work is done.
-    fn admit(&self, request: &Request<Incoming>) -> Result<(), ProxyError> {
+    fn admit(&self, request: &Request<BoxBody>) -> Result<(), ProxyError> {
         let size: usize = request
             .headers()
             .iter()
@@ -227,7 +222,7 @@ impl Drop for Finish {
 }
 
 /// The request's path after normalization: what is matched and what is forwarded.
-fn normalized_path(request: &Request<Incoming>) -> Result<std::borrow::Cow<'_, str>, ProxyError> {
+fn normalized_path(request: &Request<BoxBody>) -> Result<std::borrow::Cow<'_, str>, ProxyError> {
     normalize_path(request.uri().path()).map_err(|e| ProxyError::BadRequest(e.to_string()))
 }
 
@@ -286,11 +281,7 @@ pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 impl crate::server::Handler for Pipeline {
-    async fn call(
-        self: Arc<Self>,
-        request: Request<Incoming>,
-        conn: ConnInfo,
-    ) -> Response<BoxBody> {
+    async fn call(self: Arc<Self>, request: Request<BoxBody>, conn: ConnInfo) -> Response<BoxBody> {
         self.handle(request, conn).await
     }
 }

@@ -1,5 +1,11 @@
 //! Listeners: accept connections (TLS on HTTPS listeners), serve HTTP/1.1 and HTTP/2 on
 //! one port, drain on shutdown.
+//!
+//! Plain connections start in [`h1`]'s keep-alive loop, which serves ordinary bodiless
+//! HTTP/1.1 requests itself and hands anything else, with the bytes it has read, to hyper.
+//! TLS connections go to hyper directly.
+
+mod h1;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -7,7 +13,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -16,7 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::BoxBody;
+use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
 
 /// Connection-level settings of a listener.
@@ -56,7 +61,7 @@ pub trait Handler: Send + Sync + 'static {
     /// Answer one request that arrived on `conn`.
     fn call(
         self: Arc<Self>,
-        request: Request<Incoming>,
+        request: Request<BoxBody>,
         conn: ConnInfo,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
 }
@@ -106,21 +111,36 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, proto);
         let handler = handler.clone();
+        // The keep-alive loop's own references; the service below keeps the others.
+        let (loop_handler, loop_conn) = (handler.clone(), conn.clone());
         let service = service_fn(move |request| {
             let handler = handler.clone();
             let conn = conn.clone();
-            async move { Ok::<_, Infallible>(handler.call(request, conn).await) }
+            async move {
+                let request = request.map(body::boxed);
+                Ok::<_, Infallible>(handler.call(request, conn).await)
+            }
         });
         // Taken here, not in the task: a connection still in its handshake counts as open.
         let watcher = graceful.watcher();
         match &transport {
             Transport::Plain => {
-                let connection = builder
-                    .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                    .into_owned();
-                let connection = watcher.watch(connection);
+                let builder = builder.clone();
+                let mut shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(err) = connection.await {
+                    let limits = h1::Limits {
+                        header_timeout: settings.header_timeout,
+                        max_head_bytes: settings.max_head_bytes,
+                    };
+                    let h1::Exit::HandOver(stream) =
+                        h1::serve(stream, &loop_handler, &loop_conn, limits, &mut shutdown).await
+                    else {
+                        return;
+                    };
+                    let connection = builder
+                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
+                        .into_owned();
+                    if let Err(err) = watcher.watch(connection).await {
                         tracing::debug!(%peer, error = %err, "connection ended with an error");
                     }
                 });

@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use rustls::pki_types::ServerName;
 use strangler_routes::{Scheme, Upstream};
-use tokio::sync::Semaphore;
+use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::body::{self, BodyTooLarge, BoxBody, Guarded};
 use crate::error::ProxyError;
@@ -189,18 +189,25 @@ impl UpstreamPool {
     /// A [`ProxyError`] classifying the failure: connect, timeout, broken exchange or a
     /// request body over the limit.
     pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
-        let deadline = tokio::time::Instant::now() + self.spec.timeout;
-        let permit = tokio::time::timeout_at(deadline, self.permits.clone().acquire_owned())
-            .await
-            .map_err(|_| self.timeout())?
-            .map_err(|_| ProxyError::Internal("upstream pool closed".into()))?;
+        let deadline = std::time::Instant::now() + self.spec.timeout;
+        let permit = match self.permits.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(TryAcquireError::NoPermits) => {
+                tokio::time::timeout_at(deadline.into(), self.permits.clone().acquire_owned())
+                    .await
+                    .map_err(|_| self.timeout())?
+                    .map_err(|_| ProxyError::Internal("upstream pool closed".into()))?
+            }
+            Err(TryAcquireError::Closed) => {
+                return Err(ProxyError::Internal("upstream pool closed".into()));
+            }
+        };
         let client = match &self.transport {
             Transport::H1(pool) => {
-                return match tokio::time::timeout_at(deadline, pool.send(request, permit)).await {
-                    Ok(Ok(response)) => Ok(response),
-                    Ok(Err(failure)) => Err(self.classify_h1(failure)),
-                    Err(_) => Err(self.timeout()),
-                };
+                return pool
+                    .send(request, permit, deadline)
+                    .await
+                    .map_err(|failure| self.classify_h1(failure));
             }
             Transport::Client(client) => client,
         };
@@ -211,6 +218,7 @@ impl UpstreamPool {
             *copy.headers_mut() = request.headers().clone();
             copy
         });
+        let deadline = tokio::time::Instant::from(deadline);
         let first = tokio::time::timeout_at(deadline, client.request(request)).await;
         let result = match (first, replay) {
             (Ok(Err(err)), Some(replay)) if is_stale_connection(&err) => {
@@ -257,6 +265,7 @@ impl UpstreamPool {
                     reason: root_cause(&err),
                 },
             },
+            Failure::Timeout => self.timeout(),
             Failure::Wire(err) => ProxyError::UpstreamBroken {
                 upstream: self.spec.name.clone(),
                 reason: err.to_string(),

@@ -8,6 +8,7 @@ mod cli;
 mod errors;
 mod framing;
 mod hooks;
+mod keepalive;
 mod passthrough;
 mod protocols;
 mod reload;

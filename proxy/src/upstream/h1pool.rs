@@ -38,6 +38,17 @@ pub(super) enum Failure {
     Exchange(hyper::Error),
     /// An inline exchange failed.
     Wire(WireError),
+    /// No response head before the upstream's timeout.
+    Timeout,
+}
+
+impl From<WireError> for Failure {
+    fn from(err: WireError) -> Self {
+        match err {
+            WireError::TimedOut => Self::Timeout,
+            err => Self::Wire(err),
+        }
+    }
 }
 
 /// Idle connections of one upstream.
@@ -80,7 +91,7 @@ impl H1Pool {
         }
     }
 
-    /// Send `request` (origin-form URI) and wait for the response head.
+    /// Send `request` (origin-form URI) and wait for the response head, until `deadline`.
     ///
     /// A request the connection never took (it was closed while idle) is sent again on a
     /// fresh connection: hyper hands such a request back untouched, body included.
@@ -88,6 +99,7 @@ impl H1Pool {
         self: &Arc<Self>,
         mut request: Request<BoxBody>,
         permit: OwnedSemaphorePermit,
+        deadline: Instant,
     ) -> Result<Response<BoxBody>, Failure> {
         if !request.headers().contains_key(header::HOST) {
             request
@@ -95,18 +107,30 @@ impl H1Pool {
                 .insert(header::HOST, self.authority.clone());
         }
         if inline(&request) {
-            return self.send_inline(request, permit).await;
+            return self.send_inline(request, permit, deadline).await;
         }
+        tokio::time::timeout_at(deadline.into(), self.send_hyper(request, permit, deadline))
+            .await
+            .map_err(|_| Failure::Timeout)?
+    }
+
+    /// Send `request` over hyper's client connection.
+    async fn send_hyper(
+        self: &Arc<Self>,
+        request: Request<BoxBody>,
+        permit: OwnedSemaphorePermit,
+        deadline: Instant,
+    ) -> Result<Response<BoxBody>, Failure> {
         let mut sender = match self.checkout().await {
             Some(sender) => sender,
-            None => self.connect().await?,
+            None => self.connect(deadline).await?,
         };
         let response = match sender.try_send_request(request).await {
             Ok(response) => response,
             Err(mut err) => match err.take_message() {
                 Some(request) => {
                     tracing::debug!(address = %self.address, error = %err.error(), "stale connection; retrying on a fresh one");
-                    sender = self.connect().await?;
+                    sender = self.connect(deadline).await?;
                     sender
                         .send_request(request)
                         .await
@@ -135,22 +159,23 @@ impl H1Pool {
         self: &Arc<Self>,
         request: Request<BoxBody>,
         permit: OwnedSemaphorePermit,
+        deadline: Instant,
     ) -> Result<Response<BoxBody>, Failure> {
         let (head, _empty) = request.into_parts();
         let (mut conn, pooled) = match self.checkout_wire() {
             Some(conn) => (conn, true),
-            None => (WireConn::new(self.dial().await?), false),
+            None => (WireConn::new(self.dial(deadline).await?), false),
         };
-        let answer = match conn.exchange(&head).await {
+        let answer = match conn.exchange(&head, deadline).await {
             Ok(answer) => answer,
             Err(Attempt::Stale(err)) if pooled => {
                 tracing::debug!(address = %self.address, error = %err, "stale connection; retrying on a fresh one");
-                conn = WireConn::new(self.dial().await?);
-                conn.exchange(&head)
+                conn = WireConn::new(self.dial(deadline).await?);
+                conn.exchange(&head, deadline)
                     .await
-                    .map_err(|attempt| Failure::Wire(attempt.into_error()))?
+                    .map_err(|attempt| Failure::from(attempt.into_error()))?
             }
-            Err(attempt) => return Err(Failure::Wire(attempt.into_error())),
+            Err(attempt) => return Err(Failure::from(attempt.into_error())),
         };
         let mut body = WireBody {
             conn: Some(conn),
@@ -207,18 +232,28 @@ impl H1Pool {
         }
     }
 
-    /// A new TCP connection to the upstream, within the connect timeout.
-    async fn dial(&self) -> Result<TcpStream, Failure> {
-        let stream = tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.address))
-            .await
-            .map_err(|_| Failure::ConnectTimeout)?
-            .map_err(Failure::Connect)?;
+    /// A new TCP connection to the upstream, within the connect timeout and `deadline`.
+    async fn dial(&self, deadline: Instant) -> Result<TcpStream, Failure> {
+        let connect_by = Instant::now() + self.connect_timeout;
+        let stream = tokio::time::timeout_at(
+            connect_by.min(deadline).into(),
+            TcpStream::connect(&self.address),
+        )
+        .await
+        .map_err(|_| {
+            if connect_by <= deadline {
+                Failure::ConnectTimeout
+            } else {
+                Failure::Timeout
+            }
+        })?
+        .map_err(Failure::Connect)?;
         let _ = stream.set_nodelay(true);
         Ok(stream)
     }
 
-    async fn connect(&self) -> Result<http1::SendRequest<BoxBody>, Failure> {
-        let stream = self.dial().await?;
+    async fn connect(&self, deadline: Instant) -> Result<http1::SendRequest<BoxBody>, Failure> {
+        let stream = self.dial(deadline).await?;
         let (sender, connection) = http1::Builder::new()
             .handshake(TokioIo::new(stream))
             .await

@@ -11,17 +11,22 @@
 //! Framing follows RFC 9112 §6.3: no body after HEAD, 1xx, 204 and 304; chunked when it is
 //! the last transfer coding; else `Content-Length`; else until the upstream closes.
 
-use std::future::poll_fn;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::task::{Context, Poll, ready};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::header::{self, HeaderMap};
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
+use tokio::time::Sleep;
+
+use crate::wire::{self, FieldSpans, has_token};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -44,6 +49,9 @@ pub(super) enum WireError {
     /// The upstream closed the connection inside an answer.
     #[error("upstream closed the connection in the middle of its answer")]
     Truncated,
+    /// No answer before the deadline.
+    #[error("no answer before the deadline")]
+    TimedOut,
     /// The answer is not valid HTTP/1.1.
     #[error("invalid response from upstream: {0}")]
     Invalid(String),
@@ -72,6 +80,9 @@ pub(super) struct WireConn {
     stream: TcpStream,
     read: BytesMut,
     write: Vec<u8>,
+    /// The current exchange's deadline. One timer for the connection's life, pushed back
+    /// for each exchange: far cheaper than registering a timer per request.
+    deadline: Pin<Box<Sleep>>,
 }
 
 /// A response head read from the wire, and how its body is framed.
@@ -124,6 +135,7 @@ impl WireConn {
             stream,
             read: BytesMut::with_capacity(READ_CHUNK),
             write: Vec::with_capacity(1024),
+            deadline: Box::pin(tokio::time::sleep(Duration::ZERO)),
         }
     }
 
@@ -133,10 +145,16 @@ impl WireConn {
         self.read.is_empty()
     }
 
-    /// Send `head` (origin-form URI, `Host` set, no body) and read the answer's head.
+    /// Send `head` (origin-form URI, `Host` set, no body) and read the answer's head, by
+    /// `deadline`.
     ///
     /// Interim 1xx answers are skipped. A 101 is refused: this path never asks to upgrade.
-    pub(super) async fn exchange(&mut self, head: &Parts) -> Result<Head, Attempt> {
+    pub(super) async fn exchange(
+        &mut self,
+        head: &Parts,
+        deadline: std::time::Instant,
+    ) -> Result<Head, Attempt> {
+        self.deadline.as_mut().reset(deadline.into());
         encode_request(&mut self.write, head);
         if let Err(err) = self.stream.write_all(&self.write).await {
             return Err(Attempt::Stale(err.into()));
@@ -163,7 +181,17 @@ impl WireConn {
                     None => {}
                 }
             }
-            match poll_fn(|cx| self.poll_fill(cx)).await {
+            let filled = poll_fn(|cx| match self.poll_fill(cx) {
+                Poll::Ready(filled) => Poll::Ready(filled),
+                Poll::Pending => match self.deadline.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
+                    Poll::Pending => Poll::Pending,
+                },
+            });
+            match filled.await {
+                Err(err) if err.kind() == io::ErrorKind::TimedOut => {
+                    return Err(Attempt::Failed(WireError::TimedOut));
+                }
                 Ok(0) if answered => return Err(Attempt::Failed(WireError::Truncated)),
                 Ok(0) => return Err(Attempt::Stale(WireError::Closed)),
                 Ok(_) => answered = true,
@@ -202,14 +230,7 @@ impl WireConn {
 
     /// Read whatever the socket has into the buffer; `Ok(0)` at the end of the stream.
     fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        loop {
-            ready!(self.stream.poll_read_ready(cx))?;
-            self.read.reserve(READ_CHUNK);
-            match self.stream.try_read_buf(&mut self.read) {
-                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
-                result => return Poll::Ready(result),
-            }
-        }
+        wire::poll_read_some(&self.stream, &mut self.read, READ_CHUNK, cx)
     }
 }
 
@@ -267,32 +288,17 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireE
         .reason
         .filter(|reason| Some(*reason) != status.canonical_reason() && !reason.is_empty())
         .and_then(|reason| hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()).ok());
-    // Where each name and value sits in the head, so the values can share its bytes.
-    let base = buf.as_ptr() as usize;
-    let spans: Vec<_> = response
-        .headers
-        .iter()
-        .map(|field| {
-            let name = field.name.as_ptr() as usize - base;
-            let value = field.value.as_ptr() as usize - base;
-            (
-                name..name + field.name.len(),
-                value..value + field.value.len(),
-            )
-        })
-        .collect();
+    let spans = FieldSpans::of(buf, response.headers);
     let head = buf.split_to(len).freeze();
 
-    let mut headers = HeaderMap::with_capacity(spans.len());
+    // Room for what the proxy adds on the way back (`Via`, the request id) without regrowing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let mut transfer_coded = false;
     let mut close = version == Version::HTTP_10;
-    for (name, value) in spans {
-        let name = HeaderName::from_bytes(&head[name])
-            .map_err(|_| WireError::Invalid("header name".into()))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(value))
-            .map_err(|_| WireError::Invalid(format!("value of {name}")))?;
+    for field in spans.fields(&head) {
+        let (name, value) = field.map_err(|err| WireError::Invalid(err.to_string()))?;
         if name == header::CONTENT_LENGTH {
             let parsed = value
                 .to_str()
@@ -344,14 +350,6 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireE
         framing,
         keep_alive,
     }))
-}
-
-/// Whether the comma-separated `value` lists `token` (ASCII case-insensitive).
-fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
-    value
-        .as_bytes()
-        .split(|&b| b == b',')
-        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
 
 /// One step of body decoding.

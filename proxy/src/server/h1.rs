@@ -1,0 +1,544 @@
+//! HTTP/1.1 on plain connections: a keep-alive loop in the connection's own task for the
+//! ordinary request, hyper's connection for everything else.
+//!
+//! hyper's server connection is general: it reads bodies while the service runs, tracks
+//! upgrades, keeps a state machine per direction. A reverse proxy's traffic is mostly the
+//! plainest request there is, a bodiless GET, and for that the general machine cost more
+//! instructions than all of nginx's work per request. This loop serves only requests that
+//! are plainly ordinary: HTTP/1.1, an origin-form target, no body (`Content-Length`
+//! absent or 0, no `Transfer-Encoding`), no `Upgrade`, no `Expect`. At the first request
+//! that is anything else (a body, an upgrade, HTTP/1.0, the HTTP/2 preface, a head that
+//! does not parse or is too long) the bytes read so far are put back in front of the socket
+//! and hyper gets the connection for the rest of its life, so bodies, upgrades, h2c and the
+//! 400 and 431 answers behave exactly as before.
+//!
+//! Responses are framed from the body: its `Content-Length` when it has one, its exact size
+//! when known, else chunked; the head and whatever body is ready are written together.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::io::{self, Write as _};
+use std::mem::MaybeUninit;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures_util::FutureExt;
+use http::header::{self, HeaderMap};
+use http::{Method, Request, Response, StatusCode, Uri, Version};
+use http_body_util::BodyExt;
+use hyper::body::Body;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::Handler;
+use crate::body::{self, BoxBody};
+use crate::pipeline::ConnInfo;
+use crate::wire::{self, FieldSpans, has_token};
+
+/// Most header fields in a request head this loop serves (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Header fields the proxy may add to a request on its way (request id, `X-Forwarded-*`,
+/// `Via`, `Host`).
+const ADDED_HEADERS: usize = 6;
+/// Spare room made in the read buffer before each read.
+const READ_CHUNK: usize = 8 * 1024;
+/// Response bytes gathered before they are written even though more are ready.
+const WRITE_BATCH: usize = 64 * 1024;
+
+/// How a connection left the keep-alive loop.
+pub(super) enum Exit {
+    /// It is over: the client left, the head timed out, shutdown, or a response ended it.
+    Closed,
+    /// hyper takes it from here: the socket, with the bytes already read put back.
+    HandOver(Rewound),
+}
+
+/// Limits of the loop.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Limits {
+    /// How long a client may take to send a request's head (idle keep-alive time included).
+    pub(super) header_timeout: Duration,
+    /// Head bytes read without a complete head before hyper takes over (and answers 431).
+    pub(super) max_head_bytes: usize,
+}
+
+/// Serve requests on `stream` until the connection ends or needs hyper.
+pub(super) async fn serve<H: Handler>(
+    stream: TcpStream,
+    handler: &Arc<H>,
+    conn: &ConnInfo,
+    limits: Limits,
+    shutdown: &mut watch::Receiver<bool>,
+) -> Exit {
+    let mut connection = Connection {
+        stream,
+        read: BytesMut::with_capacity(READ_CHUNK),
+        write: Vec::with_capacity(READ_CHUNK),
+    };
+    // One timer per connection, pushed back for each head: cheaper than a timer per request.
+    let deadline = tokio::time::sleep(limits.header_timeout);
+    tokio::pin!(deadline);
+    loop {
+        deadline
+            .as_mut()
+            .reset(Instant::now() + limits.header_timeout);
+        let ordinary = loop {
+            match parse_request(&mut connection.read, limits.max_head_bytes) {
+                Parsed::Ordinary(ordinary) => break ordinary,
+                Parsed::Unusual => return Exit::HandOver(connection.rewound(Bytes::new())),
+                Parsed::Invalid(head) => return Exit::HandOver(connection.rewound(head)),
+                Parsed::Partial => {}
+            }
+            let idle = connection.read.is_empty();
+            tokio::select! {
+                biased;
+                read = connection.fill() => match read {
+                    Ok(0) | Err(_) => return Exit::Closed,
+                    Ok(_) => {}
+                },
+                () = &mut deadline => return Exit::Closed,
+                () = stopping(shutdown), if idle => return Exit::Closed,
+            }
+        };
+        let response = handler.clone().call(ordinary.request, conn.clone()).await;
+        let reusable = connection
+            .write_response(response, ordinary.head_only, ordinary.keep_alive)
+            .await;
+        match reusable {
+            Ok(true) if !*shutdown.borrow() => {}
+            Ok(_) => {
+                // FIN after the last answer, rather than a reset that could destroy it.
+                let _ = connection.stream.shutdown().await;
+                return Exit::Closed;
+            }
+            Err(_) => return Exit::Closed,
+        }
+    }
+}
+
+/// Resolves once shutdown begins; never when nobody can begin it any more.
+async fn stopping(shutdown: &mut watch::Receiver<bool>) {
+    if shutdown.wait_for(|stop| *stop).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// A request this loop serves itself.
+struct Ordinary {
+    request: Request<BoxBody>,
+    /// A HEAD request: the answer has no body whatever its headers say.
+    head_only: bool,
+    /// The client did not ask to close the connection after this answer.
+    keep_alive: bool,
+}
+
+/// What the bytes at the front of the read buffer hold.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "made and taken apart once per request; boxing would cost an allocation each time"
+)]
+enum Parsed {
+    /// An ordinary request, taken out of the buffer.
+    Ordinary(Ordinary),
+    /// Not a complete head yet.
+    Partial,
+    /// Something for hyper; the buffer is untouched.
+    Unusual,
+    /// Something for hyper found after the head was taken out of the buffer: the head.
+    Invalid(Bytes),
+}
+
+/// Parse the request head at the front of `buf`.
+fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
+    if buf.is_empty() {
+        return Parsed::Partial;
+    }
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut []);
+    let len = match request.parse_with_uninit_headers(buf, &mut slots) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() < max_head_bytes => return Parsed::Partial,
+        // Malformed, the HTTP/2 preface, too many fields, too long: hyper answers those.
+        _ => return Parsed::Unusual,
+    };
+    let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
+    else {
+        return Parsed::Unusual;
+    };
+    if !target.starts_with('/') {
+        return Parsed::Unusual;
+    }
+    let mut keep_alive = true;
+    for field in request.headers.iter() {
+        let name = field.name.as_bytes();
+        let value = field.value.trim_ascii();
+        let ordinary = if name.eq_ignore_ascii_case(b"content-length") {
+            value == b"0"
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            keep_alive &= !value
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            true
+        } else {
+            !(name.eq_ignore_ascii_case(b"transfer-encoding")
+                || name.eq_ignore_ascii_case(b"upgrade")
+                || name.eq_ignore_ascii_case(b"expect"))
+        };
+        if !ordinary {
+            return Parsed::Unusual;
+        }
+    }
+    let Ok(method) = Method::from_bytes(method.as_bytes()) else {
+        return Parsed::Unusual;
+    };
+    let base = buf.as_ptr() as usize;
+    let target_at = target.as_ptr() as usize - base;
+    let target_span = target_at..target_at + target.len();
+    let spans = FieldSpans::of(buf, request.headers);
+    let head = buf.split_to(len).freeze();
+
+    let Ok(uri) = Uri::from_maybe_shared(head.slice(target_span)) else {
+        return Parsed::Invalid(head);
+    };
+    // Room for what the proxy adds (request id, forwarding headers, Via) without regrowing.
+    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
+    let mut valid = true;
+    for field in spans.fields(&head) {
+        let Ok((name, value)) = field else {
+            valid = false;
+            break;
+        };
+        headers.append(name, value);
+    }
+    if !valid {
+        return Parsed::Invalid(head);
+    }
+    let head_only = method == Method::HEAD;
+    let mut request = Request::new(body::empty());
+    *request.method_mut() = method;
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+    Parsed::Ordinary(Ordinary {
+        request,
+        head_only,
+        keep_alive,
+    })
+}
+
+/// One client connection in the loop.
+struct Connection {
+    stream: TcpStream,
+    read: BytesMut,
+    write: Vec<u8>,
+}
+
+impl Connection {
+    /// Read whatever the socket has; `Ok(0)` when the client has closed.
+    async fn fill(&mut self) -> io::Result<usize> {
+        poll_fn(|cx| wire::poll_read_some(&self.stream, &mut self.read, READ_CHUNK, cx)).await
+    }
+
+    /// The socket for hyper, with `head` and then the unread buffer in front of it.
+    fn rewound(self, head: Bytes) -> Rewound {
+        let prefix = if head.is_empty() {
+            self.read.freeze()
+        } else {
+            let mut all = BytesMut::with_capacity(head.len() + self.read.len());
+            all.extend_from_slice(&head);
+            all.extend_from_slice(&self.read);
+            all.freeze()
+        };
+        Rewound {
+            prefix,
+            stream: self.stream,
+        }
+    }
+
+    /// Write `response`; whether the connection can carry another request afterwards.
+    async fn write_response(
+        &mut self,
+        response: Response<BoxBody>,
+        head_only: bool,
+        mut keep_alive: bool,
+    ) -> io::Result<bool> {
+        let (parts, mut body) = response.into_parts();
+        let status = parts.status;
+        let out = &mut self.write;
+        out.clear();
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(status.as_str().as_bytes());
+        out.push(b' ');
+        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+        out.extend_from_slice(reason.map_or_else(
+            || status.canonical_reason().unwrap_or("").as_bytes(),
+            |reason| reason.as_bytes(),
+        ));
+        out.extend_from_slice(b"\r\n");
+
+        let mut declared = None;
+        let mut dated = false;
+        for (name, value) in &parts.headers {
+            if name == header::CONTENT_LENGTH {
+                match value
+                    .to_str()
+                    .ok()
+                    .and_then(|v| v.trim().parse::<u64>().ok())
+                {
+                    Some(length) if declared.is_none_or(|seen| seen == length) => {
+                        if declared.is_some() {
+                            continue;
+                        }
+                        declared = Some(length);
+                    }
+                    // Unusable or conflicting: frame from the body instead.
+                    _ => continue,
+                }
+            } else if name == header::TRANSFER_ENCODING {
+                // The body is framed here, whatever the headers say.
+                continue;
+            } else if name == header::CONNECTION {
+                keep_alive &= !has_token(value, b"close");
+                continue;
+            } else if name == header::DATE {
+                dated = true;
+            }
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        if !dated {
+            out.extend_from_slice(b"date: ");
+            push_date(out);
+            out.extend_from_slice(b"\r\n");
+        }
+
+        let bodiless = head_only
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let mut left = None;
+        if !bodiless {
+            let length = declared.or_else(|| {
+                if body.is_end_stream() {
+                    Some(0)
+                } else {
+                    body.size_hint().exact()
+                }
+            });
+            match length {
+                Some(length) => {
+                    if declared.is_none() {
+                        let _ = write!(out, "content-length: {length}\r\n");
+                    }
+                    left = Some(length);
+                }
+                None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            }
+        }
+        if !keep_alive {
+            out.extend_from_slice(b"connection: close\r\n");
+        }
+        out.extend_from_slice(b"\r\n");
+        if bodiless {
+            drop(body);
+            self.stream.write_all(&self.write).await?;
+            return Ok(keep_alive);
+        }
+
+        loop {
+            // Whatever the body has ready joins the head in one write.
+            let frame = match body.frame().now_or_never() {
+                Some(frame) => frame,
+                None => {
+                    self.stream.write_all(&self.write).await?;
+                    self.write.clear();
+                    body.frame().await
+                }
+            };
+            let data = match frame {
+                None => break,
+                Some(Err(err)) => {
+                    tracing::debug!(error = %err, "response body failed; closing the connection");
+                    self.stream.write_all(&self.write).await?;
+                    return Ok(false);
+                }
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers are not forwarded on HTTP/1.1.
+                    Err(_) => continue,
+                },
+            };
+            let out = &mut self.write;
+            match &mut left {
+                Some(left) => {
+                    let take = usize::try_from(*left).map_or(data.len(), |l| l.min(data.len()));
+                    out.extend_from_slice(&data[..take]);
+                    *left -= take as u64;
+                    if take < data.len() {
+                        tracing::debug!("response body longer than its content-length");
+                        self.stream.write_all(&self.write).await?;
+                        return Ok(false);
+                    }
+                }
+                None if data.is_empty() => {}
+                None => {
+                    let _ = write!(out, "{:x}\r\n", data.len());
+                    out.extend_from_slice(&data);
+                    out.extend_from_slice(b"\r\n");
+                }
+            }
+            if self.write.len() >= WRITE_BATCH {
+                self.stream.write_all(&self.write).await?;
+                self.write.clear();
+            }
+        }
+        if left.is_none() {
+            self.write.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.stream.write_all(&self.write).await?;
+        // A body shorter than its length leaves the client waiting: end the connection.
+        Ok(keep_alive && left.is_none_or(|left| left == 0))
+    }
+}
+
+/// The current time as an HTTP date, formatted at most once a second per thread.
+fn push_date(out: &mut Vec<u8>) {
+    thread_local! {
+        static DATE: RefCell<(u64, String)> = const { RefCell::new((0, String::new())) };
+    }
+    let now = SystemTime::now();
+    let second = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    DATE.with_borrow_mut(|(cached, text)| {
+        if *cached != second || text.is_empty() {
+            *cached = second;
+            *text = httpdate::fmt_http_date(now);
+        }
+        out.extend_from_slice(text.as_bytes());
+    });
+}
+
+/// A socket with bytes already read from it put back in front, for hyper to read again.
+pub(super) struct Rewound {
+    prefix: Bytes,
+    stream: TcpStream,
+}
+
+impl AsyncRead for Rewound {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.prefix.is_empty() {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        let n = this.prefix.len().min(buf.remaining());
+        buf.put_slice(&this.prefix[..n]);
+        this.prefix.advance(n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Rewound {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(wire: &[u8]) -> (Parsed, BytesMut) {
+        let mut buf = BytesMut::from(wire);
+        (parse_request(&mut buf, 64 * 1024), buf)
+    }
+
+    #[test]
+    fn an_ordinary_get_is_served_here_and_leaves_the_next_request_in_the_buffer() {
+        let (parsed, rest) =
+            parse(b"GET /a?b=1 HTTP/1.1\r\nHost: x\r\nX-A: 1\r\nx-a: 2\r\n\r\nGET /next");
+        let Parsed::Ordinary(ordinary) = parsed else {
+            panic!("not served here");
+        };
+        let request = ordinary.request;
+        assert_eq!(request.method(), Method::GET);
+        assert_eq!(request.uri(), "/a?b=1");
+        assert_eq!(request.headers()["host"], "x");
+        assert_eq!(request.headers().get_all("x-a").iter().count(), 2);
+        assert!(ordinary.keep_alive && !ordinary.head_only);
+        assert_eq!(&rest[..], b"GET /next");
+    }
+
+    #[test]
+    fn connection_close_and_head_are_noticed() {
+        let (parsed, _) =
+            parse(b"HEAD / HTTP/1.1\r\nConnection: keep-alive, Close\r\nContent-Length: 0\r\n\r\n");
+        let Parsed::Ordinary(ordinary) = parsed else {
+            panic!("not served here");
+        };
+        assert!(ordinary.head_only && !ordinary.keep_alive);
+    }
+
+    #[test]
+    fn anything_unusual_goes_to_hyper_with_the_buffer_untouched() {
+        for wire in [
+            &b"POST / HTTP/1.1\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            b"GET /ws HTTP/1.1\r\nUpgrade: websocket\r\nConnection: upgrade\r\n\r\n",
+            b"PUT / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+            b"GET / HTTP/1.0\r\n\r\n",
+            b"GET http://example/ HTTP/1.1\r\n\r\n",
+            b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+        ] {
+            let (parsed, rest) = parse(wire);
+            let text = String::from_utf8_lossy(wire);
+            assert!(matches!(parsed, Parsed::Unusual), "{text}");
+            assert_eq!(&rest[..], wire, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_partial_head_waits_and_an_endless_one_goes_to_hyper() {
+        assert!(matches!(
+            parse(b"GET / HTTP/1.1\r\nHost:").0,
+            Parsed::Partial
+        ));
+        let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
+        long.resize(70 * 1024, b'a');
+        assert!(matches!(parse(&long).0, Parsed::Unusual));
+    }
+}

@@ -1,0 +1,99 @@
+//! HTTP/1.1 heads read off the wire: header fields as slices of the bytes they came in.
+//!
+//! Both hand-written HTTP/1.1 paths (the inline upstream exchange and the server's
+//! keep-alive loop) parse a head with httparse, then take the head out of the read buffer
+//! as one shared `Bytes`; every header value becomes a slice of it instead of a copy.
+
+use std::io;
+use std::ops::Range;
+use std::task::{Context, Poll, ready};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{HeaderName, HeaderValue};
+use tokio::io::Interest;
+use tokio::net::TcpStream;
+
+/// Where each header field of a parsed head sits, as offsets into the head's bytes, so the
+/// fields outlive the parser's borrow of the read buffer.
+pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
+
+/// A header field that `http` does not accept.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid header field {0:?}")]
+pub(crate) struct InvalidField(String);
+
+impl FieldSpans {
+    /// The spans of `fields`, which httparse parsed out of `buf`.
+    pub(crate) fn of(buf: &[u8], fields: &[httparse::Header<'_>]) -> Self {
+        let base = buf.as_ptr() as usize;
+        let at = |part: &[u8]| {
+            let start = part.as_ptr() as usize - base;
+            start..start + part.len()
+        };
+        Self(
+            fields
+                .iter()
+                .map(|field| (at(field.name.as_bytes()), at(field.value)))
+                .collect(),
+        )
+    }
+
+    /// How many fields there are.
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// The fields as names and values; the values share `head`, the bytes the spans were
+    /// taken from.
+    pub(crate) fn fields<'a>(
+        &'a self,
+        head: &'a Bytes,
+    ) -> impl Iterator<Item = Result<(HeaderName, HeaderValue), InvalidField>> + 'a {
+        self.0.iter().map(move |(name, value)| {
+            let invalid = || InvalidField(String::from_utf8_lossy(&head[name.clone()]).into());
+            let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| invalid())?;
+            let value =
+                HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| invalid())?;
+            Ok((name, value))
+        })
+    }
+}
+
+/// Whether the comma-separated `value` lists `token` (ASCII case-insensitive).
+pub(crate) fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+    value
+        .as_bytes()
+        .split(|&b| b == b',')
+        .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
+}
+
+/// Read what `stream` has into `buf` after making `room` bytes of space; `Ok(0)` at the end
+/// of the stream.
+///
+/// A read that did not fill the space took everything the socket had (the kernel copies
+/// until its queue is empty), so tokio is told the socket is drained, as nginx does with its
+/// `ready` flag: the next wait then goes straight to epoll instead of first spending a
+/// system call on a read that can only say "would block". Data that arrives later raises a
+/// new edge, so nothing is missed.
+pub(crate) fn poll_read_some(
+    stream: &TcpStream,
+    buf: &mut BytesMut,
+    room: usize,
+    cx: &mut Context<'_>,
+) -> Poll<io::Result<usize>> {
+    loop {
+        ready!(stream.poll_read_ready(cx))?;
+        buf.reserve(room);
+        let space = buf.capacity() - buf.len();
+        match stream.try_read_buf(buf) {
+            Err(err) if err.kind() == io::ErrorKind::WouldBlock => {}
+            Ok(n) if n > 0 && n < space => {
+                let _ = stream.try_io(Interest::READABLE, || {
+                    Err::<(), _>(io::Error::from(io::ErrorKind::WouldBlock))
+                });
+                return Poll::Ready(Ok(n));
+            }
+            result => return Poll::Ready(result),
+        }
+    }
+}

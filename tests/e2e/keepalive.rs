@@ -1,0 +1,165 @@
+//! The client side of HTTP/1.1 as a raw socket sees it: pipelining, a body part-way through
+//! a keep-alive connection, `Connection: close`, HEAD, and a client too slow with its head.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::support::{PATIENCE, Proxy, Upstream, routes_yaml};
+
+/// One response read off a raw connection.
+struct Raw {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Raw {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn echo(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap()
+    }
+}
+
+/// Split `wire` into responses framed by `Content-Length` (`head_only` answers have none).
+fn responses(mut wire: &[u8], head_only: &[bool]) -> Vec<Raw> {
+    let mut out = Vec::new();
+    for &head in head_only {
+        let end = wire
+            .windows(4)
+            .position(|w| w == b"\r\n\r\n")
+            .expect("a head")
+            + 4;
+        let text = String::from_utf8_lossy(&wire[..end]).to_string();
+        let mut lines = text.split("\r\n");
+        let status = lines
+            .next()
+            .unwrap()
+            .split(' ')
+            .nth(1)
+            .unwrap()
+            .parse()
+            .unwrap();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|line| line.split_once(": "))
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect();
+        let mut raw = Raw {
+            status,
+            headers,
+            body: Vec::new(),
+        };
+        assert!(raw.header("transfer-encoding").is_none(), "{text}");
+        let length: usize = if head {
+            0
+        } else {
+            raw.header("content-length").unwrap_or("0").parse().unwrap()
+        };
+        raw.body = wire[end..end + length].to_vec();
+        wire = &wire[end + length..];
+        out.push(raw);
+    }
+    assert!(
+        wire.is_empty(),
+        "unexpected bytes: {}",
+        String::from_utf8_lossy(wire)
+    );
+    out
+}
+
+async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
+    let mut all = Vec::new();
+    tokio::time::timeout(PATIENCE, stream.read_to_end(&mut all))
+        .await
+        .expect("the proxy closes the connection")
+        .unwrap();
+    all
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pipelined_requests_with_a_body_midway_are_answered_in_order() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(
+            b"GET /one HTTP/1.1\r\nHost: shop\r\n\r\n\
+              HEAD /two HTTP/1.1\r\nHost: shop\r\n\r\n\
+              POST /three HTTP/1.1\r\nHost: shop\r\nContent-Length: 5\r\n\r\nhello\
+              GET /four HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+        )
+        .await
+        .unwrap();
+    let wire = read_to_end(&mut stream).await;
+    let answers = responses(&wire, &[false, true, false, false]);
+
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[0].echo()["target"], "/one");
+    assert!(answers[0].header("x-request-id").is_some());
+    assert!(answers[0].header("date").is_some());
+    assert_eq!(answers[1].status, 200);
+    assert!(answers[1].body.is_empty(), "HEAD has no body");
+    let post = answers[2].echo();
+    assert_eq!(
+        (post["method"].as_str(), post["target"].as_str()),
+        (Some("POST"), Some("/three"))
+    );
+    assert_eq!(post["body"], "hello", "the body reached the upstream whole");
+    assert_eq!(answers[3].echo()["target"], "/four");
+    assert_eq!(answers[3].header("connection"), Some("close"));
+    assert_eq!(monolith.hit_count(), 4);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_close_is_answered_then_the_connection_ends() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /bye HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let answers = responses(&read_to_end(&mut stream).await, &[false]);
+    assert_eq!(answers[0].status, 200);
+    assert_eq!(answers[0].header("connection"), Some("close"));
+    assert_eq!(answers[0].echo()["target"], "/bye");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_too_slow_with_its_head_is_cut_off_after_the_header_timeout() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--header-timeout", "300ms"],
+    );
+    // Before connecting: the proxy's clock for this head may start as soon as the
+    // handshake completes, before `connect` returns here.
+    let started = Instant::now();
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(b"GET /slow HTTP/1.1\r\nHo").await.unwrap();
+    let wire = read_to_end(&mut stream).await;
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    assert!(
+        wire.is_empty() || wire.starts_with(b"HTTP/1.1 408"),
+        "{wire:?}"
+    );
+    assert_eq!(monolith.hit_count(), 0);
+
+    // Idle keep-alive time counts too: a connection that never sends is closed as well.
+    let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
+    assert!(read_to_end(&mut idle).await.is_empty());
+}
