@@ -72,7 +72,7 @@ pub fn add_forwarding(
     client: &HeaderValue,
     proto: &'static str,
     host: Option<&HeaderValue>,
-    via: &'static str,
+    via: &HeaderValue,
 ) {
     // One hashed lookup per header (entry), not a get and then an insert: this runs on
     // every request.
@@ -99,18 +99,20 @@ pub fn add_forwarding(
 }
 
 /// Append this hop to `Via` (requests and responses alike).
-pub fn append_via(headers: &mut HeaderMap, via: &'static str) {
+pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     match headers.entry(header::VIA) {
         Entry::Occupied(mut previous) => {
             let previous = previous.get_mut();
-            if let Ok(text) = previous.to_str()
-                && let Ok(value) = HeaderValue::from_str(&format!("{text}, {via}"))
-            {
+            let mut joined = Vec::with_capacity(previous.len() + 2 + via.len());
+            joined.extend_from_slice(previous.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(via.as_bytes());
+            if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 *previous = value;
             }
         }
         Entry::Vacant(slot) => {
-            slot.insert(HeaderValue::from_static(via));
+            slot.insert(via.clone());
         }
     }
 }
@@ -195,7 +197,7 @@ mod tests {
             &HeaderValue::from_static("127.0.0.1"),
             "http",
             Some(&host),
-            "1.1 strangler",
+            &HeaderValue::from_static("1.1 strangler"),
         );
         assert_eq!(headers["x-forwarded-for"], "10.0.0.1, 127.0.0.1");
         assert_eq!(headers["x-forwarded-proto"], "http");

@@ -145,6 +145,16 @@ impl UpstreamPool {
         self.spec == *spec && self.ca.as_ref().is_none_or(CaBundle::is_current)
     }
 
+    /// Whether a request whose target is `uri` can be sent with that very URI when its
+    /// path is to be `path`: an origin-form target with that path, on a plain HTTP/1.1
+    /// upstream without a base path.
+    pub fn sends_as_is(&self, uri: &Uri, path: &str) -> bool {
+        matches!(self.transport, Transport::H1(_))
+            && self.spec.base_path.is_empty()
+            && uri.scheme().is_none()
+            && uri.path() == path
+    }
+
     /// The URI of `path_and_query` on this upstream (its base path prepended), in the form
     /// this pool sends: origin-form for plain HTTP/1.1, absolute otherwise.
     ///

@@ -84,7 +84,7 @@ pub(super) struct Origin {
     /// The `Host` the client asked for (`:authority` on HTTP/2).
     pub(super) host: Option<HeaderValue>,
     /// `Via` value for the client's protocol version.
-    pub(super) via: &'static str,
+    pub(super) via: &'static HeaderValue,
     /// The protocol asked for in `Upgrade`, if any.
     pub(super) upgrade: Option<HeaderValue>,
 }
@@ -122,16 +122,10 @@ pub(super) fn prepare(
         }
         None => exchange.path.as_str(),
     };
-    parts.uri = match parts.uri.query() {
-        Some(query) => {
-            let mut target = String::with_capacity(path.len() + 1 + query.len());
-            target.push_str(path);
-            target.push('?');
-            target.push_str(query);
-            pool.uri(&target)?
-        }
-        None => pool.uri(path)?,
-    };
+    // Most requests keep the client's own target: no new URI to build and parse.
+    if !pool.sends_as_is(&parts.uri, path) {
+        parts.uri = target(pool, &parts.uri, path)?;
+    }
     parts.version = if spec.http2 {
         Version::HTTP_2
     } else {
@@ -168,6 +162,20 @@ pub(super) fn prepare(
     Ok(())
 }
 
+/// The URI sent to `pool` for `path` and the query of `original`.
+fn target(pool: &UpstreamPool, original: &http::Uri, path: &str) -> Result<http::Uri, ProxyError> {
+    match original.query() {
+        Some(query) => {
+            let mut target = String::with_capacity(path.len() + 1 + query.len());
+            target.push_str(path);
+            target.push('?');
+            target.push_str(query);
+            pool.uri(&target)
+        }
+        None => pool.uri(path),
+    }
+}
+
 /// The client's body on its way upstream, under `--max-body` when set.
 pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
     match exchange.limits.max_body {
@@ -179,7 +187,7 @@ pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
 /// An upstream answer made fit for the client: hop-by-hop headers out, `Via` in.
 pub(super) fn clean_response(
     mut response: Response<BoxBody>,
-    via: &'static str,
+    via: &HeaderValue,
 ) -> Response<BoxBody> {
     headers::strip_hop_by_hop(response.headers_mut());
     headers::append_via(response.headers_mut(), via);
