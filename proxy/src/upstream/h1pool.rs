@@ -162,7 +162,11 @@ impl H1Pool {
         deadline: Instant,
     ) -> Result<Response<BoxBody>, Failure> {
         let (head, _empty) = request.into_parts();
-        let (mut conn, pooled) = match self.checkout_wire() {
+        // One clock read serves the idle check now and the idle mark when the connection
+        // comes back: counting its idle time from the start of this exchange only ever
+        // retires a connection early, never late.
+        let started = Instant::now();
+        let (mut conn, pooled) = match self.checkout_wire(started) {
             Some(conn) => (conn, true),
             None => (WireConn::new(self.dial(deadline).await?), false),
         };
@@ -178,6 +182,7 @@ impl H1Pool {
             Err(attempt) => return Err(Failure::from(attempt.into_error())),
         };
         let mut body = WireBody {
+            started,
             conn: Some(conn),
             framing: answer.framing,
             keep_alive: answer.keep_alive,
@@ -192,24 +197,21 @@ impl H1Pool {
     }
 
     /// The most recently used idle bare connection, if one is still within its idle time.
-    fn checkout_wire(&self) -> Option<WireConn> {
+    fn checkout_wire(&self, now: Instant) -> Option<WireConn> {
         let mut idle = self.idle_wire.lock().ok()?;
         while let Some(conn) = idle.pop() {
-            if conn.since.elapsed() < self.idle_timeout {
+            if now.saturating_duration_since(conn.since) < self.idle_timeout {
                 return Some(conn.conn);
             }
         }
         None
     }
 
-    fn give_back_wire(&self, conn: WireConn) {
+    fn give_back_wire(&self, conn: WireConn, since: Instant) {
         if let Ok(mut idle) = self.idle_wire.lock()
             && idle.len() < self.max_idle
         {
-            idle.push(Idle {
-                conn,
-                since: Instant::now(),
-            });
+            idle.push(Idle { conn, since });
         }
     }
 
@@ -343,6 +345,8 @@ fn inline(request: &Request<BoxBody>) -> bool {
 /// the connection goes back to the pool when it may carry another exchange; a body dropped
 /// before its end takes its connection with it.
 struct WireBody {
+    /// When the exchange began: the connection's idle mark when it goes back.
+    started: Instant,
     conn: Option<WireConn>,
     framing: Framing,
     keep_alive: bool,
@@ -357,7 +361,7 @@ impl WireBody {
             && self.keep_alive
             && conn.is_clean()
         {
-            self.pool.give_back_wire(conn);
+            self.pool.give_back_wire(conn, self.started);
         }
     }
 }
