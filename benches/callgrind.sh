@@ -11,7 +11,8 @@
 # the figure repeats to within 1-2 % and hardly moves when other work shares the CPU
 # (valgrind runs the proxy many times slower, which only changes how many requests each
 # run gets through). nginx runs as one process (`master_process off`, one worker,
-# keep-alive both ways, access log off), strangler with `--access-log off`: the same job.
+# keep-alive both ways, access log off), strangler with `--access-log off --workers 1`
+# (its single-threaded runtime): the same job.
 # Every process started here is stopped on exit; traffic stays on 127.0.0.1.
 #
 #   benches/callgrind.sh                    # both; under a minute after the build
@@ -167,7 +168,7 @@ measure() {
         strangler)
             # --poll 1h: no periodic re-read of the route file, whose cost grows with time.
             cmd=("$BIN" run --routes "$WORK/routes.yaml" --listen "127.0.0.1:$PROXY_PORT"
-                --admin "127.0.0.1:$ADMIN_PORT" --access-log off --poll 1h)
+                --admin "127.0.0.1:$ADMIN_PORT" --access-log off --poll 1h --workers 1)
             stop=INT ;;
         nginx)
             cmd=(nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
