@@ -194,7 +194,8 @@ impl Pipeline {
                 limit: self.limits.max_header_bytes,
             });
         }
-        if let (Some(limit), Some(declared)) = (self.limits.max_body, content_length(request))
+        if let Some(limit) = self.limits.max_body
+            && let Some(declared) = content_length(request)
             && declared > limit
         {
             return Err(ProxyError::BodyTooLarge { limit });
