@@ -126,14 +126,14 @@ pub async fn serve<H: Handler>(
         match &transport {
             Transport::Plain => {
                 let builder = builder.clone();
-                let mut shutdown = shutdown.clone();
+                let shutdown = shutdown.clone();
                 tokio::spawn(async move {
                     let limits = h1::Limits {
                         header_timeout: settings.header_timeout,
                         max_head_bytes: settings.max_head_bytes,
                     };
                     let h1::Exit::HandOver(stream) =
-                        h1::serve(stream, &loop_handler, &loop_conn, limits, &mut shutdown).await
+                        h1::serve(stream, &loop_handler, &loop_conn, limits, &shutdown).await
                     else {
                         return;
                     };

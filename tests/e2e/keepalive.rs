@@ -163,3 +163,54 @@ async fn a_client_too_slow_with_its_head_is_cut_off_after_the_header_timeout() {
     let mut idle = TcpStream::connect(proxy.addr).await.unwrap();
     assert!(read_to_end(&mut idle).await.is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_keep_alive_connection_is_closed_at_shutdown_without_waiting_for_the_grace() {
+    let monolith = Upstream::start("monolith").await;
+    let mut proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--grace", "60s"],
+    );
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"GET /first HTTP/1.1\r\nHost: shop\r\n\r\n")
+        .await
+        .unwrap();
+    // Read the one answer; the connection stays open, idle.
+    let mut wire = Vec::new();
+    let mut buf = [0u8; 4096];
+    while responses_complete(&wire).is_none() {
+        let n = tokio::time::timeout(PATIENCE, stream.read(&mut buf))
+            .await
+            .expect("an answer")
+            .unwrap();
+        assert!(n > 0, "closed before answering");
+        wire.extend_from_slice(&buf[..n]);
+    }
+    assert_eq!(responses(&wire, &[false])[0].status, 200);
+
+    let signalled = Instant::now();
+    proxy.signal("TERM");
+    assert!(
+        read_to_end(&mut stream).await.is_empty(),
+        "nothing more on the idle connection"
+    );
+    assert_eq!(proxy.wait_exit(), Some(0));
+    assert!(
+        signalled.elapsed() < Duration::from_secs(30),
+        "the drain waited for the idle connection instead of closing it"
+    );
+}
+
+/// The length of the first complete `Content-Length` response in `wire`, if there is one.
+fn responses_complete(wire: &[u8]) -> Option<usize> {
+    let end = wire.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = String::from_utf8_lossy(&wire[..end]).to_ascii_lowercase();
+    let length: usize = head
+        .lines()
+        .find_map(|line| line.strip_prefix("content-length: "))?
+        .trim()
+        .parse()
+        .ok()?;
+    (wire.len() >= end + length).then_some(end + length)
+}

@@ -73,7 +73,7 @@ pub(super) async fn serve<H: Handler>(
     handler: &Arc<H>,
     conn: &ConnInfo,
     limits: Limits,
-    shutdown: &mut watch::Receiver<bool>,
+    shutdown: &watch::Receiver<bool>,
 ) -> Exit {
     let mut connection = Connection {
         stream,
@@ -83,6 +83,11 @@ pub(super) async fn serve<H: Handler>(
     // One timer per connection, pushed back for each head: cheaper than a timer per request.
     let deadline = tokio::time::sleep(limits.header_timeout);
     tokio::pin!(deadline);
+    // One shutdown waiter per connection too, registered once and polled while idle; the
+    // check after each answer reads the flag through `shutdown` without registering.
+    let mut watcher = shutdown.clone();
+    let stop = stopping(&mut watcher);
+    tokio::pin!(stop);
     loop {
         deadline
             .as_mut()
@@ -102,7 +107,7 @@ pub(super) async fn serve<H: Handler>(
                     Ok(_) => {}
                 },
                 () = &mut deadline => return Exit::Closed,
-                () = stopping(shutdown), if idle => return Exit::Closed,
+                () = &mut stop, if idle => return Exit::Closed,
             }
         };
         let response = handler.clone().call(ordinary.request, conn.clone()).await;
