@@ -61,8 +61,12 @@ impl FieldSpans {
 
 /// Whether the comma-separated `value` lists `token` (ASCII case-insensitive).
 pub(crate) fn has_token(value: &HeaderValue, token: &[u8]) -> bool {
+    lists_token(value.as_bytes(), token)
+}
+
+/// Whether the comma-separated field value `value` lists `token` (ASCII case-insensitive).
+pub(crate) fn lists_token(value: &[u8], token: &[u8]) -> bool {
     value
-        .as_bytes()
         .split(|&b| b == b',')
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }

@@ -76,6 +76,18 @@ async fn raw_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
     (addr, accepted)
 }
 
+/// A proxy whose default upstream is `upstream`.
+fn proxy_to(upstream: std::net::SocketAddr) -> Proxy {
+    Proxy::start(
+        &routes_yaml(
+            &[("monolith", &format!("http://{upstream}"))],
+            "monolith",
+            "",
+        ),
+        &[],
+    )
+}
+
 /// `method path` through the proxy, read to the end.
 async fn call(
     client: &Client<HttpConnector, Full<Bytes>>,
@@ -94,14 +106,7 @@ async fn call(
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_framing_arrives_intact_and_keep_alive_is_honoured() {
     let (upstream, accepted) = raw_upstream().await;
-    let proxy = Proxy::start(
-        &routes_yaml(
-            &[("monolith", &format!("http://{upstream}"))],
-            "monolith",
-            "",
-        ),
-        &[],
-    );
+    let proxy = proxy_to(upstream);
     let client = client();
 
     let chunked = call(&client, &proxy, Method::GET, "/chunked").await;
@@ -158,14 +163,7 @@ async fn every_framing_arrives_intact_and_keep_alive_is_honoured() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_answer_that_is_not_http_is_a_502_saying_so() {
     let (upstream, _) = raw_upstream().await;
-    let proxy = Proxy::start(
-        &routes_yaml(
-            &[("monolith", &format!("http://{upstream}"))],
-            "monolith",
-            "",
-        ),
-        &[],
-    );
+    let proxy = proxy_to(upstream);
     let answer = call(&client(), &proxy, Method::GET, "/smtp").await;
     assert_eq!(answer.status, 502);
     assert!(

@@ -75,6 +75,23 @@ fn responses(mut wire: &[u8], head_only: &[bool]) -> Vec<Raw> {
     out
 }
 
+/// A proxy in front of a fresh echo upstream, started with `extra` flags.
+async fn proxy_to_monolith(extra: &[&str]) -> (Upstream, Proxy) {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        extra,
+    );
+    (monolith, proxy)
+}
+
+/// A raw connection to `proxy` that has sent `bytes`.
+async fn connect_and_send(proxy: &Proxy, bytes: &[u8]) -> TcpStream {
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    stream
+}
+
 async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
     let mut all = Vec::new();
     tokio::time::timeout(PATIENCE, stream.read_to_end(&mut all))
@@ -86,11 +103,7 @@ async fn read_to_end(stream: &mut TcpStream) -> Vec<u8> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pipelined_requests_with_a_body_midway_are_answered_in_order() {
-    let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(
-        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
-        &[],
-    );
+    let (monolith, proxy) = proxy_to_monolith(&[]).await;
     let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
     stream
         .write_all(
@@ -123,29 +136,22 @@ async fn pipelined_requests_with_a_body_midway_are_answered_in_order() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_close_is_answered_then_the_connection_ends() {
-    let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(
-        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
-        &[],
-    );
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /bye HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    let (monolith, proxy) = proxy_to_monolith(&[]).await;
+    let mut stream = connect_and_send(
+        &proxy,
+        b"GET /bye HTTP/1.1\r\nHost: shop\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     let answers = responses(&read_to_end(&mut stream).await, &[false]);
     assert_eq!(answers[0].status, 200);
     assert_eq!(answers[0].header("connection"), Some("close"));
     assert_eq!(answers[0].echo()["target"], "/bye");
+    assert_eq!(monolith.hit_count(), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_too_slow_with_its_head_is_cut_off_after_the_header_timeout() {
-    let monolith = Upstream::start("monolith").await;
-    let proxy = Proxy::start(
-        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
-        &["--header-timeout", "300ms"],
-    );
+    let (monolith, proxy) = proxy_to_monolith(&["--header-timeout", "300ms"]).await;
     // Before connecting: the proxy's clock for this head may start as soon as the
     // handshake completes, before `connect` returns here.
     let started = Instant::now();
@@ -166,16 +172,8 @@ async fn a_client_too_slow_with_its_head_is_cut_off_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_keep_alive_connection_is_closed_at_shutdown_without_waiting_for_the_grace() {
-    let monolith = Upstream::start("monolith").await;
-    let mut proxy = Proxy::start(
-        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
-        &["--grace", "60s"],
-    );
-    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
-    stream
-        .write_all(b"GET /first HTTP/1.1\r\nHost: shop\r\n\r\n")
-        .await
-        .unwrap();
+    let (monolith, mut proxy) = proxy_to_monolith(&["--grace", "60s"]).await;
+    let mut stream = connect_and_send(&proxy, b"GET /first HTTP/1.1\r\nHost: shop\r\n\r\n").await;
     // Read the one answer; the connection stays open, idle.
     let mut wire = Vec::new();
     let mut buf = [0u8; 4096];
@@ -188,6 +186,7 @@ async fn an_idle_keep_alive_connection_is_closed_at_shutdown_without_waiting_for
         wire.extend_from_slice(&buf[..n]);
     }
     assert_eq!(responses(&wire, &[false])[0].status, 200);
+    assert_eq!(monolith.hit_count(), 1);
 
     let signalled = Instant::now();
     proxy.signal("TERM");

@@ -185,9 +185,7 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         let ordinary = if name.eq_ignore_ascii_case(b"content-length") {
             value == b"0"
         } else if name.eq_ignore_ascii_case(b"connection") {
-            keep_alive &= !value
-                .split(|&b| b == b',')
-                .any(|token| token.trim_ascii().eq_ignore_ascii_case(b"close"));
+            keep_alive &= !wire::lists_token(value, b"close");
             true
         } else {
             !(name.eq_ignore_ascii_case(b"transfer-encoding")
@@ -270,93 +268,24 @@ impl Connection {
         &mut self,
         response: Response<BoxBody>,
         head_only: bool,
-        mut keep_alive: bool,
+        keep_alive: bool,
     ) -> io::Result<bool> {
-        let (parts, mut body) = response.into_parts();
-        let status = parts.status;
-        let out = &mut self.write;
-        out.clear();
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
-        out.extend_from_slice(reason.map_or_else(
-            || status.canonical_reason().unwrap_or("").as_bytes(),
-            |reason| reason.as_bytes(),
-        ));
-        out.extend_from_slice(b"\r\n");
-
-        let mut declared = None;
-        let mut dated = false;
-        for (name, value) in &parts.headers {
-            if name == header::CONTENT_LENGTH {
-                match value
-                    .to_str()
-                    .ok()
-                    .and_then(|v| v.trim().parse::<u64>().ok())
-                {
-                    Some(length) if declared.is_none_or(|seen| seen == length) => {
-                        if declared.is_some() {
-                            continue;
-                        }
-                        declared = Some(length);
-                    }
-                    // Unusable or conflicting: frame from the body instead.
-                    _ => continue,
-                }
-            } else if name == header::TRANSFER_ENCODING {
-                // The body is framed here, whatever the headers say.
-                continue;
-            } else if name == header::CONNECTION {
-                keep_alive &= !has_token(value, b"close");
-                continue;
-            } else if name == header::DATE {
-                dated = true;
+        let (parts, body) = response.into_parts();
+        self.write.clear();
+        let head = encode_head(&mut self.write, &parts, &body, head_only, keep_alive);
+        match head.framing {
+            None => {
+                drop(body);
+                self.stream.write_all(&self.write).await?;
+                Ok(head.keep_alive)
             }
-            out.extend_from_slice(name.as_str().as_bytes());
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value.as_bytes());
-            out.extend_from_slice(b"\r\n");
+            Some(length) => Ok(self.write_body(body, length).await? && head.keep_alive),
         }
-        if !dated {
-            out.extend_from_slice(b"date: ");
-            push_date(out);
-            out.extend_from_slice(b"\r\n");
-        }
+    }
 
-        let bodiless = head_only
-            || status.is_informational()
-            || status == StatusCode::NO_CONTENT
-            || status == StatusCode::NOT_MODIFIED;
-        let mut left = None;
-        if !bodiless {
-            let length = declared.or_else(|| {
-                if body.is_end_stream() {
-                    Some(0)
-                } else {
-                    body.size_hint().exact()
-                }
-            });
-            match length {
-                Some(length) => {
-                    if declared.is_none() {
-                        let _ = write!(out, "content-length: {length}\r\n");
-                    }
-                    left = Some(length);
-                }
-                None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
-            }
-        }
-        if !keep_alive {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
-        if bodiless {
-            drop(body);
-            self.stream.write_all(&self.write).await?;
-            return Ok(keep_alive);
-        }
-
+    /// Write `body` after the head already in the write buffer, framed by its length or,
+    /// without one, chunked; whether the body ended as its framing said.
+    async fn write_body(&mut self, mut body: BoxBody, mut left: Option<u64>) -> io::Result<bool> {
         loop {
             // Whatever the body has ready joins the head in one write.
             let frame = match body.frame().now_or_never() {
@@ -409,7 +338,104 @@ impl Connection {
         }
         self.stream.write_all(&self.write).await?;
         // A body shorter than its length leaves the client waiting: end the connection.
-        Ok(keep_alive && left.is_none_or(|left| left == 0))
+        Ok(left.is_none_or(|left| left == 0))
+    }
+}
+
+/// What [`encode_head`] decided about the message.
+struct EncodedHead {
+    /// `None`: no body follows; `Some(Some(n))`: `n` bytes; `Some(None)`: chunked.
+    framing: Option<Option<u64>>,
+    /// Whether the connection may carry another request afterwards.
+    keep_alive: bool,
+}
+
+/// Write the status line and header fields of a response into `out`.
+///
+/// `Transfer-Encoding` and `Connection` are the proxy's to decide: the body is framed by
+/// its `Content-Length` when it has a usable one, its exact size when known, else chunked;
+/// `Connection: close` is sent when the connection ends after this answer. A `Date` is
+/// added when the response has none.
+fn encode_head(
+    out: &mut Vec<u8>,
+    parts: &http::response::Parts,
+    body: &BoxBody,
+    head_only: bool,
+    mut keep_alive: bool,
+) -> EncodedHead {
+    let status = parts.status;
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    let reason = parts.extensions.get::<hyper::ext::ReasonPhrase>();
+    out.extend_from_slice(reason.map_or_else(
+        || status.canonical_reason().unwrap_or("").as_bytes(),
+        |reason| reason.as_bytes(),
+    ));
+    out.extend_from_slice(b"\r\n");
+
+    let mut declared = None;
+    let mut dated = false;
+    for (name, value) in &parts.headers {
+        if name == header::CONTENT_LENGTH {
+            match value
+                .to_str()
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok())
+            {
+                // The first usable value frames the body; repeats of it are dropped.
+                Some(length) if declared.is_none() => declared = Some(length),
+                _ => continue,
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            continue;
+        } else if name == header::CONNECTION {
+            keep_alive &= !has_token(value, b"close");
+            continue;
+        } else if name == header::DATE {
+            dated = true;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    if !dated {
+        out.extend_from_slice(b"date: ");
+        push_date(out);
+        out.extend_from_slice(b"\r\n");
+    }
+
+    let bodiless = head_only
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED;
+    let framing = if bodiless {
+        None
+    } else {
+        let length = declared.or_else(|| {
+            if body.is_end_stream() {
+                Some(0)
+            } else {
+                body.size_hint().exact()
+            }
+        });
+        match length {
+            Some(length) if declared.is_none() => {
+                let _ = write!(out, "content-length: {length}\r\n");
+            }
+            Some(_) => {}
+            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        }
+        Some(length)
+    };
+    if !keep_alive {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    EncodedHead {
+        framing,
+        keep_alive,
     }
 }
 
@@ -545,5 +571,57 @@ mod tests {
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.resize(70 * 1024, b'a');
         assert!(matches!(parse(&long).0, Parsed::Unusual));
+    }
+
+    fn head_of(response: Response<BoxBody>, head_only: bool) -> (String, EncodedHead) {
+        let (parts, body) = response.into_parts();
+        let mut out = Vec::new();
+        let head = encode_head(&mut out, &parts, &body, head_only, true);
+        (String::from_utf8(out).unwrap(), head)
+    }
+
+    #[test]
+    fn a_head_is_framed_from_its_body_and_dated() {
+        let (text, head) = head_of(Response::new(body::full("hello")), false);
+        assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+        assert!(
+            text.contains("content-length: 5\r\n") && text.contains("date: "),
+            "{text}"
+        );
+        assert_eq!(head.framing, Some(Some(5)));
+
+        let stream = http_body_util::StreamBody::new(futures_util::stream::empty::<
+            Result<hyper::body::Frame<Bytes>, crate::body::BoxError>,
+        >());
+        let (text, head) = head_of(Response::new(body::boxed(stream)), false);
+        assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
+        assert_eq!(head.framing, Some(None));
+    }
+
+    #[test]
+    fn the_proxy_decides_framing_and_connection_headers() {
+        let mut response = Response::new(body::full("hello"));
+        let headers = response.headers_mut();
+        headers.insert("transfer-encoding", "chunked".parse().unwrap());
+        headers.insert("connection", "close".parse().unwrap());
+        headers.append("content-length", "5".parse().unwrap());
+        headers.append("content-length", "5".parse().unwrap());
+        let (text, head) = head_of(response, false);
+        assert_eq!(text.matches("content-length").count(), 1, "{text}");
+        assert!(!text.contains("transfer-encoding"), "{text}");
+        assert!(
+            text.contains("connection: close\r\n") && !head.keep_alive,
+            "{text}"
+        );
+
+        let mut not_modified = Response::new(body::empty());
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        let (text, head) = head_of(not_modified, false);
+        assert!(
+            !text.contains("content-length") && head.framing.is_none(),
+            "{text}"
+        );
+        let (text, head) = head_of(Response::new(body::full("hello")), true);
+        assert!(head.framing.is_none(), "HEAD: no body follows; {text}");
     }
 }
