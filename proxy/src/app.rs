@@ -142,7 +142,7 @@ pub async fn serve_with_tls(
     let metrics = Arc::new(Metrics::new()?);
     let hooks = HookEngine::new(
         HookConfig::default(),
-        Arc::new(HookRuns(metrics.hook_runs())),
+        Arc::new(HookRuns::new(metrics.hook_runs())),
     )
     .map_err(StartError::Hooks)?;
     let shared = Arc::new(Shared {

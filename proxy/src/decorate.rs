@@ -3,11 +3,12 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::path::PathBuf;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
 use http::{HeaderValue, Request, Response, Uri};
-use prometheus::IntCounterVec;
+use prometheus::{IntCounter, IntCounterVec};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
     HookEngine, HookEntry, HookObserver, HookRequest, HookResponse, HookScript, Hooks, LuaHooks,
@@ -215,17 +216,82 @@ impl Callouts for PoolCallouts {
 
 /// Counts `strangler_hook_runs_total{hook,phase,result}`; `hook` is the script's file name,
 /// a closed set taken from the route file.
-pub struct HookRuns(pub IntCounterVec);
+pub struct HookRuns {
+    counters: IntCounterVec,
+    /// Children already resolved, by script, phase and result: a hooked request then costs
+    /// a short scan and a comparison of paths instead of hashing three label values.
+    resolved: RwLock<Vec<(PathBuf, Phase, RunResult, IntCounter)>>,
+}
 
-impl HookObserver for HookRuns {
-    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
-        let name = script
-            .path()
+impl HookRuns {
+    /// Count hook runs in `counters` (`strangler_hook_runs_total{hook,phase,result}`).
+    pub fn new(counters: IntCounterVec) -> Self {
+        Self {
+            counters,
+            resolved: RwLock::new(Vec::new()),
+        }
+    }
+
+    fn counter(&self, script: &HookScript, phase: Phase, result: RunResult) -> IntCounter {
+        let path = script.path();
+        let found = |list: &[(PathBuf, Phase, RunResult, IntCounter)]| {
+            list.iter()
+                .find(|(p, ph, r, _)| *ph == phase && *r == result && p == path)
+                .map(|(.., counter)| counter.clone())
+        };
+        if let Some(counter) = self.resolved.read().ok().and_then(|list| found(&list)) {
+            return counter;
+        }
+        let name = path
             .file_name()
             .map(|n| n.to_string_lossy())
             .unwrap_or_default();
-        self.0
-            .with_label_values(&[&name, phase.as_str(), result.as_str()])
-            .inc();
+        let counter = self
+            .counters
+            .with_label_values(&[&name, phase.as_str(), result.as_str()]);
+        if let Ok(mut list) = self.resolved.write()
+            && found(&list).is_none()
+        {
+            list.push((path.to_path_buf(), phase, result, counter.clone()));
+        }
+        counter
+    }
+}
+
+impl HookObserver for HookRuns {
+    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
+        self.counter(script, phase, result).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use prometheus::Opts;
+
+    use super::*;
+
+    #[test]
+    fn hook_runs_count_each_script_phase_and_result_apart() {
+        let dir = tempfile::tempdir().unwrap();
+        let script = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::write(&path, "function on_request(req) end").unwrap();
+            HookScript::compile(&path).unwrap()
+        };
+        let (a, b) = (script("a.lua"), script("b.lua"));
+        let counters =
+            IntCounterVec::new(Opts::new("runs", "hook runs"), &["hook", "phase", "result"])
+                .unwrap();
+        let runs = HookRuns::new(counters.clone());
+        for _ in 0..3 {
+            runs.hook_ran(&a, Phase::OnRequest, RunResult::Ok);
+        }
+        runs.hook_ran(&a, Phase::OnRequest, RunResult::Error);
+        runs.hook_ran(&b, Phase::OnResponse, RunResult::Ok);
+        let count = |labels: &[&str]| counters.with_label_values(labels).get();
+        assert_eq!(count(&["a.lua", "on_request", "ok"]), 3);
+        assert_eq!(count(&["a.lua", "on_request", "error"]), 1);
+        assert_eq!(count(&["b.lua", "on_response", "ok"]), 1);
+        assert_eq!(count(&["b.lua", "on_request", "ok"]), 0);
     }
 }
