@@ -1,8 +1,9 @@
-//! HTTP/1.1 heads read off the wire: header fields as slices of the bytes they came in.
+//! What the two hand-written HTTP/1.1 paths (the inline upstream exchange and the server's
+//! keep-alive loop) share: reading a socket, and header fields as slices of the bytes they
+//! came in.
 //!
-//! Both hand-written HTTP/1.1 paths (the inline upstream exchange and the server's
-//! keep-alive loop) parse a head with httparse, then take the head out of the read buffer
-//! as one shared `Bytes`; every header value becomes a slice of it instead of a copy.
+//! Both parse a head with httparse, then take the head out of the read buffer as one
+//! shared `Bytes`; every header value becomes a slice of it instead of a copy.
 
 use std::io;
 use std::ops::Range;
