@@ -626,4 +626,33 @@ mod tests {
         encode_request(&mut out, &parts);
         assert_eq!(out, b"GET /orders?x=1 HTTP/1.1\r\nhost: example\r\n\r\n");
     }
+
+    proptest::proptest! {
+        /// Any body, cut into any chunks and read in any pieces, decodes to itself, and
+        /// the decoder stops exactly at the end of the chunked message.
+        #[test]
+        fn chunked_bodies_decode_to_themselves(
+            body in proptest::collection::vec(proptest::num::u8::ANY, 0..2048),
+            cuts in proptest::collection::vec(1usize..300, 1..20),
+            step in 1usize..64,
+        ) {
+            let mut wire = Vec::new();
+            let mut rest = &body[..];
+            let mut cut = cuts.iter().cycle();
+            while !rest.is_empty() {
+                let n = (*cut.next().unwrap_or(&1)).min(rest.len());
+                wire.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+                wire.extend_from_slice(&rest[..n]);
+                wire.extend_from_slice(b"\r\n");
+                rest = &rest[n..];
+            }
+            wire.extend_from_slice(b"0\r\n\r\n");
+            wire.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
+            let (decoded, ended, left) = decode_all(Framing::Chunked(Chunk::Size), &wire, step);
+            proptest::prop_assert!(ended);
+            proptest::prop_assert_eq!(decoded, body);
+            // Whatever was fed past the end stays in the buffer for the next answer.
+            proptest::prop_assert!(b"HTTP/1.1 200 OK\r\n".starts_with(&left));
+        }
+    }
 }
