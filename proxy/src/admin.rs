@@ -351,11 +351,7 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
 }
 
 impl Handler for Admin {
-    async fn call(
-        self: Arc<Self>,
-        request: Request<BoxBody>,
-        _conn: ConnInfo,
-    ) -> Response<BoxBody> {
+    async fn call(&self, request: Request<BoxBody>, _conn: &ConnInfo) -> Response<BoxBody> {
         self.answer(request).await
     }
 }

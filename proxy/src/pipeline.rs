@@ -66,7 +66,11 @@ impl Pipeline {
     }
 
     /// Serve one request. Never fails: every error becomes an answer with the request id.
-    pub async fn handle(&self, mut request: Request<BoxBody>, conn: ConnInfo) -> Response<BoxBody> {
+    pub async fn handle(
+        &self,
+        mut request: Request<BoxBody>,
+        conn: &ConnInfo,
+    ) -> Response<BoxBody> {
         let started = Instant::now();
         let inflight = self.store.metrics().start();
         let request_id = headers::request_id(request.headers_mut());
@@ -84,7 +88,7 @@ impl Pipeline {
                 answerer = dispatch.answerer();
                 let exchange = Exchange {
                     runtime: &runtime,
-                    conn: &conn,
+                    conn,
                     request_id: &request_id,
                     limits: self.limits,
                     path,
@@ -287,7 +291,7 @@ pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
 }
 
 impl crate::server::Handler for Pipeline {
-    async fn call(self: Arc<Self>, request: Request<BoxBody>, conn: ConnInfo) -> Response<BoxBody> {
+    async fn call(&self, request: Request<BoxBody>, conn: &ConnInfo) -> Response<BoxBody> {
         self.handle(request, conn).await
     }
 }

@@ -9,14 +9,17 @@ mod h1;
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::service::service_fn;
+use hyper::body::Incoming;
+use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -60,9 +63,9 @@ impl Transport {
 pub trait Handler: Send + Sync + 'static {
     /// Answer one request that arrived on `conn`.
     fn call(
-        self: Arc<Self>,
+        &self,
         request: Request<BoxBody>,
-        conn: ConnInfo,
+        conn: &ConnInfo,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
 }
 
@@ -90,6 +93,10 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
+    let limits = h1::Limits {
+        header_timeout: settings.header_timeout,
+        max_head_bytes: settings.max_head_bytes,
+    };
     let graceful = GracefulShutdown::new();
     let local = listener.local_addr().ok();
     let proto = transport.proto();
@@ -110,15 +117,15 @@ pub async fn serve<H: Handler>(
         };
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, proto);
-        let handler = handler.clone();
         // The keep-alive loop's own references; the service below keeps the others.
         let (loop_handler, loop_conn) = (handler.clone(), conn.clone());
+        let service_handler = handler.clone();
         let service = service_fn(move |request| {
-            let handler = handler.clone();
+            let handler = service_handler.clone();
             let conn = conn.clone();
             async move {
                 let request = request.map(body::boxed);
-                Ok::<_, Infallible>(handler.call(request, conn).await)
+                Ok::<_, Infallible>(handler.call(request, &conn).await)
             }
         });
         // Taken here, not in the task: a connection still in its handshake counts as open.
@@ -128,21 +135,12 @@ pub async fn serve<H: Handler>(
                 let builder = builder.clone();
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    let limits = h1::Limits {
-                        header_timeout: settings.header_timeout,
-                        max_head_bytes: settings.max_head_bytes,
-                    };
                     let h1::Exit::HandOver(stream) =
-                        h1::serve(stream, &loop_handler, &loop_conn, limits, &shutdown).await
+                        h1::serve(stream, &*loop_handler, &loop_conn, limits, &shutdown).await
                     else {
                         return;
                     };
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(err) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    }
+                    serve_with_hyper(&builder, stream, service, watcher, peer).await;
                 });
             }
             Transport::Tls(acceptor) => {
@@ -162,12 +160,7 @@ pub async fn serve<H: Handler>(
                                 return;
                             }
                         };
-                    let connection = builder
-                        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-                        .into_owned();
-                    if let Err(err) = watcher.watch(connection).await {
-                        tracing::debug!(%peer, error = %err, "connection ended with an error");
-                    }
+                    serve_with_hyper(&builder, stream, service, watcher, peer).await;
                 });
             }
         }
@@ -181,5 +174,29 @@ pub async fn serve<H: Handler>(
         .is_err()
     {
         tracing::warn!(listener = ?local, grace = ?settings.grace, "grace period over; closing the remaining connections");
+    }
+}
+
+/// Serve `io` with hyper (HTTP/1.1 with upgrades, or HTTP/2), counted by `watcher` so the
+/// drain at shutdown waits for it.
+async fn serve_with_hyper<I, S>(
+    builder: &auto::Builder<TokioExecutor>,
+    io: I,
+    service: S,
+    watcher: Watcher,
+    peer: SocketAddr,
+) where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    let connection = builder
+        .serve_connection_with_upgrades(TokioIo::new(io), service)
+        .into_owned();
+    if let Err(err) = watcher.watch(connection).await {
+        tracing::debug!(%peer, error = %err, "connection ended with an error");
     }
 }

@@ -20,7 +20,6 @@ use std::future::poll_fn;
 use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -70,7 +69,7 @@ pub(super) struct Limits {
 /// Serve requests on `stream` until the connection ends or needs hyper.
 pub(super) async fn serve<H: Handler>(
     stream: TcpStream,
-    handler: &Arc<H>,
+    handler: &H,
     conn: &ConnInfo,
     limits: Limits,
     shutdown: &watch::Receiver<bool>,
@@ -110,7 +109,7 @@ pub(super) async fn serve<H: Handler>(
                 () = &mut stop, if idle => return Exit::Closed,
             }
         };
-        let response = handler.clone().call(ordinary.request, conn.clone()).await;
+        let response = handler.call(ordinary.request, conn).await;
         let reusable = connection
             .write_response(response, ordinary.head_only, ordinary.keep_alive)
             .await;
