@@ -181,17 +181,15 @@ impl WireConn {
                     None => {}
                 }
             }
+            // `None`: the deadline passed first.
             let filled = poll_fn(|cx| match self.poll_fill(cx) {
-                Poll::Ready(filled) => Poll::Ready(filled),
-                Poll::Pending => match self.deadline.as_mut().poll(cx) {
-                    Poll::Ready(()) => Poll::Ready(Err(io::ErrorKind::TimedOut.into())),
-                    Poll::Pending => Poll::Pending,
-                },
+                Poll::Ready(filled) => Poll::Ready(Some(filled)),
+                Poll::Pending => self.deadline.as_mut().poll(cx).map(|()| None),
             });
-            match filled.await {
-                Err(err) if err.kind() == io::ErrorKind::TimedOut => {
-                    return Err(Attempt::Failed(WireError::TimedOut));
-                }
+            let Some(filled) = filled.await else {
+                return Err(Attempt::Failed(WireError::TimedOut));
+            };
+            match filled {
                 Ok(0) if answered => return Err(Attempt::Failed(WireError::Truncated)),
                 Ok(0) => return Err(Attempt::Stale(WireError::Closed)),
                 Ok(_) => answered = true,
