@@ -235,10 +235,6 @@ impl Hooks for LuaHooks {
         }
         let budget = self.engine.0.config.call_budget;
         let outcome = self.with_local(|local| {
-            local
-                .state
-                .shared
-                .set_call(&req.request_id, self.chain.route());
             local.load_request(req, self.chain.route(), Phase::OnRequest);
             let mut failed = None;
             let mut entries = self.entries(Phase::OnRequest).peekable();
@@ -273,10 +269,6 @@ impl Hooks for LuaHooks {
         }
         let budget = self.engine.0.config.call_budget;
         let outcome = self.with_local(|local| {
-            local
-                .state
-                .shared
-                .set_call(&req.request_id, self.chain.route());
             local.load_request(req, self.chain.route(), Phase::OnResponse);
             local.load_response(res);
             let mut failed = None;
@@ -331,9 +323,10 @@ impl Local {
         Ok(Local { state, views })
     }
 
-    /// Moves the caller's request into the views (no copy); [`Local::unload_request`]
-    /// moves it back.
+    /// Marks the state as running `route`'s hooks for this request (log fields), and moves
+    /// the caller's request into the views (no copy); [`Local::unload_request`] moves it back.
     fn load_request(&self, req: &mut HookRequest, route: &Arc<str>, phase: Phase) {
+        self.state.shared.set_call(&req.request_id, route);
         let mut slot = self.views.lock();
         slot.req = std::mem::take(req);
         if !Arc::ptr_eq(&slot.route, route) {

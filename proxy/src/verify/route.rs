@@ -171,10 +171,7 @@ impl RouteVerifier {
         candidate: &Observed,
     ) -> Judgement {
         let state = &self.state;
-        state
-            .stats
-            .primary
-            .record_answer(primary.latency, primary.status);
+        self.record_primary(primary);
         state
             .stats
             .candidate
@@ -189,7 +186,7 @@ impl RouteVerifier {
             None => state.store.count(outcome),
         }
         let record = (outcome == Outcome::Mismatch).then(|| {
-            let record = Arc::new(MismatchRecord::mismatch(
+            self.keep(MismatchRecord::mismatch(
                 &self.route,
                 &self.rules,
                 request,
@@ -197,9 +194,7 @@ impl RouteVerifier {
                 candidate,
                 &verdict,
                 SystemTime::now(),
-            ));
-            state.store.push(Arc::clone(&record));
-            record
+            ))
         });
         Judgement {
             outcome,
@@ -218,16 +213,13 @@ impl RouteVerifier {
         failure: &CandidateFailure,
     ) -> Judgement {
         let state = &self.state;
-        state
-            .stats
-            .primary
-            .record_answer(primary.latency, primary.status);
+        self.record_primary(primary);
         state
             .stats
             .candidate
             .record_failure(failure.latency, failure.kind);
         state.store.count_candidate_error(failure.kind);
-        let record = Arc::new(MismatchRecord::candidate_error(
+        let record = self.keep(MismatchRecord::candidate_error(
             &self.route,
             &self.rules,
             request,
@@ -235,13 +227,27 @@ impl RouteVerifier {
             failure,
             SystemTime::now(),
         ));
-        state.store.push(Arc::clone(&record));
         Judgement {
             outcome: Outcome::CandidateError,
             drop_reason: None,
             verdict: None,
             record: Some(record),
         }
+    }
+
+    /// The primary's side of a comparison, counted whatever the candidate did.
+    fn record_primary(&self, primary: &Observed) {
+        self.state
+            .stats
+            .primary
+            .record_answer(primary.latency, primary.status);
+    }
+
+    /// Keep `record` among the route's recent records.
+    fn keep(&self, record: MismatchRecord) -> Arc<MismatchRecord> {
+        let record = Arc::new(record);
+        self.state.store.push(Arc::clone(&record));
+        record
     }
 
     /// A shadow that was skipped before there was a pair to compare (over
