@@ -94,8 +94,7 @@ pub(super) async fn serve<H: Handler>(
         let ordinary = loop {
             match parse_request(&mut connection.read, limits.max_head_bytes) {
                 Parsed::Ordinary(ordinary) => break ordinary,
-                Parsed::Unusual => return Exit::HandOver(connection.rewound(Bytes::new())),
-                Parsed::Invalid(head) => return Exit::HandOver(connection.rewound(head)),
+                Parsed::HandOver(head) => return Exit::HandOver(connection.rewound(head)),
                 Parsed::Partial => {}
             }
             let idle = connection.read.is_empty();
@@ -151,10 +150,9 @@ enum Parsed {
     Ordinary(Ordinary),
     /// Not a complete head yet.
     Partial,
-    /// Something for hyper; the buffer is untouched.
-    Unusual,
-    /// Something for hyper found after the head was taken out of the buffer: the head.
-    Invalid(Bytes),
+    /// Something for hyper: the bytes already taken out of the buffer (the head, when the
+    /// problem showed only after that; else nothing), to go back in front of the rest.
+    HandOver(Bytes),
 }
 
 /// Parse the request head at the front of `buf`.
@@ -168,14 +166,14 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head_bytes => return Parsed::Partial,
         // Malformed, the HTTP/2 preface, too many fields, too long: hyper answers those.
-        _ => return Parsed::Unusual,
+        _ => return Parsed::HandOver(Bytes::new()),
     };
     let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
     else {
-        return Parsed::Unusual;
+        return Parsed::HandOver(Bytes::new());
     };
     if !target.starts_with('/') {
-        return Parsed::Unusual;
+        return Parsed::HandOver(Bytes::new());
     }
     let mut keep_alive = true;
     for field in request.headers.iter() {
@@ -192,11 +190,11 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
                 || name.eq_ignore_ascii_case(b"expect"))
         };
         if !ordinary {
-            return Parsed::Unusual;
+            return Parsed::HandOver(Bytes::new());
         }
     }
     let Ok(method) = Method::from_bytes(method.as_bytes()) else {
-        return Parsed::Unusual;
+        return Parsed::HandOver(Bytes::new());
     };
     let base = buf.as_ptr() as usize;
     let target_at = target.as_ptr() as usize - base;
@@ -205,7 +203,7 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let head = buf.split_to(len).freeze();
 
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_span)) else {
-        return Parsed::Invalid(head);
+        return Parsed::HandOver(head);
     };
     // Room for what the proxy adds (request id, forwarding headers, Via) without regrowing.
     let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
@@ -218,7 +216,7 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         headers.append(name, value);
     }
     if !valid {
-        return Parsed::Invalid(head);
+        return Parsed::HandOver(head);
     }
     let head_only = method == Method::HEAD;
     let mut request = Request::new(body::empty());
@@ -272,14 +270,16 @@ impl Connection {
         let (parts, body) = response.into_parts();
         self.write.clear();
         let head = encode_head(&mut self.write, &parts, &body, head_only, keep_alive);
-        match head.framing {
-            None => {
+        let left = match head.framing {
+            Framing::None => {
                 drop(body);
                 self.stream.write_all(&self.write).await?;
-                Ok(head.keep_alive)
+                return Ok(head.keep_alive);
             }
-            Some(length) => Ok(self.write_body(body, length).await? && head.keep_alive),
-        }
+            Framing::Length(length) => Some(length),
+            Framing::Chunked => None,
+        };
+        Ok(self.write_body(body, left).await? && head.keep_alive)
     }
 
     /// Write `body` after the head already in the write buffer, framed by its length or,
@@ -341,10 +341,20 @@ impl Connection {
     }
 }
 
+/// How the body after a response head is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// No body follows (HEAD, 1xx, 204, 304).
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+}
+
 /// What [`encode_head`] decided about the message.
 struct EncodedHead {
-    /// `None`: no body follows; `Some(Some(n))`: `n` bytes; `Some(None)`: chunked.
-    framing: Option<Option<u64>>,
+    framing: Framing,
     /// Whether the connection may carry another request afterwards.
     keep_alive: bool,
 }
@@ -410,7 +420,7 @@ fn encode_head(
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
     let framing = if bodiless {
-        None
+        Framing::None
     } else {
         let length = declared.or_else(|| {
             if body.is_end_stream() {
@@ -420,13 +430,17 @@ fn encode_head(
             }
         });
         match length {
-            Some(length) if declared.is_none() => {
-                let _ = write!(out, "content-length: {length}\r\n");
+            Some(length) => {
+                if declared.is_none() {
+                    let _ = write!(out, "content-length: {length}\r\n");
+                }
+                Framing::Length(length)
             }
-            Some(_) => {}
-            None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+            None => {
+                out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+                Framing::Chunked
+            }
         }
-        Some(length)
     };
     if !keep_alive {
         out.extend_from_slice(b"connection: close\r\n");
@@ -556,7 +570,10 @@ mod tests {
         ] {
             let (parsed, rest) = parse(wire);
             let text = String::from_utf8_lossy(wire);
-            assert!(matches!(parsed, Parsed::Unusual), "{text}");
+            assert!(
+                matches!(&parsed, Parsed::HandOver(taken) if taken.is_empty()),
+                "{text}"
+            );
             assert_eq!(&rest[..], wire, "{text}");
         }
     }
@@ -569,7 +586,7 @@ mod tests {
         ));
         let mut long = b"GET / HTTP/1.1\r\nX: ".to_vec();
         long.resize(70 * 1024, b'a');
-        assert!(matches!(parse(&long).0, Parsed::Unusual));
+        assert!(matches!(parse(&long).0, Parsed::HandOver(taken) if taken.is_empty()));
     }
 
     fn head_of(response: Response<BoxBody>, head_only: bool) -> (String, EncodedHead) {
@@ -587,14 +604,14 @@ mod tests {
             text.contains("content-length: 5\r\n") && text.contains("date: "),
             "{text}"
         );
-        assert_eq!(head.framing, Some(Some(5)));
+        assert_eq!(head.framing, Framing::Length(5));
 
         let stream = http_body_util::StreamBody::new(futures_util::stream::empty::<
             Result<hyper::body::Frame<Bytes>, crate::body::BoxError>,
         >());
         let (text, head) = head_of(Response::new(body::boxed(stream)), false);
         assert!(text.contains("transfer-encoding: chunked\r\n"), "{text}");
-        assert_eq!(head.framing, Some(None));
+        assert_eq!(head.framing, Framing::Chunked);
     }
 
     #[test]
@@ -617,10 +634,13 @@ mod tests {
         *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
         let (text, head) = head_of(not_modified, false);
         assert!(
-            !text.contains("content-length") && head.framing.is_none(),
+            !text.contains("content-length") && head.framing == Framing::None,
             "{text}"
         );
         let (text, head) = head_of(Response::new(body::full("hello")), true);
-        assert!(head.framing.is_none(), "HEAD: no body follows; {text}");
+        assert!(
+            head.framing == Framing::None,
+            "HEAD: no body follows; {text}"
+        );
     }
 }
