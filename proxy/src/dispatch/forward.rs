@@ -12,6 +12,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::pipeline::{client_host, via_for};
 use crate::upstream::UpstreamPool;
+use crate::wire;
 
 /// Forward `request` to `upstream` and stream its answer back.
 ///
@@ -212,7 +213,5 @@ fn asks_to_upgrade<B>(request: &Request<B>) -> bool {
             .headers()
             .get_all(header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|token| token.trim().eq_ignore_ascii_case("upgrade"))
+            .any(|value| wire::has_token(value, b"upgrade"))
 }
