@@ -23,6 +23,12 @@ async fn served_by(proxy: &Proxy, path: &str) -> String {
         .to_string()
 }
 
+/// Replace the route file by rename with `text`, and wait for the `nth` reload it causes.
+fn swap_routes(proxy: &Proxy, text: &str, nth: usize) {
+    write_atomically(&proxy.routes_file(), text);
+    proxy.logs.wait_for_count("cause=\"file change\"", nth);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_in_place_write_is_picked_up() {
     let (monolith, service) = (
@@ -49,13 +55,11 @@ async fn an_editor_style_atomic_rename_is_picked_up() {
         } else {
             "monolith"
         };
-        write_atomically(
-            &proxy.routes_file(),
+        swap_routes(
+            &proxy,
             &two_upstreams(&monolith, &service, routes),
+            round + 1,
         );
-        proxy
-            .logs
-            .wait_for_count("cause=\"file change\"", round + 1);
         assert_eq!(
             served_by(&proxy, "/invoices/1").await,
             expected,
@@ -163,13 +167,11 @@ async fn reloading_under_load_fails_no_request() {
     }
     for round in 0..6 {
         let routes = if round % 2 == 0 { MOVE_INVOICES } else { "" };
-        write_atomically(
-            &proxy.routes_file(),
+        swap_routes(
+            &proxy,
             &two_upstreams(&monolith, &service, routes),
+            round + 1,
         );
-        proxy
-            .logs
-            .wait_for_count("cause=\"file change\"", round + 1);
     }
     stop.store(true, Ordering::SeqCst);
     for worker in workers {
