@@ -14,6 +14,10 @@ use http::header::{HeaderName, HeaderValue};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
+/// Most header fields in a head either path parses (hyper's limit too); a head with more
+/// goes to hyper (requests) or is refused (upstream answers).
+pub(crate) const MAX_HEADERS: usize = 100;
+
 /// Where each header field of a parsed head sits, as offsets into the head's bytes, so the
 /// fields outlive the parser's borrow of the read buffer.
 pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);

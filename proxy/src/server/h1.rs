@@ -39,8 +39,6 @@ use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
 use crate::wire::{self, FieldSpans, has_token};
 
-/// Most header fields in a request head this loop serves (hyper's limit too).
-const MAX_HEADERS: usize = 100;
 /// Header fields the proxy may add to a request on its way (request id, `X-Forwarded-*`,
 /// `Via`, `Host`).
 const ADDED_HEADERS: usize = 6;
@@ -160,7 +158,7 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     if buf.is_empty() {
         return Parsed::Partial;
     }
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; wire::MAX_HEADERS];
     let mut request = httparse::Request::new(&mut []);
     let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,

@@ -30,8 +30,6 @@ use crate::wire::{self, FieldSpans, has_token};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
-/// Most header lines in a response head (hyper's limit too).
-const MAX_HEADERS: usize = 100;
 /// Spare room made in the read buffer before each read.
 const READ_CHUNK: usize = 16 * 1024;
 /// Longest chunk-size line (size, extensions) accepted before it is called invalid.
@@ -264,7 +262,7 @@ fn encode_request(out: &mut Vec<u8>, head: &Parts) {
 ///
 /// Header values are slices of the head's bytes, not copies.
 fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
-    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; wire::MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
         &mut response,
