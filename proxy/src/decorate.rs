@@ -120,6 +120,7 @@ pub async fn run(
         request_id: exchange.request_id,
         limits: exchange.limits,
         path,
+        relay_heads: false,
     };
     let response = dispatch::run(dispatch, &rewritten, Request::from_parts(parts, body)).await?;
     let (mut head, body) = response.into_parts();

@@ -60,6 +60,9 @@ pub struct Exchange<'a> {
     pub limits: Limits,
     /// The normalized path the route was matched on.
     pub path: String,
+    /// Whether an answer that is only forwarded may keep its upstream head as
+    /// `RelayedFields` (see [`UpstreamPool::relay`](crate::upstream::UpstreamPool::relay)).
+    pub relay_heads: bool,
 }
 
 impl<'t> Dispatch<'t> {

@@ -14,6 +14,7 @@ use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
 use crate::metrics::InFlight;
 use crate::runtime::{Answerer, DEFAULT_SLOT, RouteSlot, Runtime, RuntimeStore};
+use crate::wire::RelayedFields;
 
 /// What the proxy knows about the connection a request arrived on.
 #[derive(Debug, Clone)]
@@ -24,6 +25,9 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// The client's IP as a header value, made once per connection for `X-Forwarded-For`.
     pub peer_ip: HeaderValue,
+    /// Whether this connection's writer copies `RelayedFields` through: only the plain
+    /// HTTP/1.1 loop does, so answers to hyper's connections always carry full header maps.
+    pub relays_heads: bool,
 }
 
 impl ConnInfo {
@@ -35,6 +39,7 @@ impl ConnInfo {
             peer,
             proto,
             peer_ip,
+            relays_heads: false,
         }
     }
 }
@@ -86,14 +91,16 @@ impl Pipeline {
                 let dispatch = Dispatch::for_route(&runtime, route, &request);
                 slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
                 answerer = dispatch.answerer();
+                let hooks = route.and_then(|r| Some((r, runtime.extras(r)?.hooks.as_ref()?)));
                 let exchange = Exchange {
                     runtime: &runtime,
                     conn,
                     request_id: &request_id,
                     limits: self.limits,
                     path,
+                    // Hooks see and may change the answer's head: it needs its header map.
+                    relay_heads: conn.relays_heads && hooks.is_none(),
                 };
-                let hooks = route.and_then(|r| Some((r, runtime.extras(r)?.hooks.as_ref()?)));
                 match hooks {
                     None => dispatch::run(dispatch, &exchange, request).await,
                     Some((route, hooks)) => {
@@ -111,9 +118,14 @@ impl Pipeline {
             }
             err.to_response(&request_id)
         });
-        response
-            .headers_mut()
-            .insert(headers::X_REQUEST_ID, request_id.clone());
+        match response.extensions_mut().get_mut::<RelayedFields>() {
+            Some(relayed) => relayed.request_id = Some(request_id.clone()),
+            None => {
+                response
+                    .headers_mut()
+                    .insert(headers::X_REQUEST_ID, request_id.clone());
+            }
+        }
         let status = response.status().as_u16();
         if self.access_log {
             tracing::info!(

@@ -118,7 +118,11 @@ pub async fn serve<H: Handler>(
         let _ = stream.set_nodelay(true);
         let conn = ConnInfo::new(peer, proto);
         // The keep-alive loop's own references; the service below keeps the others.
-        let (loop_handler, loop_conn) = (handler.clone(), conn.clone());
+        let loop_conn = ConnInfo {
+            relays_heads: true,
+            ..conn.clone()
+        };
+        let loop_handler = handler.clone();
         let service_handler = handler.clone();
         let service = service_fn(move |request| {
             let handler = service_handler.clone();

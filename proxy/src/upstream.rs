@@ -199,6 +199,25 @@ impl UpstreamPool {
     /// A [`ProxyError`] classifying the failure: connect, timeout, broken exchange or a
     /// request body over the limit.
     pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
+        self.exchange(request, false).await
+    }
+
+    /// As [`UpstreamPool::send`], for an answer that goes to the client unchanged but for
+    /// the proxy's own headers: a plain HTTP/1.1 upstream's head may come back as
+    /// `RelayedFields` (an extension) over an empty header map, for a client writer that
+    /// copies those fields through (see `ConnInfo::relays_heads`).
+    ///
+    /// # Errors
+    /// As [`UpstreamPool::send`].
+    pub async fn relay(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
+        self.exchange(request, true).await
+    }
+
+    async fn exchange(
+        &self,
+        request: Request<BoxBody>,
+        relay: bool,
+    ) -> Result<Response<BoxBody>, ProxyError> {
         let deadline = std::time::Instant::now() + self.spec.timeout;
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -215,7 +234,7 @@ impl UpstreamPool {
         let client = match &self.transport {
             Transport::H1(pool) => {
                 return pool
-                    .send(request, permit, deadline)
+                    .send(request, permit, deadline, relay)
                     .await
                     .map_err(|failure| self.classify_h1(failure));
             }

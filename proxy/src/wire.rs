@@ -22,6 +22,50 @@ pub(crate) const MAX_HEADERS: usize = 100;
 /// fields outlive the parser's borrow of the read buffer.
 pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 
+/// An upstream answer's header fields as the upstream sent them, for the plain HTTP/1.1
+/// loop to copy to its client: an answer that is only relayed needs no header map built from
+/// its head and encoded again.
+///
+/// Travels as an extension of a response with an empty header map, and only to a writer
+/// that knows it (see `ConnInfo::relays_heads`). Hop-by-hop fields and `Transfer-Encoding`
+/// are left out; a `Content-Length` is kept once, its value in `content_length`. What the
+/// proxy adds to every answer (`Via`, `X-Request-Id`) is set here rather than in a header
+/// map, which would cost more to build than the rest of the head.
+#[derive(Debug, Clone)]
+pub(crate) struct RelayedFields {
+    head: Bytes,
+    spans: Vec<(Range<usize>, Range<usize>)>,
+    /// The answer's `Content-Length`, when it has one.
+    pub(crate) content_length: Option<u64>,
+    /// Whether the answer has a `Date`.
+    pub(crate) dated: bool,
+    /// The proxy's `Via`.
+    pub(crate) via: Option<&'static HeaderValue>,
+    /// The exchange's `X-Request-Id`.
+    pub(crate) request_id: Option<HeaderValue>,
+}
+
+impl RelayedFields {
+    /// Append the fields, then the proxy's, to `out` as `name: value` lines.
+    pub(crate) fn write(&self, out: &mut Vec<u8>) {
+        let mut line = |name: &[u8], value: &[u8]| {
+            out.extend_from_slice(name);
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value);
+            out.extend_from_slice(b"\r\n");
+        };
+        for (name, value) in &self.spans {
+            line(&self.head[name.clone()], &self.head[value.clone()]);
+        }
+        if let Some(via) = self.via {
+            line(b"via", via.as_bytes());
+        }
+        if let Some(id) = &self.request_id {
+            line(b"x-request-id", id.as_bytes());
+        }
+    }
+}
+
 /// A header field that `http` does not accept.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid header field {0:?}")]
@@ -46,6 +90,39 @@ impl FieldSpans {
     /// How many fields there are.
     pub(crate) fn len(&self) -> usize {
         self.0.len()
+    }
+
+    /// The fields as they are in `head`, the bytes the spans were taken from: name, value.
+    pub(crate) fn raw<'a>(&'a self, head: &'a [u8]) -> impl Iterator<Item = (&'a [u8], &'a [u8])> {
+        self.0
+            .iter()
+            .map(move |(name, value)| (&head[name.clone()], &head[value.clone()]))
+    }
+
+    /// The fields whose bit in `dropped` is clear, kept as the bytes of `head` for
+    /// [`RelayedFields::write`].
+    pub(crate) fn relay(
+        mut self,
+        head: Bytes,
+        dropped: u128,
+        content_length: Option<u64>,
+        dated: bool,
+    ) -> RelayedFields {
+        if dropped != 0 {
+            let mut index = 0;
+            self.0.retain(|_| {
+                index += 1;
+                dropped & (1 << (index - 1)) == 0
+            });
+        }
+        RelayedFields {
+            head,
+            spans: self.0,
+            content_length,
+            dated,
+            via: None,
+            request_id: None,
+        }
     }
 
     /// The fields as names and values; the values share `head`, the bytes the spans were

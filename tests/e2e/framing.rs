@@ -12,7 +12,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
-use crate::support::{Proxy, client, routes_yaml, send};
+use crate::support::{Proxy, client, h2c_client, routes_yaml, send};
 
 /// The canned answer for a request line, and whether the connection ends after it.
 fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
@@ -34,6 +34,21 @@ fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
             false,
         ),
         (_, "/until-close") => (b"HTTP/1.1 200 OK\r\n\r\nhello world", true),
+        // Hop-by-hop fields, a repeated length and a custom field, in mixed case.
+        (_, "/hop") => (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=5\r\n\
+              Connection: keep-alive\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\
+              Content-Length: 2\r\ncontent-length: 2\r\nUpgrade: h2c\r\n\r\nok",
+            false,
+        ),
+        // Fields the proxy's header rules handle: its id replaces the upstream's, its `Via`
+        // joins the upstream's, a name listed in `Connection` goes.
+        (_, "/rules") => (
+            b"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-id\r\nVia: 1.0 cache\r\n\
+              Connection: x-private\r\nX-Private: secret\r\nX-Kept: yes\r\n\
+              Date: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
         _ => (b"SMTP ready\r\n\r\n", true),
     }
 }
@@ -172,4 +187,69 @@ async fn an_answer_that_is_not_http_is_a_502_saying_so() {
         answer.text()
     );
     assert!(answer.headers.contains_key("x-request-id"));
+}
+
+/// The header fields of `answer` a client may compare across protocols (not `date`, which
+/// the proxy adds when the upstream has none, nor the per-request id); a field repeated
+/// with the same value counts once.
+fn comparable(answer: &crate::support::Answer) -> Vec<(String, String)> {
+    let mut fields: Vec<_> = answer
+        .headers
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "date" | "x-request-id"))
+        .map(|(name, value)| (name.to_string(), value.to_str().unwrap().to_string()))
+        .collect();
+    fields.sort();
+    fields.dedup();
+    fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn relayed_heads_lose_hop_by_hop_fields_exactly_as_rebuilt_ones_do() {
+    let (upstream, _) = raw_upstream().await;
+    let proxy = proxy_to(upstream);
+    let (http1, http2) = (client(), h2c_client());
+
+    // HTTP/1.1 answers are relayed from the upstream's bytes; h2c answers are rebuilt from
+    // a header map by hyper. Both must carry the same fields.
+    let relayed = call(&http1, &proxy, Method::GET, "/hop").await;
+    let rebuilt = call(&http2, &proxy, Method::GET, "/hop").await;
+    assert_eq!(
+        (relayed.status.as_u16(), relayed.text().as_str()),
+        (200, "ok")
+    );
+    let expected = |via: &str| {
+        [
+            ("content-length", "2"),
+            ("content-type", "text/plain"),
+            ("via", via),
+            ("x-kept", "yes"),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .to_vec()
+    };
+    assert_eq!(comparable(&relayed), expected("1.1 strangler"));
+    assert_eq!(comparable(&rebuilt), expected("2 strangler"));
+    assert_eq!(relayed.headers.get_all("date").iter().count(), 1);
+    assert_eq!(relayed.headers.get_all("content-length").iter().count(), 1);
+
+    for answer in [
+        call(&http1, &proxy, Method::GET, "/rules").await,
+        call(&http2, &proxy, Method::GET, "/rules").await,
+    ] {
+        assert_eq!(answer.text(), "ok");
+        let ids: Vec<_> = answer.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "one id, the proxy's: {ids:?}");
+        assert_ne!(ids[0], "upstream-id");
+        assert!(
+            answer.headers["via"]
+                .to_str()
+                .unwrap()
+                .starts_with("1.0 cache, ")
+        );
+        assert!(!answer.headers.contains_key("x-private"));
+        assert!(!answer.headers.contains_key("connection"));
+        assert_eq!(answer.headers["x-kept"], "yes");
+        assert_eq!(answer.headers["date"], "Tue, 01 Dec 2026 10:00:00 GMT");
+    }
 }

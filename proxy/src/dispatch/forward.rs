@@ -12,7 +12,7 @@ use crate::error::ProxyError;
 use crate::headers;
 use crate::pipeline::{client_host, via_for};
 use crate::upstream::UpstreamPool;
-use crate::wire;
+use crate::wire::{self, RelayedFields};
 
 /// Forward `request` to `upstream` and stream its answer back.
 ///
@@ -43,7 +43,12 @@ pub(super) async fn forward(
         }
     }
     let body = limit(exchange, incoming);
-    let mut response = pool.send(Request::from_parts(parts, body)).await?;
+    let request = Request::from_parts(parts, body);
+    let mut response = if exchange.relay_heads {
+        pool.relay(request).await?
+    } else {
+        pool.send(request).await?
+    };
 
     let tunnelled = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match client_upgrade {
@@ -188,8 +193,13 @@ pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
 /// An upstream answer made fit for the client: hop-by-hop headers out, `Via` in.
 pub(super) fn clean_response(
     mut response: Response<BoxBody>,
-    via: &HeaderValue,
+    via: &'static HeaderValue,
 ) -> Response<BoxBody> {
+    // A relayed head has no hop-by-hop fields left, and takes `Via` without a header map.
+    if let Some(relayed) = response.extensions_mut().get_mut::<RelayedFields>() {
+        relayed.via = Some(via);
+        return response;
+    }
     headers::strip_hop_by_hop(response.headers_mut());
     headers::append_via(response.headers_mut(), via);
     response

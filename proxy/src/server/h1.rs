@@ -37,7 +37,7 @@ use tokio::time::Instant;
 use super::Handler;
 use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
-use crate::wire::{self, FieldSpans, has_token};
+use crate::wire::{self, FieldSpans, RelayedFields, has_token};
 
 /// Header fields the proxy may add to a request on its way (request id, `X-Forwarded-*`,
 /// `Via`, `Host`).
@@ -381,8 +381,13 @@ fn encode_head(
     ));
     out.extend_from_slice(b"\r\n");
 
-    let mut declared = None;
-    let mut dated = false;
+    // An answer relayed as it came: its fields first, then what the proxy added.
+    let relayed = parts.extensions.get::<RelayedFields>();
+    let mut declared = relayed.and_then(|fields| fields.content_length);
+    let mut dated = relayed.is_some_and(|fields| fields.dated);
+    if let Some(fields) = relayed {
+        fields.write(out);
+    }
     for (name, value) in &parts.headers {
         if name == header::CONTENT_LENGTH {
             match value

@@ -91,7 +91,8 @@ impl H1Pool {
         }
     }
 
-    /// Send `request` (origin-form URI) and wait for the response head, until `deadline`.
+    /// Send `request` (origin-form URI) and wait for the response head, until `deadline`;
+    /// with `relay`, an inline exchange's head may come as `RelayedFields`.
     ///
     /// A request the connection never took (it was closed while idle) is sent again on a
     /// fresh connection: hyper hands such a request back untouched, body included.
@@ -100,6 +101,7 @@ impl H1Pool {
         mut request: Request<BoxBody>,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
+        relay: bool,
     ) -> Result<Response<BoxBody>, Failure> {
         if !request.headers().contains_key(header::HOST) {
             request
@@ -107,7 +109,7 @@ impl H1Pool {
                 .insert(header::HOST, self.authority.clone());
         }
         if inline(&request) {
-            return self.send_inline(request, permit, deadline).await;
+            return self.send_inline(request, permit, deadline, relay).await;
         }
         tokio::time::timeout_at(deadline.into(), self.send_hyper(request, permit, deadline))
             .await
@@ -160,6 +162,7 @@ impl H1Pool {
         request: Request<BoxBody>,
         permit: OwnedSemaphorePermit,
         deadline: Instant,
+        relay: bool,
     ) -> Result<Response<BoxBody>, Failure> {
         let (head, _empty) = request.into_parts();
         // One clock read serves the idle check now and the idle mark when the connection
@@ -170,12 +173,12 @@ impl H1Pool {
             Some(conn) => (conn, true),
             None => (WireConn::new(self.dial(deadline).await?), false),
         };
-        let answer = match conn.exchange(&head, deadline).await {
+        let answer = match conn.exchange(&head, deadline, relay).await {
             Ok(answer) => answer,
             Err(Attempt::Stale(err)) if pooled => {
                 tracing::debug!(address = %self.address, error = %err, "stale connection; retrying on a fresh one");
                 conn = WireConn::new(self.dial(deadline).await?);
-                conn.exchange(&head, deadline)
+                conn.exchange(&head, deadline, relay)
                     .await
                     .map_err(|attempt| Failure::from(attempt.into_error()))?
             }

@@ -26,7 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
-use crate::wire::{self, FieldSpans, has_token};
+use crate::wire::{self, FieldSpans};
 
 /// Largest response head accepted from an upstream.
 const MAX_HEAD: usize = 64 * 1024;
@@ -144,13 +144,14 @@ impl WireConn {
     }
 
     /// Send `head` (origin-form URI, `Host` set, no body) and read the answer's head, by
-    /// `deadline`.
+    /// `deadline`; with `relay`, the head may come as [`RelayedFields`](crate::wire::RelayedFields).
     ///
     /// Interim 1xx answers are skipped. A 101 is refused: this path never asks to upgrade.
     pub(super) async fn exchange(
         &mut self,
         head: &Parts,
         deadline: std::time::Instant,
+        relay: bool,
     ) -> Result<Head, Attempt> {
         self.deadline.as_mut().reset(deadline.into());
         encode_request(&mut self.write, head);
@@ -160,7 +161,7 @@ impl WireConn {
         let mut answered = false;
         loop {
             if !self.read.is_empty() {
-                match parse_head(&mut self.read, &head.method).map_err(Attempt::Failed)? {
+                match parse_head(&mut self.read, &head.method, relay).map_err(Attempt::Failed)? {
                     Some(parsed) if parsed.response.status().is_informational() => {
                         if parsed.response.status() == StatusCode::SWITCHING_PROTOCOLS {
                             return Err(Attempt::Failed(WireError::Invalid(
@@ -260,8 +261,10 @@ fn encode_request(out: &mut Vec<u8>, head: &Parts) {
 
 /// Parse a response head at the front of `buf`, taking it out of the buffer when complete.
 ///
-/// Header values are slices of the head's bytes, not copies.
-fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireError> {
+/// Header values are slices of the head's bytes, not copies. With `relay`, a head whose
+/// fields the proxy has nothing to change in but hop-by-hop ones comes back with an empty
+/// header map and its fields as a [`RelayedFields`](crate::wire::RelayedFields) extension.
+fn parse_head(buf: &mut BytesMut, method: &Method, relay: bool) -> Result<Option<Head>, WireError> {
     let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; wire::MAX_HEADERS];
     let mut response = httparse::Response::new(&mut []);
     let len = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
@@ -285,45 +288,14 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireE
         .filter(|reason| Some(*reason) != status.canonical_reason() && !reason.is_empty())
         .and_then(|reason| hyper::ext::ReasonPhrase::try_from(reason.as_bytes().to_vec()).ok());
     let spans = FieldSpans::of(buf, response.headers);
+    let facts = FieldFacts::of(&spans, buf, version)?;
     let head = buf.split_to(len).freeze();
-
-    // Room for what the proxy adds on the way back (`Via`, the request id) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-    let mut length: Option<u64> = None;
-    let mut chunked = false;
-    let mut transfer_coded = false;
-    let mut close = version == Version::HTTP_10;
-    for field in spans.fields(&head) {
-        let (name, value) = field.map_err(|err| WireError::Invalid(err.to_string()))?;
-        if name == header::CONTENT_LENGTH {
-            let parsed = value
-                .to_str()
-                .ok()
-                .and_then(|text| text.trim().parse::<u64>().ok())
-                .ok_or_else(|| WireError::Invalid("content-length".into()))?;
-            if length.is_some_and(|seen| seen != parsed) {
-                return Err(WireError::Invalid("conflicting content-length".into()));
-            }
-            length = Some(parsed);
-        } else if name == header::TRANSFER_ENCODING {
-            transfer_coded = true;
-            // Only the last coding decides; a later field line overrides an earlier one.
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == header::CONNECTION {
-            close |= has_token(&value, b"close");
-        }
-        headers.append(name, value);
-    }
 
     let bodiless = *method == Method::HEAD
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
-    let framing = match (bodiless, transfer_coded, chunked, length) {
+    let framing = match (bodiless, facts.transfer_coded, facts.chunked, facts.length) {
         (true, ..) => Framing::Done,
         (false, true, true, _) => Framing::Chunked(Chunk::Size),
         (false, true, false, _) => Framing::UntilClose,
@@ -331,13 +303,26 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireE
         (false, false, _, None) => Framing::UntilClose,
     };
     // A message framed by both is a smuggling vector: answer it, then drop the connection.
-    let keep_alive =
-        !close && framing != Framing::UntilClose && !(transfer_coded && length.is_some());
+    let keep_alive = !facts.close
+        && framing != Framing::UntilClose
+        && !(facts.transfer_coded && facts.length.is_some());
 
     let mut response = Response::new(());
     *response.status_mut() = status;
     *response.version_mut() = version;
-    *response.headers_mut() = headers;
+    if relay && facts.relayable {
+        let fields = spans.relay(head, facts.dropped, facts.length, facts.dated);
+        response.extensions_mut().insert(fields);
+    } else {
+        // Room for what the proxy adds on the way back (`Via`, the request id) without
+        // regrowing.
+        let mut headers = HeaderMap::with_capacity(spans.len() + 2);
+        for field in spans.fields(&head) {
+            let (name, value) = field.map_err(|err| WireError::Invalid(err.to_string()))?;
+            headers.append(name, value);
+        }
+        *response.headers_mut() = headers;
+    }
     if let Some(reason) = reason {
         response.extensions_mut().insert(reason);
     }
@@ -346,6 +331,122 @@ fn parse_head(buf: &mut BytesMut, method: &Method) -> Result<Option<Head>, WireE
         framing,
         keep_alive,
     }))
+}
+
+// One bit per field in `FieldFacts::dropped`.
+const _: () = assert!(wire::MAX_HEADERS <= u128::BITS as usize);
+
+/// What a response head's fields say about its framing and connection, and whether the
+/// head can be relayed as it came, read from the bytes before any header map is built.
+struct FieldFacts {
+    length: Option<u64>,
+    transfer_coded: bool,
+    /// Whether chunked is the last transfer coding.
+    chunked: bool,
+    close: bool,
+    dated: bool,
+    /// False when a field needs the proxy's header rules (`TE`, a name listed in
+    /// `Connection`, a `Via` the proxy's joins, an `X-Request-Id` that the proxy replaces).
+    relayable: bool,
+    /// Fields a relayed head leaves out (bit i = field i): hop-by-hop ones, framing, and
+    /// repeats of `Content-Length`.
+    dropped: u128,
+}
+
+impl FieldFacts {
+    fn of(spans: &FieldSpans, buf: &[u8], version: Version) -> Result<Self, WireError> {
+        let mut facts = Self {
+            length: None,
+            transfer_coded: false,
+            chunked: false,
+            close: version == Version::HTTP_10,
+            dated: false,
+            relayable: true,
+            dropped: 0,
+        };
+        for (index, (name, value)) in spans.raw(buf).enumerate() {
+            let drop = match FieldKind::of(name) {
+                FieldKind::ContentLength => {
+                    let parsed = std::str::from_utf8(value)
+                        .ok()
+                        .and_then(|text| text.trim().parse::<u64>().ok())
+                        .ok_or_else(|| WireError::Invalid("content-length".into()))?;
+                    if facts.length.is_some_and(|seen| seen != parsed) {
+                        return Err(WireError::Invalid("conflicting content-length".into()));
+                    }
+                    facts.length.replace(parsed).is_some()
+                }
+                FieldKind::TransferEncoding => {
+                    facts.transfer_coded = true;
+                    // Only the last coding decides; a later field line overrides an earlier one.
+                    facts.chunked = value
+                        .rsplit(|&b| b == b',')
+                        .next()
+                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+                    true
+                }
+                FieldKind::Connection => {
+                    facts.close |= wire::lists_token(value, b"close");
+                    facts.relayable &= value.split(|&b| b == b',').all(|token| {
+                        let token = token.trim_ascii();
+                        token.eq_ignore_ascii_case(b"close")
+                            || token.eq_ignore_ascii_case(b"keep-alive")
+                            || token.is_empty()
+                    });
+                    true
+                }
+                FieldKind::HopByHop => true,
+                FieldKind::NeedsRules => {
+                    facts.relayable = false;
+                    false
+                }
+                FieldKind::Date => {
+                    facts.dated = true;
+                    false
+                }
+                FieldKind::Other => false,
+            };
+            if drop {
+                facts.dropped |= 1 << index;
+            }
+        }
+        Ok(facts)
+    }
+}
+
+/// The header names a response head is read for, told apart without building a name.
+enum FieldKind {
+    ContentLength,
+    TransferEncoding,
+    Connection,
+    Date,
+    /// Hop-by-hop, never relayed: `Keep-Alive`, `Proxy-Connection`, `Proxy-Authenticate`,
+    /// `Proxy-Authorization`, `Trailer`, `Upgrade`.
+    HopByHop,
+    /// Handled by the proxy's header rules on a header map: `TE`, `Via`, `X-Request-Id`.
+    NeedsRules,
+    Other,
+}
+
+impl FieldKind {
+    fn of(name: &[u8]) -> Self {
+        let is = |known: &str| name.eq_ignore_ascii_case(known.as_bytes());
+        match name.len() {
+            2 if is("te") => Self::NeedsRules,
+            3 if is("via") => Self::NeedsRules,
+            4 if is("date") => Self::Date,
+            7 if is("trailer") || is("upgrade") => Self::HopByHop,
+            10 if is("connection") => Self::Connection,
+            10 if is("keep-alive") => Self::HopByHop,
+            12 if is("x-request-id") => Self::NeedsRules,
+            14 if is("content-length") => Self::ContentLength,
+            16 if is("proxy-connection") => Self::HopByHop,
+            17 if is("transfer-encoding") => Self::TransferEncoding,
+            18 if is("proxy-authenticate") => Self::HopByHop,
+            19 if is("proxy-authorization") => Self::HopByHop,
+            _ => Self::Other,
+        }
+    }
 }
 
 /// One step of body decoding.
@@ -423,9 +524,10 @@ fn take(buf: &mut BytesMut, left: &mut u64) -> Decoded {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::wire::RelayedFields;
 
     fn head_of(bytes: &[u8], method: &Method) -> Result<Option<Head>, WireError> {
-        parse_head(&mut BytesMut::from(bytes), method)
+        parse_head(&mut BytesMut::from(bytes), method, false)
     }
 
     /// Decode all of `wire` fed in pieces of `step` bytes; the body and whether it ended.
@@ -463,7 +565,7 @@ mod tests {
     #[test]
     fn an_incomplete_head_asks_for_more_and_keeps_the_bytes() {
         let mut buf = BytesMut::from(&b"HTTP/1.1 200 OK\r\nContent-Le"[..]);
-        assert!(parse_head(&mut buf, &Method::GET).unwrap().is_none());
+        assert!(parse_head(&mut buf, &Method::GET, false).unwrap().is_none());
         assert_eq!(buf.len(), 27);
     }
 
@@ -526,10 +628,67 @@ mod tests {
             ),
         ];
         for (wire, method, framing, keep_alive) in cases {
-            let head = head_of(wire, method).unwrap().unwrap();
+            for relay in [false, true] {
+                let head = parse_head(&mut BytesMut::from(*wire), method, relay)
+                    .unwrap()
+                    .unwrap();
+                let text = String::from_utf8_lossy(wire);
+                assert_eq!(head.framing, *framing, "{text} relay={relay}");
+                assert_eq!(head.keep_alive, *keep_alive, "{text} relay={relay}");
+            }
+        }
+    }
+
+    /// The relayed fields of `wire`'s head as the client writer puts them, or `None` when
+    /// the head was not relayed.
+    fn relayed(wire: &[u8]) -> Option<String> {
+        let head = parse_head(&mut BytesMut::from(wire), &Method::GET, true)
+            .unwrap()
+            .unwrap();
+        let fields = head.response.extensions().get::<RelayedFields>()?;
+        assert!(
+            head.response.headers().is_empty(),
+            "a relayed head has no map"
+        );
+        let mut out = Vec::new();
+        fields.write(&mut out);
+        Some(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn a_relayed_head_keeps_end_to_end_fields_as_sent() {
+        let wire = b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nKeep-Alive: timeout=5\r\n\
+            Connection: keep-alive\r\nTransfer-Encoding: chunked\r\nX-A:  1 \r\n\
+            Proxy-Connection: x\r\nUpgrade: h2c\r\nTrailer: x-t\r\nDate: today\r\n\r\n";
+        assert_eq!(
+            relayed(wire).unwrap(),
+            "Content-Type: text/plain\r\nX-A: 1\r\nDate: today\r\n"
+        );
+        let head = parse_head(&mut BytesMut::from(&wire[..]), &Method::GET, true)
+            .unwrap()
+            .unwrap();
+        let fields = head.response.extensions().get::<RelayedFields>().unwrap();
+        assert!(fields.dated);
+        assert_eq!(fields.content_length, None);
+
+        let repeated = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n";
+        assert_eq!(relayed(repeated).unwrap(), "Content-Length: 2\r\n");
+    }
+
+    #[test]
+    fn heads_the_proxy_has_rules_for_are_not_relayed() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\nX-Request-Id: theirs\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\nvia: 1.0 cache\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTE: trailers\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nConnection: close, x-private\r\nX-Private: 1\r\n\r\n",
+        ] {
             let text = String::from_utf8_lossy(wire);
-            assert_eq!(head.framing, *framing, "{text}");
-            assert_eq!(head.keep_alive, *keep_alive, "{text}");
+            assert_eq!(relayed(wire), None, "{text}");
+            let head = parse_head(&mut BytesMut::from(wire), &Method::GET, true)
+                .unwrap()
+                .unwrap();
+            assert!(!head.response.headers().is_empty(), "{text}");
         }
     }
 
@@ -542,7 +701,10 @@ mod tests {
             b"SMTP ready\r\n\r\n",
         ] {
             let text = String::from_utf8_lossy(wire);
-            assert!(head_of(wire, &Method::GET).is_err(), "{text}");
+            for relay in [false, true] {
+                let parsed = parse_head(&mut BytesMut::from(wire), &Method::GET, relay);
+                assert!(parsed.is_err(), "{text} relay={relay}");
+            }
         }
     }
 
