@@ -7,7 +7,6 @@ use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
-use tokio::sync::Semaphore;
 
 use strangler_plugins::{HookEngine, LuaHooks, PluginError};
 
@@ -290,13 +289,12 @@ fn route_extras(
                             route: route.name.clone(),
                             source,
                         })?;
-                    extras.shadow = Some(Arc::new(ShadowRoute {
-                        spec: spec.clone(),
+                    extras.shadow = Some(Arc::new(ShadowRoute::new(
+                        spec.clone(),
                         verifier,
-                        in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
-                        metrics: shared.metrics.shadow(&route.name),
-                        diff_log: shared.diff_log.clone(),
-                    }));
+                        shared.metrics.shadow(&route.name),
+                        shared.diff_log.clone(),
+                    )));
                 }
                 Action::Canary(spec) => {
                     extras.canary = Some(Arc::new(CanaryRoute::new(

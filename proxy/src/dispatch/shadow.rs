@@ -9,6 +9,8 @@
 //!   bound it is skipped and counted with its reason, never queued;
 //! - only safe methods are shadowed unless the route says `unsafe_methods: true`.
 
+mod pace;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -30,6 +32,7 @@ use crate::upstream::UpstreamPool;
 use crate::verify::{
     CandidateErrorKind, CandidateFailure, DropReason, Observed, Outcome, RequestInfo, RouteVerifier,
 };
+use pace::Pace;
 
 /// `X-Strangler-Shadow: 1` marks every copy, so the new service can tell them apart.
 const SHADOW_HEADER: &str = "x-strangler-shadow";
@@ -43,15 +46,34 @@ pub struct ShadowRoute {
     pub spec: Shadow,
     /// The judge: rules, noise model, records, statistics, gate (state survives reloads).
     pub verifier: RouteVerifier,
-    /// Caps concurrent shadow exchanges of this route (`max_in_flight`).
-    pub in_flight: Arc<Semaphore>,
     /// Pre-resolved metric handles.
     pub metrics: ShadowMetrics,
     /// Where mismatch records are appended, if `--diff-log` is set.
     pub diff_log: Option<Arc<DiffLog>>,
+    /// Caps concurrent shadow exchanges of this route (`max_in_flight`).
+    in_flight: Arc<Semaphore>,
+    /// Spreads their starts evenly over the time each holds its slot.
+    pace: Arc<Pace>,
 }
 
 impl ShadowRoute {
+    /// A shadowed route judged by `verifier`, with `spec.max_in_flight` slots for copies.
+    pub fn new(
+        spec: Shadow,
+        verifier: RouteVerifier,
+        metrics: ShadowMetrics,
+        diff_log: Option<Arc<DiffLog>>,
+    ) -> Self {
+        Self {
+            in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
+            pace: Arc::new(Pace::new(spec.max_in_flight)),
+            spec,
+            verifier,
+            metrics,
+            diff_log,
+        }
+    }
+
     /// Count a shadow that was skipped. (Drops do not move the gate: it judges comparisons.)
     fn dropped(&self, reason: DropReason) {
         self.verifier.dropped(reason);
@@ -76,8 +98,8 @@ pub(super) async fn shadow(
     request: Request<BoxBody>,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let spec = &route.spec;
-    let permit = match admit(route, &request) {
-        Admission::Shadow(permit) => permit,
+    let flight = match admit(route, &request) {
+        Admission::Shadow(flight) => flight,
         Admission::Skip(reason) => {
             if let Some(reason) = reason {
                 route.dropped(reason);
@@ -134,7 +156,7 @@ pub(super) async fn shadow(
         request_copy,
         primary: primary_rx,
         max_body,
-        _permit: permit,
+        _flight: flight,
     }));
 
     let started = Instant::now();
@@ -161,7 +183,7 @@ pub(super) async fn shadow(
 }
 
 enum Admission {
-    Shadow(OwnedSemaphorePermit),
+    Shadow(Flight),
     /// Not shadowed; `Some` when that is a drop to count (not a method or sampling choice).
     Skip(Option<DropReason>),
 }
@@ -174,9 +196,32 @@ fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
     if content_length(request).is_some_and(|length| length > spec.max_body) {
         return Admission::Skip(Some(DropReason::RequestBodyTooLarge));
     }
+    // A copy out of turn would start a burst that comes back as one: it counts as over
+    // `max_in_flight`, the rate at which the slots free up.
+    if !route.pace.admit() {
+        return Admission::Skip(Some(DropReason::MaxInFlight));
+    }
     match route.in_flight.clone().try_acquire_owned() {
-        Ok(permit) => Admission::Shadow(permit),
+        Ok(permit) => Admission::Shadow(Flight {
+            _permit: permit,
+            admitted: Instant::now(),
+            pace: route.pace.clone(),
+        }),
         Err(_) => Admission::Skip(Some(DropReason::MaxInFlight)),
+    }
+}
+
+/// One copy's slot: released, and its hold time given to the pace, when the copy's work
+/// ends whichever way it ends.
+struct Flight {
+    _permit: OwnedSemaphorePermit,
+    admitted: Instant,
+    pace: Arc<Pace>,
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        self.pace.held(self.admitted.elapsed());
     }
 }
 
@@ -204,7 +249,7 @@ struct Job {
     primary: oneshot::Receiver<PrimaryHead>,
     max_body: usize,
     /// Held until the comparison is done: the `max_in_flight` bound covers all of it.
-    _permit: OwnedSemaphorePermit,
+    _flight: Flight,
 }
 
 async fn judge(job: Job) {
@@ -290,7 +335,9 @@ async fn call(
     max_body: usize,
 ) -> Result<Observed, CandidateFailure> {
     let started = Instant::now();
-    let exchange = async {
+    // Boxed: the exchange's future is large, and the judge's task (built and moved for every
+    // copy) holds two of these.
+    let exchange = Box::pin(async {
         let response = pool
             .send(Request::from_parts(head, body::full(body)))
             .await
@@ -308,7 +355,7 @@ async fn call(
             .await
             .map_err(|err| (CandidateErrorKind::Exchange, err.to_string()))?;
         Ok(Observed::new(head.status, head.headers, body, latency).truncated(truncated))
-    };
+    });
     match tokio::time::timeout(timeout, exchange).await {
         Ok(Ok(observed)) => Ok(observed),
         Ok(Err((kind, message))) => Err(CandidateFailure {

@@ -3,7 +3,7 @@
 use std::borrow::Cow;
 
 use http::header::CONTENT_TYPE;
-use http::{HeaderMap, HeaderName};
+use http::{HeaderMap, HeaderName, HeaderValue};
 
 use super::{Difference, DifferenceKind, Location};
 use crate::verify::diff::Found;
@@ -20,13 +20,13 @@ pub(super) fn compare_headers(
         if rules.ignores_header(name) {
             continue;
         }
-        let ours = header_values(a, name);
         if !b.contains_key(name) {
+            let ours = header_values(a, name);
             found.push(header_difference(rules, name, Some(&ours), None));
             continue;
         }
-        let theirs = header_values(b, name);
-        if ours != theirs {
+        if !same_values(a, b, name) {
+            let (ours, theirs) = (header_values(a, name), header_values(b, name));
             found.push(header_difference(rules, name, Some(&ours), Some(&theirs)));
         }
     }
@@ -42,6 +42,32 @@ pub(super) fn compare_headers(
     }
 }
 
+/// Whether `name` has the same values in `a` and `b`, in any order.
+fn same_values(a: &HeaderMap, b: &HeaderMap, name: &HeaderName) -> bool {
+    let (mut ours, mut theirs) = (a.get_all(name).iter(), b.get_all(name).iter());
+    match (ours.next(), ours.next(), theirs.next(), theirs.next()) {
+        // The common case, one value on each side: compared without sorting or allocating.
+        (Some(x), None, Some(y), None) => comparable(name, x).eq(comparable(name, y)),
+        _ => header_values(a, name) == header_values(b, name),
+    }
+}
+
+/// The bytes of `value` as compared: `content-type` without whitespace, in lower case.
+fn comparable<'v>(name: &HeaderName, value: &'v HeaderValue) -> impl Iterator<Item = u8> + 'v {
+    let normalize = name == CONTENT_TYPE;
+    value
+        .as_bytes()
+        .iter()
+        .filter(move |b| !(normalize && b.is_ascii_whitespace()))
+        .map(move |b| {
+            if normalize {
+                b.to_ascii_lowercase()
+            } else {
+                *b
+            }
+        })
+}
+
 /// The values of `name`, sorted (repetition order carries no meaning for comparison).
 fn header_values<'h>(map: &'h HeaderMap, name: &HeaderName) -> Vec<Cow<'h, [u8]>> {
     let mut values: Vec<Cow<'h, [u8]>> = map
@@ -50,14 +76,7 @@ fn header_values<'h>(map: &'h HeaderMap, name: &HeaderName) -> Vec<Cow<'h, [u8]>
         .map(|value| {
             if name == CONTENT_TYPE {
                 // `application/json; charset=UTF-8` = `application/json;charset=utf-8`.
-                Cow::Owned(
-                    value
-                        .as_bytes()
-                        .iter()
-                        .filter(|b| !b.is_ascii_whitespace())
-                        .map(u8::to_ascii_lowercase)
-                        .collect(),
-                )
+                Cow::Owned(comparable(name, value).collect())
             } else {
                 Cow::Borrowed(value.as_bytes())
             }
