@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::bridge::Views;
+use crate::bridge::{Proxies, Views};
 use crate::callout::Callouts;
 use crate::config::HookConfig;
 use crate::error::{HookError, HookFailure};
@@ -59,6 +59,8 @@ struct EngineInner {
 struct Local {
     state: LuaState,
     views: Views,
+    /// What the hooks get as `req` and `res`.
+    proxies: Proxies,
 }
 
 thread_local! {
@@ -242,7 +244,7 @@ impl Hooks for LuaHooks {
                 let result =
                     local
                         .state
-                        .call(&entry.script, Phase::OnRequest, &local.views.req, budget);
+                        .call(&entry.script, Phase::OnRequest, &local.proxies.req, budget);
                 failed = self.settle(local, entry, Phase::OnRequest, result);
                 // Whether the hook responded only matters if another one would run next.
                 if failed.is_some()
@@ -273,7 +275,7 @@ impl Hooks for LuaHooks {
             local.load_response(res);
             let mut failed = None;
             for entry in self.entries(Phase::OnResponse) {
-                let args = (&local.views.req, &local.views.res);
+                let args = (&local.proxies.req, &local.proxies.res);
                 let result = local
                     .state
                     .call(&entry.script, Phase::OnResponse, args, budget);
@@ -320,7 +322,12 @@ impl Local {
         state.lua.set_memory_limit(memory_limit)?;
         state.set_memory_limit(memory_limit);
         let views = Views::create(&state.lua)?;
-        Ok(Local { state, views })
+        let proxies = views.proxies(&state.lua)?;
+        Ok(Local {
+            state,
+            views,
+            proxies,
+        })
     }
 
     /// Marks the state as running `route`'s hooks for this request (log fields), and moves
