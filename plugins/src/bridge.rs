@@ -15,7 +15,10 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use mlua::{AnyUserData, Lua, LuaString, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{
+    AnyUserData, BString, Function, Lua, LuaString, Table, UserData, UserDataFields,
+    UserDataMethods, Value,
+};
 
 use crate::hooks::{Flow, HookRequest, Phase};
 
@@ -280,18 +283,61 @@ impl UserData for ResponseView {
     }
 }
 
-/// `req.headers` / `res.headers`: an empty table (assignments to it fail) whose `get`,
-/// `get_all`, `set`, `add` and `remove` are plain functions over `part` of the slot.
+/// Builds one headers object around its five functions (`...`): an empty table whose
+/// metatable holds the methods and refuses assignments. The methods check `self` in Lua,
+/// so the Rust functions take only strings, which mlua hands over without registering a
+/// reference (the costliest part of a call into Rust).
+const HEADERS_OBJECT: &str = r#"
+local get, get_all, set, add, remove = ...
+local error, tostring = error, tostring
+local object = {}
+local function misuse(method)
+  error("headers:" .. method .. " must be called with ':' on a headers object", 3)
+end
+local methods = {
+  get = function(self, name)
+    if self ~= object then misuse("get") end
+    return get(name)
+  end,
+  get_all = function(self, name)
+    if self ~= object then misuse("get_all") end
+    return get_all(name)
+  end,
+  set = function(self, name, value)
+    if self ~= object then misuse("set") end
+    return set(name, value)
+  end,
+  add = function(self, name, value)
+    if self ~= object then misuse("add") end
+    return add(name, value)
+  end,
+  remove = function(self, name)
+    if self ~= object then misuse("remove") end
+    return remove(name)
+  end,
+}
+return setmetatable(object, {
+  __index = methods,
+  __newindex = function(_, key)
+    error("cannot assign headers." .. tostring(key) .. ": use headers:set(name, value)", 2)
+  end,
+  __metatable = false,
+})
+"#;
+
+/// Where the compiled [`HEADERS_OBJECT`] is kept in a state's registry.
+const HEADERS_OBJECT_KEY: &str = "strangler.headers_object";
+
+/// `req.headers` / `res.headers` over `part` of the slot (see [`HEADERS_OBJECT`]).
 fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Result<Table> {
-    let methods = lua.create_table()?;
-    let on = |slot: &Arc<Mutex<Slot>>| Headers {
+    let on = || Headers {
         slot: Arc::clone(slot),
         part,
     };
     // An invalid name cannot be present, so reading one gives nil rather than an error.
-    let headers = on(slot);
-    let get = lua.create_function(move |lua, (_, name): (Table, LuaString)| {
-        let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) else {
+    let headers = on();
+    let get = lua.create_function(move |lua, name: BString| {
+        let Ok(name) = HeaderName::from_bytes(&name) else {
             return Ok(None);
         };
         headers.with(|headers, _| {
@@ -301,11 +347,10 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
                 .transpose()
         })
     })?;
-    methods.raw_set("get", get)?;
-    let headers = on(slot);
-    let get_all = lua.create_function(move |lua, (_, name): (Table, LuaString)| {
+    let headers = on();
+    let get_all = lua.create_function(move |lua, name: BString| {
         let list = lua.create_table()?;
-        if let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) {
+        if let Ok(name) = HeaderName::from_bytes(&name) {
             headers.with(|headers, _| {
                 for (i, v) in headers.get_all(&name).iter().enumerate() {
                     list.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
@@ -315,54 +360,45 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
         }
         Ok(list)
     })?;
-    methods.raw_set("get_all", get_all)?;
     // `set(name, nil)` removes, like assigning nil to a table field.
-    let headers = on(slot);
-    let set = lua.create_function(
-        move |_, (_, name, value): (Table, LuaString, Option<LuaString>)| {
-            let value = value.map(|v| header_value(&v)).transpose()?;
-            headers.write(&name, |headers, name| {
-                match value {
-                    Some(v) => headers.insert(name, v),
-                    None => headers.remove(name),
-                };
-                Ok(())
-            })
-        },
-    )?;
-    methods.raw_set("set", set)?;
-    let headers = on(slot);
-    let add = lua.create_function(move |_, (_, name, value): (Table, LuaString, LuaString)| {
+    let headers = on();
+    let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
+        let value = value.map(|v| header_value(&v)).transpose()?;
+        headers.write(&name, |headers, name| {
+            match value {
+                Some(v) => headers.insert(name, v),
+                None => headers.remove(name),
+            };
+            Ok(())
+        })
+    })?;
+    let headers = on();
+    let add = lua.create_function(move |_, (name, value): (BString, BString)| {
         let value = header_value(&value)?;
         headers.write(&name, |headers, name| {
             headers.append(name, value);
             Ok(())
         })
     })?;
-    methods.raw_set("add", add)?;
-    let headers = on(slot);
-    let remove = lua.create_function(move |_, (_, name): (Table, LuaString)| {
+    let headers = on();
+    let remove = lua.create_function(move |_, name: BString| {
         headers.write(&name, |headers, name| {
             headers.remove(name);
             Ok(())
         })
     })?;
-    methods.raw_set("remove", remove)?;
-    let meta = lua.create_table()?;
-    meta.raw_set("__index", methods)?;
-    meta.raw_set(
-        "__newindex",
-        lua.create_function(|_, (_, key): (Table, Value)| -> mlua::Result<()> {
-            Err(mlua::Error::runtime(format!(
-                "cannot assign headers.{}: use headers:set(name, value)",
-                key.to_string()?
-            )))
-        })?,
-    )?;
-    meta.raw_set("__metatable", false)?;
-    let object = lua.create_table()?;
-    object.set_metatable(Some(meta))?;
-    Ok(object)
+    let build = match lua.named_registry_value::<Option<Function>>(HEADERS_OBJECT_KEY)? {
+        Some(build) => build,
+        None => {
+            let build = lua
+                .load(HEADERS_OBJECT)
+                .set_name("=strangler")
+                .into_function()?;
+            lua.set_named_registry_value(HEADERS_OBJECT_KEY, &build)?;
+            build
+        }
+    };
+    build.call((get, get_all, set, add, remove))
 }
 
 /// What a headers function works on.
@@ -395,11 +431,14 @@ impl Headers {
 
     fn write(
         &self,
-        name: &LuaString,
+        name: &[u8],
         f: impl FnOnce(&mut HeaderMap, HeaderName) -> mlua::Result<()>,
     ) -> mlua::Result<()> {
-        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
-            mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            mlua::Error::runtime(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
         })?;
         self.with(|headers, read_only| match read_only {
             Some(why) => Err(mlua::Error::runtime(why)),
@@ -427,11 +466,11 @@ fn status_from(value: &Value) -> mlua::Result<StatusCode> {
         })
 }
 
-fn header_value(value: &LuaString) -> mlua::Result<HeaderValue> {
-    HeaderValue::from_bytes(&value.as_bytes()).map_err(|_| {
+fn header_value(value: &[u8]) -> mlua::Result<HeaderValue> {
+    HeaderValue::from_bytes(value).map_err(|_| {
         mlua::Error::runtime(format!(
             "invalid header value {:?}",
-            value.to_string_lossy()
+            String::from_utf8_lossy(value)
         ))
     })
 }
@@ -444,7 +483,7 @@ pub(crate) fn header_map(table: &Table) -> mlua::Result<HeaderMap> {
         let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
             mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
         })?;
-        headers.append(name, header_value(&value)?);
+        headers.append(name, header_value(&value.as_bytes())?);
     }
     Ok(headers)
 }
@@ -528,7 +567,7 @@ mod tests {
                 "attempt to get an unknown field 'nope'",
             ),
             ("res.headers.set = nil", "cannot assign headers.set"),
-            ("res.headers.set('x', '1')", "bad argument"),
+            ("res.headers.set('x', '1')", "must be called with ':'"),
             (
                 "setmetatable(req, {})",
                 "cannot change a protected metatable",

@@ -332,10 +332,12 @@ impl Local {
 
     /// Marks the state as running `route`'s hooks for this request (log fields), and moves
     /// the caller's request into the views (no copy); [`Local::unload_request`] moves it back.
+    /// Swapped rather than taken: the slot's empty placeholder waits in the caller's place,
+    /// so nothing is built or dropped per call.
     fn load_request(&self, req: &mut HookRequest, route: &Arc<str>, phase: Phase) {
         self.state.shared.set_call(&req.request_id, route);
         let mut slot = self.views.lock();
-        slot.req = std::mem::take(req);
+        std::mem::swap(&mut slot.req, req);
         if !Arc::ptr_eq(&slot.route, route) {
             slot.route = Arc::clone(route);
         }
@@ -345,21 +347,21 @@ impl Local {
 
     fn unload_request(&self, req: &mut HookRequest) -> Option<Flow> {
         let mut slot = self.views.lock();
-        *req = std::mem::take(&mut slot.req);
+        std::mem::swap(req, &mut slot.req);
         slot.flow.take()
     }
 
     fn load_response(&self, res: &mut HookResponse) {
         let mut slot = self.views.lock();
         slot.status = res.status;
-        slot.headers = std::mem::take(&mut res.headers);
+        std::mem::swap(&mut slot.headers, &mut res.headers);
         slot.body = None;
     }
 
     fn unload_response(&self, res: &mut HookResponse) {
         let mut slot = self.views.lock();
         res.status = slot.status;
-        res.headers = std::mem::take(&mut slot.headers);
+        std::mem::swap(&mut res.headers, &mut slot.headers);
     }
 }
 
