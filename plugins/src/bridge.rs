@@ -1,15 +1,24 @@
-//! The `req`, `res` and `headers` objects a hook sees: Lua userdata over [`HookRequest`] and
+//! The `req`, `res` and `headers` objects a hook sees over [`HookRequest`] and
 //! [`HookResponse`], with the mutability rules of each phase.
 //!
 //! The synchronous phases reuse one set of these objects per state: the caller's request is
 //! moved into the slot before the call and moved back after it (no copy, no allocation),
-//! because building fresh userdata costs more than a trivial hook call itself.
+//! because building fresh objects costs more than a trivial hook call itself.
+//!
+//! Every call from Lua into Rust costs far more than the work of a trivial hook (mlua checks
+//! and borrows a userdata for each), so what a typical hook touches is reached without one:
+//! in the synchronous phases `req`/`res` are tables whose `headers` (and `req.respond`) are
+//! found by plain lookups, and `headers` is a table of plain functions. The other fields go
+//! through the `req`/`res` userdata, which also serve `after_response` as they are.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
-use mlua::{AnyUserData, Lua, LuaString, Table, UserData, UserDataFields, UserDataMethods, Value};
+use mlua::{
+    AnyUserData, BString, Function, Lua, LuaString, Table, UserData, UserDataFields,
+    UserDataMethods, Value,
+};
 
 use crate::hooks::{Flow, HookRequest, Phase};
 
@@ -29,9 +38,24 @@ pub(crate) struct Slot {
     pub(crate) body: Option<Bytes>,
 }
 
-/// A `req` and a `res` over one [`Slot`].
+/// A `req` and a `res` over one [`Slot`], as userdata.
 pub(crate) struct Views {
     pub(crate) slot: Arc<Mutex<Slot>>,
+    pub(crate) req: AnyUserData,
+    pub(crate) res: AnyUserData,
+    /// `req.headers` and `res.headers`, shared with the userdata.
+    headers: [AnyUserData; 2],
+}
+
+/// `req` and `res` as proxies in front of the [`Views`] userdata.
+///
+/// Each is a bare Lua userdata (no Rust value behind it) whose metatable finds `headers`
+/// (and `respond`) in a table of fields, and everything else, read or assigned, in the
+/// view: the same fields with the same errors, while `res.headers` costs two table lookups
+/// and no call into Rust. A userdata has no fields of its own, so nothing a script does
+/// (`rawset`, `table.insert`) can leave something on these shared objects for the next
+/// request; the metatable is locked against scripts.
+pub(crate) struct Proxies {
     pub(crate) req: AnyUserData,
     pub(crate) res: AnyUserData,
 }
@@ -46,12 +70,6 @@ struct RequestView {
 struct ResponseView {
     slot: Arc<Mutex<Slot>>,
     headers: AnyUserData,
-}
-
-/// `req.headers` / `res.headers`.
-struct HeadersView {
-    slot: Arc<Mutex<Slot>>,
-    part: Part,
 }
 
 #[derive(Clone, Copy)]
@@ -72,29 +90,76 @@ impl Views {
             headers: HeaderMap::new(),
             body: None,
         }));
-        let headers = lua.create_userdata(HeadersView {
-            slot: Arc::clone(&slot),
-            part: Part::Request,
-        })?;
+        let headers = [
+            headers_object(lua, &slot, Part::Request)?,
+            headers_object(lua, &slot, Part::Response)?,
+        ];
         let req = lua.create_userdata(RequestView {
             slot: Arc::clone(&slot),
-            headers,
-        })?;
-        let headers = lua.create_userdata(HeadersView {
-            slot: Arc::clone(&slot),
-            part: Part::Response,
+            headers: headers[0].clone(),
         })?;
         let res = lua.create_userdata(ResponseView {
             slot: Arc::clone(&slot),
-            headers,
+            headers: headers[1].clone(),
         })?;
-        Ok(Views { slot, req, res })
+        Ok(Views {
+            slot,
+            req,
+            res,
+            headers,
+        })
+    }
+
+    /// `req` and `res` as tables over these views (see [`Proxies`]).
+    pub(crate) fn proxies(&self, lua: &Lua) -> mlua::Result<Proxies> {
+        let [req_headers, res_headers] = &self.headers;
+        let req_fields = lua.create_table()?;
+        req_fields.raw_set("headers", req_headers)?;
+        let slot = Arc::clone(&self.slot);
+        let respond = lua.create_function(
+            move |_,
+                  (_, status, body, headers): (
+                AnyUserData,
+                Value,
+                Option<LuaString>,
+                Option<Table>,
+            )| { respond(&slot, &status, body, headers) },
+        )?;
+        req_fields.raw_set("respond", respond)?;
+        let res_fields = lua.create_table()?;
+        res_fields.raw_set("headers", res_headers)?;
+        Ok(Proxies {
+            req: proxy(lua, &self.req, req_fields)?,
+            res: proxy(lua, &self.res, res_fields)?,
+        })
     }
 
     /// The slot, locked.
     pub(crate) fn lock(&self) -> MutexGuard<'_, Slot> {
         lock(&self.slot)
     }
+}
+
+/// Builds a proxy (`...` = its fields table, its view): a bare userdata that reads the
+/// fields first, then the view, and assigns through the view.
+const PROXY_OBJECT: &str = r#"
+local fields, view = ...
+local object = newproxy(true)
+local meta = getmetatable(object)
+meta.__index = fields
+meta.__newindex = view
+meta.__metatable = false
+return object
+"#;
+
+/// A proxy that reads `fields` first, then `view`, and assigns through `view`.
+fn proxy(lua: &Lua, view: &AnyUserData, fields: Table) -> mlua::Result<AnyUserData> {
+    let fallback = lua.create_table()?;
+    fallback.raw_set("__index", view)?;
+    fields.set_metatable(Some(fallback))?;
+    lua.load(PROXY_OBJECT)
+        .set_name("=strangler")
+        .call((fields, view))
 }
 
 fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
@@ -157,30 +222,40 @@ impl UserData for RequestView {
         methods.add_method(
             "respond",
             |_, this, (status, body, headers): (Value, Option<LuaString>, Option<Table>)| {
-                let status = status_from(&status)?;
-                let body = body
-                    .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
-                    .unwrap_or_default();
-                let headers = headers
-                    .map(|t| header_map(&t))
-                    .transpose()?
-                    .unwrap_or_default();
-                let mut slot = lock(&this.slot);
-                if slot.phase != Phase::OnRequest {
-                    return Err(mlua::Error::runtime(format!(
-                        "req:respond is only available in on_request, not in {}",
-                        slot.phase
-                    )));
-                }
-                slot.flow = Some(Flow::Respond {
-                    status,
-                    body,
-                    headers,
-                });
-                Ok(())
+                respond(&this.slot, &status, body, headers)
             },
         );
     }
+}
+
+/// `req:respond(status, body, headers)`: ends `on_request` with [`Flow::Respond`].
+fn respond(
+    slot: &Mutex<Slot>,
+    status: &Value,
+    body: Option<LuaString>,
+    headers: Option<Table>,
+) -> mlua::Result<()> {
+    let status = status_from(status)?;
+    let body = body
+        .map(|b| Bytes::copy_from_slice(&b.as_bytes()))
+        .unwrap_or_default();
+    let headers = headers
+        .map(|t| header_map(&t))
+        .transpose()?
+        .unwrap_or_default();
+    let mut slot = lock(slot);
+    if slot.phase != Phase::OnRequest {
+        return Err(mlua::Error::runtime(format!(
+            "req:respond is only available in on_request, not in {}",
+            slot.phase
+        )));
+    }
+    slot.flow = Some(Flow::Respond {
+        status,
+        body,
+        headers,
+    });
+    Ok(())
 }
 
 fn writable(slot: &Slot, what: &str) -> mlua::Result<()> {
@@ -217,7 +292,132 @@ impl UserData for ResponseView {
     }
 }
 
-impl HeadersView {
+/// Builds one headers object around its five functions (`...`): a bare userdata whose
+/// metatable holds the methods and refuses assignments (a userdata, so that nothing can be
+/// stored on this shared object, not even with `rawset`). The methods check `self` in Lua,
+/// so the Rust functions take only strings, which mlua hands over without registering a
+/// reference (the costliest part of a call into Rust).
+const HEADERS_OBJECT: &str = r#"
+local get, get_all, set, add, remove = ...
+local error, tostring = error, tostring
+local object = newproxy(true)
+local function misuse(method)
+  error("headers:" .. method .. " must be called with ':' on a headers object", 3)
+end
+local methods = {
+  get = function(self, name)
+    if self ~= object then misuse("get") end
+    return get(name)
+  end,
+  get_all = function(self, name)
+    if self ~= object then misuse("get_all") end
+    return get_all(name)
+  end,
+  set = function(self, name, value)
+    if self ~= object then misuse("set") end
+    return set(name, value)
+  end,
+  add = function(self, name, value)
+    if self ~= object then misuse("add") end
+    return add(name, value)
+  end,
+  remove = function(self, name)
+    if self ~= object then misuse("remove") end
+    return remove(name)
+  end,
+}
+local meta = getmetatable(object)
+meta.__index = methods
+meta.__newindex = function(_, key)
+  error("cannot assign headers." .. tostring(key) .. ": use headers:set(name, value)", 2)
+end
+meta.__metatable = false
+return object
+"#;
+
+/// Where the compiled [`HEADERS_OBJECT`] is kept in a state's registry.
+const HEADERS_OBJECT_KEY: &str = "strangler.headers_object";
+
+/// `req.headers` / `res.headers` over `part` of the slot (see [`HEADERS_OBJECT`]).
+fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Result<AnyUserData> {
+    let on = || Headers {
+        slot: Arc::clone(slot),
+        part,
+    };
+    // An invalid name cannot be present, so reading one gives nil rather than an error.
+    let headers = on();
+    let get = lua.create_function(move |lua, name: BString| {
+        let Ok(name) = HeaderName::from_bytes(&name) else {
+            return Ok(None);
+        };
+        headers.with(|headers, _| {
+            headers
+                .get(&name)
+                .map(|v| lua.create_string(v.as_bytes()))
+                .transpose()
+        })
+    })?;
+    let headers = on();
+    let get_all = lua.create_function(move |lua, name: BString| {
+        let list = lua.create_table()?;
+        if let Ok(name) = HeaderName::from_bytes(&name) {
+            headers.with(|headers, _| {
+                for (i, v) in headers.get_all(&name).iter().enumerate() {
+                    list.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
+                }
+                Ok(())
+            })?;
+        }
+        Ok(list)
+    })?;
+    // `set(name, nil)` removes, like assigning nil to a table field.
+    let headers = on();
+    let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
+        let value = value.map(|v| header_value(&v)).transpose()?;
+        headers.write(&name, |headers, name| {
+            match value {
+                Some(v) => headers.insert(name, v),
+                None => headers.remove(name),
+            };
+            Ok(())
+        })
+    })?;
+    let headers = on();
+    let add = lua.create_function(move |_, (name, value): (BString, BString)| {
+        let value = header_value(&value)?;
+        headers.write(&name, |headers, name| {
+            headers.append(name, value);
+            Ok(())
+        })
+    })?;
+    let headers = on();
+    let remove = lua.create_function(move |_, name: BString| {
+        headers.write(&name, |headers, name| {
+            headers.remove(name);
+            Ok(())
+        })
+    })?;
+    let build = match lua.named_registry_value::<Option<Function>>(HEADERS_OBJECT_KEY)? {
+        Some(build) => build,
+        None => {
+            let build = lua
+                .load(HEADERS_OBJECT)
+                .set_name("=strangler")
+                .into_function()?;
+            lua.set_named_registry_value(HEADERS_OBJECT_KEY, &build)?;
+            build
+        }
+    };
+    build.call((get, get_all, set, add, remove))
+}
+
+/// What a headers function works on.
+struct Headers {
+    slot: Arc<Mutex<Slot>>,
+    part: Part,
+}
+
+impl Headers {
     /// Runs `f` on the headers; `read_only` says why they may not change, if so.
     fn with<R>(
         &self,
@@ -241,72 +441,19 @@ impl HeadersView {
 
     fn write(
         &self,
-        name: &LuaString,
+        name: &[u8],
         f: impl FnOnce(&mut HeaderMap, HeaderName) -> mlua::Result<()>,
     ) -> mlua::Result<()> {
-        let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
-            mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
+        let name = HeaderName::from_bytes(name).map_err(|_| {
+            mlua::Error::runtime(format!(
+                "invalid header name {:?}",
+                String::from_utf8_lossy(name)
+            ))
         })?;
         self.with(|headers, read_only| match read_only {
             Some(why) => Err(mlua::Error::runtime(why)),
             None => f(headers, name),
         })
-    }
-}
-
-impl UserData for HeadersView {
-    fn add_methods<M: UserDataMethods<Self>>(methods: &mut M) {
-        // An invalid name cannot be present, so reading one gives nil rather than an error.
-        methods.add_method("get", |lua, this, name: LuaString| {
-            let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) else {
-                return Ok(None);
-            };
-            this.with(|headers, _| {
-                headers
-                    .get(&name)
-                    .map(|v| lua.create_string(v.as_bytes()))
-                    .transpose()
-            })
-        });
-        methods.add_method("get_all", |lua, this, name: LuaString| {
-            let list = lua.create_table()?;
-            if let Ok(name) = HeaderName::from_bytes(&name.as_bytes()) {
-                this.with(|headers, _| {
-                    for (i, v) in headers.get_all(&name).iter().enumerate() {
-                        list.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
-                    }
-                    Ok(())
-                })?;
-            }
-            Ok(list)
-        });
-        // `set(name, nil)` removes, like assigning nil to a table field.
-        methods.add_method(
-            "set",
-            |_, this, (name, value): (LuaString, Option<LuaString>)| {
-                let value = value.map(|v| header_value(&v)).transpose()?;
-                this.write(&name, |headers, name| {
-                    match value {
-                        Some(v) => headers.insert(name, v),
-                        None => headers.remove(name),
-                    };
-                    Ok(())
-                })
-            },
-        );
-        methods.add_method("add", |_, this, (name, value): (LuaString, LuaString)| {
-            let value = header_value(&value)?;
-            this.write(&name, |headers, name| {
-                headers.append(name, value);
-                Ok(())
-            })
-        });
-        methods.add_method("remove", |_, this, name: LuaString| {
-            this.write(&name, |headers, name| {
-                headers.remove(name);
-                Ok(())
-            })
-        });
     }
 }
 
@@ -329,11 +476,11 @@ fn status_from(value: &Value) -> mlua::Result<StatusCode> {
         })
 }
 
-fn header_value(value: &LuaString) -> mlua::Result<HeaderValue> {
-    HeaderValue::from_bytes(&value.as_bytes()).map_err(|_| {
+fn header_value(value: &[u8]) -> mlua::Result<HeaderValue> {
+    HeaderValue::from_bytes(value).map_err(|_| {
         mlua::Error::runtime(format!(
             "invalid header value {:?}",
-            value.to_string_lossy()
+            String::from_utf8_lossy(value)
         ))
     })
 }
@@ -346,7 +493,7 @@ pub(crate) fn header_map(table: &Table) -> mlua::Result<HeaderMap> {
         let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
             mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
         })?;
-        headers.append(name, header_value(&value)?);
+        headers.append(name, header_value(&value.as_bytes())?);
     }
     Ok(headers)
 }
@@ -365,4 +512,83 @@ pub(crate) fn header_table(lua: &Lua, headers: &HeaderMap) -> mlua::Result<Table
         table.raw_set(name.as_str(), lua.create_string(&joined)?)?;
     }
     Ok(table)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `req` and `res` tables over a slot in `phase`, as globals of a fresh state.
+    fn state(phase: Phase) -> (Lua, Views) {
+        let lua = Lua::new();
+        let views = Views::create(&lua).unwrap();
+        views.lock().phase = phase;
+        let proxies = views.proxies(&lua).unwrap();
+        lua.globals().set("req", proxies.req).unwrap();
+        lua.globals().set("res", proxies.res).unwrap();
+        (lua, views)
+    }
+
+    fn error_of(lua: &Lua, code: &str) -> String {
+        match lua.load(code).exec() {
+            Ok(()) => panic!("{code} did not fail"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn the_tables_answer_like_the_userdata() {
+        let (lua, views) = state(Phase::OnResponse);
+        views.lock().req.path = "/orders".into();
+        lua.load(
+            r#"
+            assert(req.path == "/orders" and req.query == nil and req.nope == nil)
+            assert(res.status == 200 and res.body == nil)
+            res.status = 404
+            res.headers:set("x-a", "1")
+            res.headers:add("x-a", "2")
+            assert(res.headers:get_all("x-a")[2] == "2" and res.headers:get("bad name") == nil)
+            assert(getmetatable(req) == false and getmetatable(res.headers) == false)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        assert_eq!(views.lock().status, StatusCode::NOT_FOUND);
+        assert_eq!(views.lock().headers.get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn the_proxies_refuse_what_the_views_refuse() {
+        let (lua, _views) = state(Phase::OnResponse);
+        for (code, want) in [
+            ("req.path = '/x'", "req.path is read-only in on_response"),
+            ("req.headers:set('x', '1')", "request headers are read-only"),
+            (
+                "req:respond(403)",
+                "req:respond is only available in on_request",
+            ),
+            ("res.nope = 1", "attempt to set an unknown field 'nope'"),
+            (
+                "res.headers = {}",
+                "attempt to set an unknown field 'headers'",
+            ),
+            (
+                "local x = res.nope",
+                "attempt to get an unknown field 'nope'",
+            ),
+            ("res.headers.set = nil", "cannot assign headers.set"),
+            ("res.headers.set('x', '1')", "must be called with ':'"),
+            // Nothing can be stored on the shared objects for a later request to find.
+            ("setmetatable(req, {})", "table expected, got userdata"),
+            ("rawset(req, 'x', 1)", "table expected, got userdata"),
+            (
+                "table.insert(res.headers, 1)",
+                "table expected, got userdata",
+            ),
+            ("res.headers:set('bad name', '1')", "invalid header name"),
+        ] {
+            let err = error_of(&lua, code);
+            assert!(err.contains(want), "{code}: {err}");
+        }
+    }
 }

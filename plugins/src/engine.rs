@@ -5,7 +5,7 @@ use std::cell::RefCell;
 use std::fmt;
 use std::sync::Arc;
 
-use crate::bridge::Views;
+use crate::bridge::{Proxies, Views};
 use crate::callout::Callouts;
 use crate::config::HookConfig;
 use crate::error::{HookError, HookFailure};
@@ -59,6 +59,8 @@ struct EngineInner {
 struct Local {
     state: LuaState,
     views: Views,
+    /// What the hooks get as `req` and `res`.
+    proxies: Proxies,
 }
 
 thread_local! {
@@ -242,7 +244,7 @@ impl Hooks for LuaHooks {
                 let result =
                     local
                         .state
-                        .call(&entry.script, Phase::OnRequest, &local.views.req, budget);
+                        .call(&entry.script, Phase::OnRequest, &local.proxies.req, budget);
                 failed = self.settle(local, entry, Phase::OnRequest, result);
                 // Whether the hook responded only matters if another one would run next.
                 if failed.is_some()
@@ -273,7 +275,7 @@ impl Hooks for LuaHooks {
             local.load_response(res);
             let mut failed = None;
             for entry in self.entries(Phase::OnResponse) {
-                let args = (&local.views.req, &local.views.res);
+                let args = (&local.proxies.req, &local.proxies.res);
                 let result = local
                     .state
                     .call(&entry.script, Phase::OnResponse, args, budget);
@@ -320,15 +322,22 @@ impl Local {
         state.lua.set_memory_limit(memory_limit)?;
         state.set_memory_limit(memory_limit);
         let views = Views::create(&state.lua)?;
-        Ok(Local { state, views })
+        let proxies = views.proxies(&state.lua)?;
+        Ok(Local {
+            state,
+            views,
+            proxies,
+        })
     }
 
     /// Marks the state as running `route`'s hooks for this request (log fields), and moves
     /// the caller's request into the views (no copy); [`Local::unload_request`] moves it back.
+    /// Swapped rather than taken: the slot's empty placeholder waits in the caller's place,
+    /// so nothing is built or dropped per call.
     fn load_request(&self, req: &mut HookRequest, route: &Arc<str>, phase: Phase) {
         self.state.shared.set_call(&req.request_id, route);
         let mut slot = self.views.lock();
-        slot.req = std::mem::take(req);
+        std::mem::swap(&mut slot.req, req);
         if !Arc::ptr_eq(&slot.route, route) {
             slot.route = Arc::clone(route);
         }
@@ -338,21 +347,21 @@ impl Local {
 
     fn unload_request(&self, req: &mut HookRequest) -> Option<Flow> {
         let mut slot = self.views.lock();
-        *req = std::mem::take(&mut slot.req);
+        std::mem::swap(req, &mut slot.req);
         slot.flow.take()
     }
 
     fn load_response(&self, res: &mut HookResponse) {
         let mut slot = self.views.lock();
         slot.status = res.status;
-        slot.headers = std::mem::take(&mut res.headers);
+        std::mem::swap(&mut slot.headers, &mut res.headers);
         slot.body = None;
     }
 
     fn unload_response(&self, res: &mut HookResponse) {
         let mut slot = self.views.lock();
         res.status = slot.status;
-        res.headers = std::mem::take(&mut slot.headers);
+        std::mem::swap(&mut res.headers, &mut slot.headers);
     }
 }
 

@@ -99,30 +99,9 @@ pub async fn run(
     } else {
         std::mem::take(&mut view.headers)
     };
-    let path = if view.path == exchange.path {
-        exchange.path.clone()
-    } else {
-        let normalized = normalize_path(&view.path)
-            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid path: {e}")))?;
-        normalized.into_owned()
-    };
-    if view.query.as_deref() != parts.uri.query() {
-        let target = match &view.query {
-            Some(query) => format!("{path}?{query}"),
-            None => path.clone(),
-        };
-        parts.uri = Uri::try_from(target)
-            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid query: {e}")))?;
-    }
-    let rewritten = Exchange {
-        runtime: exchange.runtime,
-        conn: exchange.conn,
-        request_id: exchange.request_id,
-        limits: exchange.limits,
-        path,
-        relay_heads: false,
-    };
-    let response = dispatch::run(dispatch, &rewritten, Request::from_parts(parts, body)).await?;
+    let rewritten = rewrite(exchange, &view, &mut parts.uri)?;
+    let exchange = rewritten.as_ref().unwrap_or(exchange);
+    let response = dispatch::run(dispatch, exchange, Request::from_parts(parts, body)).await?;
     let (mut head, body) = response.into_parts();
     if phases.on_response {
         let mut res = HookResponse {
@@ -155,6 +134,42 @@ pub async fn run(
         });
     });
     Ok(Response::from_parts(head, body::boxed(tee)))
+}
+
+/// Applies the path and query the `on_request` hooks left in `view`: the exchange with the
+/// new path, or `None` when they kept it (the common case, which then costs no copy).
+///
+/// # Errors
+/// A hook set a path that does not normalize, or a query that makes no valid URI (400).
+fn rewrite<'a>(
+    exchange: &Exchange<'a>,
+    view: &HookRequest,
+    uri: &mut Uri,
+) -> Result<Option<Exchange<'a>>, ProxyError> {
+    let path = if view.path == exchange.path {
+        None
+    } else {
+        let normalized = normalize_path(&view.path)
+            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid path: {e}")))?;
+        Some(normalized.into_owned())
+    };
+    if view.query.as_deref() != uri.query() {
+        let path = path.as_deref().unwrap_or(&exchange.path);
+        let target = match &view.query {
+            Some(query) => format!("{path}?{query}"),
+            None => path.to_string(),
+        };
+        *uri = Uri::try_from(target)
+            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid query: {e}")))?;
+    }
+    Ok(path.map(|path| Exchange {
+        runtime: exchange.runtime,
+        conn: exchange.conn,
+        request_id: exchange.request_id,
+        limits: exchange.limits,
+        path,
+        relay_heads: exchange.relay_heads,
+    }))
 }
 
 fn hook_failed(err: strangler_plugins::HookError) -> ProxyError {

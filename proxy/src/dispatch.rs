@@ -61,7 +61,7 @@ pub struct Exchange<'a> {
     /// The normalized path the route was matched on.
     pub path: String,
     /// Whether an answer that is only forwarded may keep its upstream head as
-    /// `RelayedFields` (see [`UpstreamPool::relay`](crate::upstream::UpstreamPool::relay)).
+    /// `RelayedFields` (see [`UpstreamPool::send_with`](crate::upstream::UpstreamPool::send_with)).
     pub relay_heads: bool,
 }
 

@@ -199,21 +199,17 @@ impl UpstreamPool {
     /// A [`ProxyError`] classifying the failure: connect, timeout, broken exchange or a
     /// request body over the limit.
     pub async fn send(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
-        self.exchange(request, false).await
+        self.send_with(request, false).await
     }
 
-    /// As [`UpstreamPool::send`], for an answer that goes to the client unchanged but for
-    /// the proxy's own headers: a plain HTTP/1.1 upstream's head may come back as
-    /// `RelayedFields` (an extension) over an empty header map, for a client writer that
-    /// copies those fields through (see `ConnInfo::relays_heads`).
+    /// As [`UpstreamPool::send`]; with `relay`, for an answer that goes to the client
+    /// unchanged but for the proxy's own headers, a plain HTTP/1.1 upstream's head may come
+    /// back as `RelayedFields` (an extension) over an empty header map, for a client writer
+    /// that copies those fields through (see `ConnInfo::relays_heads`).
     ///
     /// # Errors
     /// As [`UpstreamPool::send`].
-    pub async fn relay(&self, request: Request<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
-        self.exchange(request, true).await
-    }
-
-    async fn exchange(
+    pub async fn send_with(
         &self,
         request: Request<BoxBody>,
         relay: bool,

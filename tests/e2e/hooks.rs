@@ -208,3 +208,45 @@ async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("hook.lua"), "{stderr}");
 }
+
+const REWRITING: &str = r#"
+function on_request(req)
+  if req.path == "/orders/old" then
+    req.path = "/orders/new"
+    req.query = "from=old"
+  elseif req.path == "/orders/query-only" then
+    req.query = "x=1"
+  elseif req.path == "/orders/bad" then
+    req.path = "/orders/%zz"
+  end
+end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_request_can_move_a_request_to_another_path_and_query() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = start(&monolith, "", REWRITING, "fail");
+
+    let moved = get(&proxy.url("/orders/old?from=client"), &[]).await;
+    assert_eq!(moved.status, 200);
+    assert_eq!(moved.json()["target"], "/orders/new?from=old");
+
+    let query_only = get(&proxy.url("/orders/query-only"), &[]).await;
+    assert_eq!(query_only.json()["target"], "/orders/query-only?x=1");
+
+    let kept = get(&proxy.url("/orders/kept?a=b"), &[]).await;
+    assert_eq!(kept.json()["target"], "/orders/kept?a=b");
+
+    let bad = get(&proxy.url("/orders/bad"), &[]).await;
+    assert_eq!(bad.status, 400, "{}", bad.text());
+    assert!(
+        bad.text().contains("hook set an invalid path"),
+        "{}",
+        bad.text()
+    );
+    assert_eq!(
+        monolith.hit_count(),
+        3,
+        "the bad rewrite never reached the upstream"
+    );
+}

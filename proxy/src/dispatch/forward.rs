@@ -43,12 +43,9 @@ pub(super) async fn forward(
         }
     }
     let body = limit(exchange, incoming);
-    let request = Request::from_parts(parts, body);
-    let mut response = if exchange.relay_heads {
-        pool.relay(request).await?
-    } else {
-        pool.send(request).await?
-    };
+    let mut response = pool
+        .send_with(Request::from_parts(parts, body), exchange.relay_heads)
+        .await?;
 
     let tunnelled = response.status() == StatusCode::SWITCHING_PROTOCOLS;
     match client_upgrade {
