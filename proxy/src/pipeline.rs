@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response, Version};
+use strangler_plugins::Hooks;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
 use crate::body::{self, BoxBody, Buffered, Guarded};
@@ -98,8 +99,12 @@ impl Pipeline {
                     request_id: &request_id,
                     limits: self.limits,
                     path,
-                    // Hooks see and may change the answer's head: it needs its header map.
-                    relay_heads: conn.relays_heads && hooks.is_none(),
+                    // Hooks that see the answer's head need its header map.
+                    relay_heads: conn.relays_heads
+                        && hooks.is_none_or(|(_, hooks)| {
+                            let phases = hooks.phases();
+                            !phases.on_response && !phases.after_response
+                        }),
                 };
                 match hooks {
                     None => dispatch::run(dispatch, &exchange, request).await,

@@ -230,6 +230,12 @@ async fn on_request_can_move_a_request_to_another_path_and_query() {
     let moved = get(&proxy.url("/orders/old?from=client"), &[]).await;
     assert_eq!(moved.status, 200);
     assert_eq!(moved.json()["target"], "/orders/new?from=old");
+    // No hook sees this route's answers, so their heads are relayed as they came, with the
+    // proxy's own fields added and the upstream's hop-by-hop ones gone.
+    assert_eq!(moved.headers["content-type"], "application/json");
+    assert_eq!(moved.headers["via"], "1.1 strangler");
+    assert!(moved.headers.contains_key("x-request-id"));
+    assert!(!moved.headers.contains_key("keep-alive"));
 
     let query_only = get(&proxy.url("/orders/query-only"), &[]).await;
     assert_eq!(query_only.json()["target"], "/orders/query-only?x=1");
