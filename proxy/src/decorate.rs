@@ -92,10 +92,13 @@ pub async fn run(
         *response.headers_mut() = headers;
         return Ok(response);
     }
-    // The forwarded request is what the hooks left; later phases see it too.
+    // The forwarded request is what the hooks left; later phases see it too. The map
+    // itself goes upstream, since it has room for the headers the proxy adds; the later
+    // phases read a copy.
     let later = phases.on_response || phases.after_response;
     parts.headers = if later {
-        view.headers.clone()
+        let copy = view.headers.clone();
+        std::mem::replace(&mut view.headers, copy)
     } else {
         std::mem::take(&mut view.headers)
     };
