@@ -179,8 +179,18 @@ pub async fn run(
             answered.result
         }
         Dispatch::Respond(respond) => Ok(respond::respond(respond)),
-        Dispatch::Shadow { route, rewrite } => {
-            Box::pin(shadow::shadow(exchange, route, rewrite, request)).await
-        }
+        Dispatch::Shadow { route, rewrite } => match shadow::admit(route, &request) {
+            // Most requests of a busy shadowed route get no copy: they take the plain path,
+            // without the shadow exchange's (boxed) future.
+            shadow::Admission::Skip(reason) => {
+                if let Some(reason) = reason {
+                    route.dropped(reason);
+                }
+                forward::forward(exchange, route.spec.primary, None, request).await
+            }
+            shadow::Admission::Shadow(flight) => {
+                Box::pin(shadow::shadow(exchange, route, rewrite, request, flight)).await
+            }
+        },
     }
 }

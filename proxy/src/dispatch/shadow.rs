@@ -75,7 +75,7 @@ impl ShadowRoute {
     }
 
     /// Count a shadow that was skipped. (Drops do not move the gate: it judges comparisons.)
-    fn dropped(&self, reason: DropReason) {
+    pub(super) fn dropped(&self, reason: DropReason) {
         self.verifier.dropped(reason);
         self.metrics.dropped.inc();
     }
@@ -87,7 +87,8 @@ impl ShadowRoute {
     }
 }
 
-/// Serve `request` from the primary while a copy is judged against the candidate.
+/// Serve `request` from the primary while a copy, admitted with `flight`, is judged
+/// against the candidate.
 ///
 /// # Errors
 /// The primary's [`ProxyError`]; the candidate's failures never reach the client.
@@ -96,17 +97,9 @@ pub(super) async fn shadow(
     route: &Arc<ShadowRoute>,
     rewrite: Option<&Rewrite>,
     request: Request<BoxBody>,
+    flight: Flight,
 ) -> Result<Response<BoxBody>, ProxyError> {
     let spec = &route.spec;
-    let flight = match admit(route, &request) {
-        Admission::Shadow(flight) => flight,
-        Admission::Skip(reason) => {
-            if let Some(reason) = reason {
-                route.dropped(reason);
-            }
-            return forward::forward(exchange, spec.primary, None, request).await;
-        }
-    };
     let runtime = exchange.runtime;
     let primary_pool = runtime.pool(spec.primary).clone();
     let candidate_pool = runtime.pool(spec.candidate).clone();
@@ -182,13 +175,17 @@ pub(super) async fn shadow(
     ))
 }
 
-enum Admission {
+/// Whether a request gets a shadow copy.
+pub(super) enum Admission {
+    /// It does, in this slot.
     Shadow(Flight),
     /// Not shadowed; `Some` when that is a drop to count (not a method or sampling choice).
     Skip(Option<DropReason>),
 }
 
-fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
+/// Whether `request` gets a copy: the method, the sample, the body's size, the route's
+/// slots and their pace decide.
+pub(super) fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
     let spec = &route.spec;
     if !(spec.unsafe_methods || is_safe(request.method())) || !random::sampled(spec.sample) {
         return Admission::Skip(None);
@@ -213,7 +210,7 @@ fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
 
 /// One copy's slot: released, and its hold time given to the pace, when the copy's work
 /// ends whichever way it ends.
-struct Flight {
+pub(super) struct Flight {
     _permit: OwnedSemaphorePermit,
     admitted: Instant,
     pace: Arc<Pace>,
