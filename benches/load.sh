@@ -15,6 +15,8 @@
 #                                        match, then the default: the matcher's cost
 #                           shadow:      GET / shadowed to the slow origin (18082, 200 ms):
 #                                        compare with nginx's `mirror-slow` experiment
+#   SHADOW_IN_FLIGHT [256]  the shadow scenario's `max_in_flight` (the default; copies
+#                           per second ~ this / 0.2 s)
 #                           canary:      GET / split 50/50 between two names of the origin,
 #                                        sticky on a cookie, with a gate
 #                           hooks:       a Lua on_response hook setting one header: compare
@@ -29,6 +31,7 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCENARIO=${SCENARIO:-passthrough}
+SHADOW_IN_FLIGHT=${SHADOW_IN_FLIGHT:-256}
 PEERS_SH=${PEERS_SH:-$ROOT/../shared/bench/peers.sh}
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
@@ -83,7 +86,7 @@ ROUTES=$WORK/routes.yaml
             echo "routes:"
             echo "  - name: root"
             echo "    match: { path_prefix: / }"
-            echo "    shadow: { primary: origin, candidate: slow, max_in_flight: 256, timeout: 1s }"
+            echo "    shadow: { primary: origin, candidate: slow, max_in_flight: $SHADOW_IN_FLIGHT, timeout: 1s }"
             ;;
         canary)
             echo "routes:"
