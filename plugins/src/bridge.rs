@@ -7,9 +7,10 @@
 //!
 //! Every call from Lua into Rust costs far more than the work of a trivial hook (mlua checks
 //! and borrows a userdata for each), so what a typical hook touches is reached without one:
-//! in the synchronous phases `req`/`res` are tables whose `headers` (and `req.respond`) are
-//! found by plain lookups, and `headers` is a table of plain functions. The other fields go
-//! through the `req`/`res` userdata, which also serve `after_response` as they are.
+//! in the synchronous phases `req`/`res` are proxies (bare userdata) whose `headers` (and
+//! `req.respond`) are found by metatable lookups, and each `headers` object holds plain
+//! functions. The other fields go through the `req`/`res` userdata views, which also serve
+//! `after_response` as they are.
 
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
@@ -110,7 +111,7 @@ impl Views {
         })
     }
 
-    /// `req` and `res` as tables over these views (see [`Proxies`]).
+    /// `req` and `res` as proxies over these views (see [`Proxies`]).
     pub(crate) fn proxies(&self, lua: &Lua) -> mlua::Result<Proxies> {
         let [req_headers, res_headers] = &self.headers;
         let req_fields = lua.create_table()?;
