@@ -6,7 +6,8 @@
 //!   candidate never delays it, nor the request body on its way to the primary (the body
 //!   streams through a [`Tee`] that keeps a bounded copy);
 //! - shadow work is bounded per route (`max_in_flight`, `timeout`, `max_body`); above a
-//!   bound it is skipped and counted with its reason, never queued;
+//!   bound it is skipped and counted with its reason, never queued; copies start no faster
+//!   than the route's slots free up (see `pace`), so their answers do not come in waves;
 //! - only safe methods are shadowed unless the route says `unsafe_methods: true`.
 
 mod pace;
