@@ -111,8 +111,9 @@ impl FieldSpans {
         if dropped != 0 {
             let mut index = 0;
             self.0.retain(|_| {
+                let keep = dropped & (1 << index) == 0;
                 index += 1;
-                dropped & (1 << (index - 1)) == 0
+                keep
             });
         }
         RelayedFields {
