@@ -10,7 +10,7 @@ use std::ops::Range;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{HeaderName, HeaderValue};
+use http::header::{HeaderMap, HeaderName, HeaderValue};
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -48,22 +48,24 @@ pub(crate) struct RelayedFields {
 impl RelayedFields {
     /// Append the fields, then the proxy's, to `out` as `name: value` lines.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        let mut line = |name: &[u8], value: &[u8]| {
-            out.extend_from_slice(name);
-            out.extend_from_slice(b": ");
-            out.extend_from_slice(value);
-            out.extend_from_slice(b"\r\n");
-        };
         for (name, value) in &self.spans {
-            line(&self.head[name.clone()], &self.head[value.clone()]);
+            push_field(out, &self.head[name.clone()], &self.head[value.clone()]);
         }
         if let Some(via) = self.via {
-            line(b"via", via.as_bytes());
+            push_field(out, b"via", via.as_bytes());
         }
         if let Some(id) = &self.request_id {
-            line(b"x-request-id", id.as_bytes());
+            push_field(out, b"x-request-id", id.as_bytes());
         }
     }
+}
+
+/// Append one header field line, `name: value` and CRLF, to `out`.
+pub(crate) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
 }
 
 /// A header field that `http` does not accept.
@@ -85,11 +87,6 @@ impl FieldSpans {
                 .map(|field| (at(field.name.as_bytes()), at(field.value)))
                 .collect(),
         )
-    }
-
-    /// How many fields there are.
-    pub(crate) fn len(&self) -> usize {
-        self.0.len()
     }
 
     /// The fields as they are in `head`, the bytes the spans were taken from: name, value.
@@ -126,19 +123,21 @@ impl FieldSpans {
         }
     }
 
-    /// The fields as names and values; the values share `head`, the bytes the spans were
-    /// taken from.
-    pub(crate) fn fields<'a>(
-        &'a self,
-        head: &'a Bytes,
-    ) -> impl Iterator<Item = Result<(HeaderName, HeaderValue), InvalidField>> + 'a {
-        self.0.iter().map(move |(name, value)| {
+    /// The fields as a header map with room for `spare` more; the values share `head`, the
+    /// bytes the spans were taken from.
+    ///
+    /// # Errors
+    /// The first field that `http` does not accept.
+    pub(crate) fn header_map(&self, head: &Bytes, spare: usize) -> Result<HeaderMap, InvalidField> {
+        let mut headers = HeaderMap::with_capacity(self.0.len() + spare);
+        for (name, value) in &self.0 {
             let invalid = || InvalidField(String::from_utf8_lossy(&head[name.clone()]).into());
             let name = HeaderName::from_bytes(&head[name.clone()]).map_err(|_| invalid())?;
             let value =
                 HeaderValue::from_maybe_shared(head.slice(value.clone())).map_err(|_| invalid())?;
-            Ok((name, value))
-        })
+            headers.append(name, value);
+        }
+        Ok(headers)
     }
 }
 

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::header::{self, HeaderMap};
+use http::header;
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -204,18 +204,9 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         return Parsed::HandOver(head);
     };
     // Room for what the proxy adds (request id, forwarding headers, Via) without regrowing.
-    let mut headers = HeaderMap::with_capacity(spans.len() + ADDED_HEADERS);
-    let mut valid = true;
-    for field in spans.fields(&head) {
-        let Ok((name, value)) = field else {
-            valid = false;
-            break;
-        };
-        headers.append(name, value);
-    }
-    if !valid {
+    let Ok(headers) = spans.header_map(&head, ADDED_HEADERS) else {
         return Parsed::HandOver(head);
-    }
+    };
     let head_only = method == Method::HEAD;
     let mut request = Request::new(body::empty());
     *request.method_mut() = method;
@@ -407,10 +398,7 @@ fn encode_head(
         } else if name == header::DATE {
             dated = true;
         }
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if !dated {
         out.extend_from_slice(b"date: ");

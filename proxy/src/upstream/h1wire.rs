@@ -19,7 +19,7 @@ use std::task::{Context, Poll, ready};
 use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{self, HeaderMap};
+use http::header;
 use http::request::Parts;
 use http::{Method, Response, StatusCode, Version};
 use tokio::io::AsyncWriteExt;
@@ -246,10 +246,7 @@ fn encode_request(out: &mut Vec<u8>, head: &Parts) {
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
     for (name, value) in &head.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
+        wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
     }
     if matches!(head.method, Method::POST | Method::PUT | Method::PATCH)
         && !head.headers.contains_key(header::CONTENT_LENGTH)
@@ -316,12 +313,9 @@ fn parse_head(buf: &mut BytesMut, method: &Method, relay: bool) -> Result<Option
     } else {
         // Room for what the proxy adds on the way back (`Via`, the request id) without
         // regrowing.
-        let mut headers = HeaderMap::with_capacity(spans.len() + 2);
-        for field in spans.fields(&head) {
-            let (name, value) = field.map_err(|err| WireError::Invalid(err.to_string()))?;
-            headers.append(name, value);
-        }
-        *response.headers_mut() = headers;
+        *response.headers_mut() = spans
+            .header_map(&head, 2)
+            .map_err(|err| WireError::Invalid(err.to_string()))?;
     }
     if let Some(reason) = reason {
         response.extensions_mut().insert(reason);
