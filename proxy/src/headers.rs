@@ -76,23 +76,7 @@ pub fn add_forwarding(
     host: Option<&HeaderValue>,
     via: &HeaderValue,
 ) {
-    // One hashed lookup per header (entry), not a get and then an insert: this runs on
-    // every request.
-    match headers.entry(X_FORWARDED_FOR) {
-        Entry::Occupied(mut previous) => {
-            let previous = previous.get_mut();
-            let mut joined = Vec::with_capacity(previous.len() + 2 + client.len());
-            joined.extend_from_slice(previous.as_bytes());
-            joined.extend_from_slice(b", ");
-            joined.extend_from_slice(client.as_bytes());
-            if let Ok(value) = HeaderValue::from_bytes(&joined) {
-                *previous = value;
-            }
-        }
-        Entry::Vacant(slot) => {
-            slot.insert(client.clone());
-        }
-    }
+    append_to_list(headers, X_FORWARDED_FOR, client);
     headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
     if let Some(host) = host {
         headers.insert(X_FORWARDED_HOST, host.clone());
@@ -102,19 +86,27 @@ pub fn add_forwarding(
 
 /// Append this hop to `Via` (requests and responses alike).
 pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
-    match headers.entry(header::VIA) {
+    append_to_list(headers, header::VIA, via);
+}
+
+/// Add `item` to the comma-separated list in header `name`, as one field: the first
+/// field's value is extended (`a, item`), or the header is set to `item`.
+///
+/// One hashed lookup (an entry), not a get and then an insert: this runs on every request.
+fn append_to_list(headers: &mut HeaderMap, name: HeaderName, item: &HeaderValue) {
+    match headers.entry(name) {
         Entry::Occupied(mut previous) => {
             let previous = previous.get_mut();
-            let mut joined = Vec::with_capacity(previous.len() + 2 + via.len());
+            let mut joined = Vec::with_capacity(previous.len() + 2 + item.len());
             joined.extend_from_slice(previous.as_bytes());
             joined.extend_from_slice(b", ");
-            joined.extend_from_slice(via.as_bytes());
+            joined.extend_from_slice(item.as_bytes());
             if let Ok(value) = HeaderValue::from_bytes(&joined) {
                 *previous = value;
             }
         }
         Entry::Vacant(slot) => {
-            slot.insert(via.clone());
+            slot.insert(item.clone());
         }
     }
 }
