@@ -60,14 +60,44 @@ pub(super) struct H1Pool {
     connect_timeout: Duration,
     idle_timeout: Duration,
     max_idle: usize,
-    idle: Mutex<Vec<Idle<http1::SendRequest<BoxBody>>>>,
-    idle_wire: Mutex<Vec<Idle<WireConn>>>,
+    idle: IdleStack<http1::SendRequest<BoxBody>>,
+    idle_wire: IdleStack<WireConn>,
 }
+
+/// Idle connections of one kind, the most recently used on top.
+struct IdleStack<C>(Mutex<Vec<Idle<C>>>);
 
 /// A connection waiting for its next request, and since when.
 struct Idle<C> {
     conn: C,
     since: Instant,
+}
+
+impl<C> IdleStack<C> {
+    fn new() -> Self {
+        Self(Mutex::new(Vec::new()))
+    }
+
+    /// The most recently used connection that has been idle for less than `timeout` at
+    /// `now`; the ones idle for longer are dropped on the way.
+    fn pop_fresh(&self, now: Instant, timeout: Duration) -> Option<C> {
+        let mut idle = self.0.lock().ok()?;
+        while let Some(entry) = idle.pop() {
+            if now.saturating_duration_since(entry.since) < timeout {
+                return Some(entry.conn);
+            }
+        }
+        None
+    }
+
+    /// Keep `conn`, idle since `since`, unless `max` connections are waiting already.
+    fn push(&self, conn: C, since: Instant, max: usize) {
+        if let Ok(mut idle) = self.0.lock()
+            && idle.len() < max
+        {
+            idle.push(Idle { conn, since });
+        }
+    }
 }
 
 impl H1Pool {
@@ -86,8 +116,8 @@ impl H1Pool {
             connect_timeout,
             idle_timeout,
             max_idle,
-            idle: Mutex::new(Vec::new()),
-            idle_wire: Mutex::new(Vec::new()),
+            idle: IdleStack::new(),
+            idle_wire: IdleStack::new(),
         }
     }
 
@@ -169,7 +199,7 @@ impl H1Pool {
         // comes back: counting its idle time from the start of this exchange only ever
         // retires a connection early, never late.
         let started = Instant::now();
-        let (mut conn, pooled) = match self.checkout_wire(started) {
+        let (mut conn, pooled) = match self.idle_wire.pop_fresh(started, self.idle_timeout) {
             Some(conn) => (conn, true),
             None => (WireConn::new(self.dial(deadline).await?), false),
         };
@@ -199,36 +229,18 @@ impl H1Pool {
         Ok(answer.response.map(|()| body::boxed(body)))
     }
 
-    /// The most recently used idle bare connection, if one is still within its idle time.
-    fn checkout_wire(&self, now: Instant) -> Option<WireConn> {
-        let mut idle = self.idle_wire.lock().ok()?;
-        while let Some(conn) = idle.pop() {
-            if now.saturating_duration_since(conn.since) < self.idle_timeout {
-                return Some(conn.conn);
-            }
-        }
-        None
-    }
-
+    /// Keep a bare connection whose exchange began at `since` for the next one.
     fn give_back_wire(&self, conn: WireConn, since: Instant) {
-        if let Ok(mut idle) = self.idle_wire.lock()
-            && idle.len() < self.max_idle
-        {
-            idle.push(Idle { conn, since });
-        }
+        self.idle_wire.push(conn, since, self.max_idle);
     }
 
     /// The most recently used idle connection that still works.
     async fn checkout(&self) -> Option<http1::SendRequest<BoxBody>> {
         loop {
-            let idle = {
-                let mut idle = self.idle.lock().ok()?;
-                idle.pop()?
-            };
-            if idle.since.elapsed() >= self.idle_timeout || idle.conn.is_closed() {
+            let mut sender = self.idle.pop_fresh(Instant::now(), self.idle_timeout)?;
+            if sender.is_closed() {
                 continue;
             }
-            let mut sender = idle.conn;
             // Handed back at the end of a body, so ready at once or as soon as the
             // connection's task has seen that end.
             if sender.ready().await.is_ok() {
@@ -276,14 +288,7 @@ impl H1Pool {
         if sender.is_closed() {
             return;
         }
-        if let Ok(mut idle) = self.idle.lock()
-            && idle.len() < self.max_idle
-        {
-            idle.push(Idle {
-                conn: sender,
-                since: Instant::now(),
-            });
-        }
+        self.idle.push(sender, Instant::now(), self.max_idle);
     }
 }
 
