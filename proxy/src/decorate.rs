@@ -165,14 +165,7 @@ fn rewrite<'a>(
         *uri = Uri::try_from(target)
             .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid query: {e}")))?;
     }
-    Ok(path.map(|path| Exchange {
-        runtime: exchange.runtime,
-        conn: exchange.conn,
-        request_id: exchange.request_id,
-        limits: exchange.limits,
-        path,
-        relay_heads: exchange.relay_heads,
-    }))
+    Ok(path.map(|path| Exchange { path, ..*exchange }))
 }
 
 fn hook_failed(err: strangler_plugins::HookError) -> ProxyError {

@@ -165,8 +165,7 @@ impl Pipeline {
     ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
         self.admit(&request)?;
         let path = normalized_path(&request)?.into_owned();
-        let (parts, body) = request.into_parts();
-        let mut body = body;
+        let (parts, mut body) = request.into_parts();
         let table = runtime.table();
         let mut view = RequestView {
             method: &parts.method,
