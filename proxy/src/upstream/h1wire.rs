@@ -670,6 +670,27 @@ mod tests {
     }
 
     #[test]
+    fn no_hop_by_hop_field_is_ever_relayed() {
+        // `FieldKind` tells names apart by their bytes; this keeps it in step with the
+        // header rules' own list.
+        for name in crate::headers::HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            let wire = format!(
+                "HTTP/1.1 200 OK\r\n{}: x\r\nContent-Length: 0\r\n\r\n",
+                name.as_str().to_uppercase()
+            );
+            if let Some(fields) = relayed(wire.as_bytes()) {
+                let prefix = format!("{}:", name.as_str());
+                assert!(
+                    !fields
+                        .lines()
+                        .any(|line| line.to_ascii_lowercase().starts_with(&prefix)),
+                    "{name} relayed: {fields}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn heads_the_proxy_has_rules_for_are_not_relayed() {
         for wire in [
             &b"HTTP/1.1 200 OK\r\nX-Request-Id: theirs\r\n\r\n"[..],
