@@ -1,4 +1,7 @@
-//! The admin endpoint: probes, metrics, the active table, reload, rollback pins, explain.
+//! The admin endpoint: probes, metrics, the active table, reload, rollback pins, explain,
+//! and the dashboard.
+
+mod dashboard;
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -14,6 +17,8 @@ use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
 use crate::runtime::{Runtime, RuntimeStore};
 use crate::server::Handler;
+use crate::verify::{GateReport, GateState};
+use crate::window::CanaryReport;
 
 /// Whether the proxy should receive traffic: false while starting and while draining.
 #[derive(Debug, Default)]
@@ -153,6 +158,7 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
+            (&Method::GET | &Method::HEAD, [""]) => self.dashboard(),
             (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &self.routes_json()),
             (&Method::POST, ["reload"]) => match self.store.reload("admin").await {
                 Ok(runtime) => json_response(
@@ -218,10 +224,55 @@ impl Admin {
             }
             (
                 _,
-                ["routes"] | ["reload"] | ["explain"] | ["diffs", ..] | ["routes", _, "rollback"],
+                [""]
+                | ["routes"]
+                | ["reload"]
+                | ["explain"]
+                | ["diffs", ..]
+                | ["routes", _, "rollback"],
             ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
             _ => text(StatusCode::NOT_FOUND, "not found\n"),
         }
+    }
+
+    /// `GET /`: the HTML dashboard.
+    fn dashboard(&self) -> Response<BoxBody> {
+        let runtime = self.store.snapshot();
+        let verifiers = self.store.verifiers();
+        let reports = verifiers
+            .summary()
+            .routes
+            .iter()
+            .filter_map(|summary| verifiers.get(&summary.route))
+            .map(|verifier| verifier.report())
+            .collect();
+        let gates = runtime
+            .table()
+            .routes()
+            .iter()
+            .filter_map(|route| {
+                let gate = RouteGate::of(&runtime, route)?;
+                Some((
+                    route.name.clone(),
+                    (gate.state().as_str(), gate.reason().to_string()),
+                ))
+            })
+            .collect();
+        let page = dashboard::render(&dashboard::Snapshot {
+            runtime: &runtime,
+            answered: self.store.metrics().answered(),
+            reports,
+            last_failure: self.store.last_failure(),
+            gates,
+        });
+        let mut response = Response::new(body::full(page));
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        response
     }
 
     fn routes_json(&self) -> Value {
@@ -326,16 +377,7 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         Action::Canary(_) => "canary",
     };
     let upstreams: Vec<String> = route.action.upstreams().into_iter().map(name_of).collect();
-    let extras = runtime.extras(route);
-    let shadow_gate = extras
-        .and_then(|e| e.shadow.as_ref())
-        .and_then(|shadow| shadow.verifier.gate())
-        .and_then(|report| serde_json::to_value(report).ok());
-    let canary_gate = extras
-        .and_then(|e| e.canary.as_ref())
-        .and_then(|canary| canary.report())
-        .and_then(|report| serde_json::to_value(report).ok());
-    let gate = shadow_gate.or(canary_gate);
+    let gate = RouteGate::of(runtime, route).and_then(|gate| gate.to_json());
     json!({
         "name": route.name,
         "line": route.line,
@@ -348,6 +390,52 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         "pin": runtime.pins().get(&route.name),
         "gate": gate,
     })
+}
+
+/// The gate of a route that has one: a shadow gate (comparisons) or a canary gate (error
+/// rate and latency of both sides).
+enum RouteGate {
+    Shadow(GateReport),
+    Canary(CanaryReport),
+}
+
+impl RouteGate {
+    fn of(runtime: &Runtime, route: &strangler_routes::Route) -> Option<Self> {
+        let extras = runtime.extras(route)?;
+        if let Some(report) = extras
+            .shadow
+            .as_ref()
+            .and_then(|shadow| shadow.verifier.gate())
+        {
+            return Some(Self::Shadow(report));
+        }
+        extras
+            .canary
+            .as_ref()
+            .and_then(|canary| canary.report())
+            .map(Self::Canary)
+    }
+
+    fn state(&self) -> GateState {
+        match self {
+            Self::Shadow(report) => report.state,
+            Self::Canary(report) => report.state,
+        }
+    }
+
+    fn reason(&self) -> &str {
+        match self {
+            Self::Shadow(report) => &report.reason,
+            Self::Canary(report) => &report.reason,
+        }
+    }
+
+    fn to_json(&self) -> Option<Value> {
+        match self {
+            Self::Shadow(report) => serde_json::to_value(report).ok(),
+            Self::Canary(report) => serde_json::to_value(report).ok(),
+        }
+    }
 }
 
 impl Handler for Admin {

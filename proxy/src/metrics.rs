@@ -1,8 +1,10 @@
 //! Prometheus metrics on one explicit registry, with label handles resolved off the hot path.
 
+use std::collections::BTreeMap;
 use std::sync::OnceLock;
 use std::time::Instant;
 
+use prometheus::core::Collector;
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -246,6 +248,35 @@ impl Metrics {
         InFlight {
             gauge: self.inflight.clone(),
         }
+    }
+
+    /// Requests answered so far (`strangler_requests_total` summed over status codes), by
+    /// route name and then upstream name: what the dashboard's traffic figures are made of.
+    pub fn answered(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
+        let mut answered: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for family in self.requests.collect() {
+            for metric in family.get_metric() {
+                let label = |name: &str| {
+                    metric
+                        .get_label()
+                        .iter()
+                        .find(|pair| pair.name() == name)
+                        .map(|pair| pair.value().to_string())
+                };
+                let (Some(route), Some(upstream)) = (label("route"), label("upstream")) else {
+                    continue;
+                };
+                // Counter values are whole numbers kept as f64.
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                let count = metric.get_counter().get_value() as u64;
+                *answered
+                    .entry(route)
+                    .or_default()
+                    .entry(upstream)
+                    .or_default() += count;
+            }
+        }
+        answered
     }
 
     /// The registry in Prometheus text format.

@@ -5,6 +5,7 @@
 mod admin;
 mod canary;
 mod cli;
+mod dashboard;
 mod errors;
 mod framing;
 mod hooks;

@@ -841,3 +841,37 @@ pub async fn wait_for_diffs(proxy: &Proxy, route: &str, done: impl Fn(&Value) ->
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
 }
+
+/// The DOM of the page at `url` after headless Chromium loaded it (`--dump-dom`): what a
+/// browser makes of the markup, scripts included. Chromium is Debian's `chromium`
+/// (`.ci/run` installs it); `STRANGLER_CHROMIUM` names another binary.
+pub fn chromium_dom(url: &str) -> String {
+    let binary = std::env::var("STRANGLER_CHROMIUM").unwrap_or_else(|_| "chromium".into());
+    let profile = tempfile::tempdir().unwrap();
+    // The flags keep it from dialing out (the machine's network is closed) and let it run
+    // as root in a container.
+    let output = Command::new(&binary)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--disable-dev-shm-usage",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(["--dump-dom", url])
+        .output()
+        .unwrap_or_else(|err| {
+            panic!("cannot run {binary} ({err}): install Debian's chromium, as .ci/run does")
+        });
+    assert!(
+        output.status.success(),
+        "{binary} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
