@@ -20,6 +20,7 @@ use crate::body::{self, BoxBody, Tee};
 use crate::dispatch::{self, Dispatch, Exchange};
 use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
+use crate::runtime::Answerer;
 use crate::upstream::UpstreamPool;
 
 /// The largest callout answer a hook gets to see.
@@ -87,6 +88,7 @@ pub async fn run(
         headers,
     } = hooks.on_request(&mut view).map_err(hook_failed)?
     {
+        exchange.answered_by.set(Answerer::Respond);
         let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;

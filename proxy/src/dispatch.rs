@@ -6,7 +6,7 @@ mod forward;
 mod respond;
 mod shadow;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use http::{HeaderValue, Request, Response};
@@ -63,6 +63,27 @@ pub struct Exchange<'a> {
     /// Whether an answer that is only forwarded may keep its upstream head as
     /// `RelayedFields` (see [`UpstreamPool::send_with`](crate::upstream::UpstreamPool::send_with)).
     pub relay_heads: bool,
+    /// Who answered, when not the one [`Dispatch::answerer`] planned (see [`AnsweredBy`]).
+    pub answered_by: &'a AnsweredBy,
+}
+
+/// Who answered an exchange when it was not the upstream its dispatch chose: the fallback
+/// upstream that replayed it, or a hook that answered itself. Metrics, the access log and
+/// the dashboard's migration progress then count the answer, or its failure, where it
+/// came from. Set at most once, by the step that took over.
+#[derive(Debug, Default)]
+pub struct AnsweredBy(OnceLock<Answerer>);
+
+impl AnsweredBy {
+    /// Record that `answerer` took over the exchange.
+    pub fn set(&self, answerer: Answerer) {
+        let _ = self.0.set(answerer);
+    }
+
+    /// Who took over, if anyone did.
+    pub fn get(&self) -> Option<Answerer> {
+        self.0.get().copied()
+    }
 }
 
 impl<'t> Dispatch<'t> {

@@ -10,7 +10,7 @@ use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
 use crate::body::{self, BoxBody, Buffered, Guarded};
 use crate::decorate;
-use crate::dispatch::{self, Dispatch, Exchange};
+use crate::dispatch::{self, AnsweredBy, Dispatch, Exchange};
 use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
 use crate::metrics::InFlight;
@@ -86,6 +86,7 @@ impl Pipeline {
         let method = request.method().clone();
         let mut slot = DEFAULT_SLOT;
         let mut answerer = Answerer::Upstream(runtime.table().default_upstream());
+        let answered_by = AnsweredBy::default();
         let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
             Ok((request, path, route)) => {
@@ -105,6 +106,7 @@ impl Pipeline {
                             let phases = hooks.phases();
                             !phases.on_response && !phases.after_response
                         }),
+                    answered_by: &answered_by,
                 };
                 match hooks {
                     None => dispatch::run(dispatch, &exchange, request).await,
@@ -115,6 +117,9 @@ impl Pipeline {
                 }
             }
         };
+        if let Some(took_over) = answered_by.get() {
+            answerer = took_over;
+        }
         let (route_name, upstream_name) = runtime.names(slot, answerer);
         let mut response = outcome.unwrap_or_else(|err| {
             tracing::warn!(request_id = ?request_id, route = route_name, error = %err, "request failed");

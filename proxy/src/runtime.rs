@@ -118,12 +118,13 @@ pub const DEFAULT_SLOT: RouteSlot = RouteSlot(usize::MAX);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RouteSlot(pub usize);
 
-/// Who answers, for metrics: an upstream of the table or the route file itself (`respond`).
+/// Who answers, for metrics: an upstream of the table, or the proxy itself (`respond`: a
+/// `respond:` route or a hook that answered).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Answerer {
     /// An upstream.
     Upstream(UpstreamId),
-    /// A `respond:` route.
+    /// A `respond:` route, or a hook's `req:respond`.
     Respond,
 }
 
@@ -177,7 +178,7 @@ impl Runtime {
     }
 
     /// The route and upstream names that logs and metrics use: `default` for unmatched
-    /// requests, `respond` for answers from the route file.
+    /// requests, `respond` for answers the proxy gave itself.
     pub fn names(&self, route: RouteSlot, answerer: Answerer) -> (&str, &str) {
         let route_name = match self.table.routes().get(route.0) {
             Some(route) => route.name.as_str(),

@@ -160,6 +160,34 @@ async fn a_failing_new_service_falls_back_to_the_monolith() {
         ),
         "{metrics}"
     );
+    // The monolith answered the replays: the request counter says so (the dashboard's
+    // migration progress is made of it), and the new services get no 200 they never gave.
+    for route in ["on-503", "on-refused", "on-timeout"] {
+        assert!(
+            metrics.contains(&format!(
+                "strangler_requests_total{{code=\"200\",route=\"{route}\",upstream=\"monolith\"}} 1"
+            )),
+            "{route}:\n{metrics}"
+        );
+    }
+    for (route, upstream) in [
+        ("on-503", "invoices"),
+        ("on-refused", "dead"),
+        ("on-timeout", "slow"),
+    ] {
+        assert!(
+            !metrics.contains(&format!(
+                "strangler_requests_total{{code=\"200\",route=\"{route}\",upstream=\"{upstream}\"}}"
+            )),
+            "{route}:\n{metrics}"
+        );
+    }
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"504\",route=\"on-timeout\",upstream=\"slow\"} 1"
+        ),
+        "the skipped fallback's timeout is the slow service's:\n{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

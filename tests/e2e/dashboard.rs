@@ -79,7 +79,7 @@ async fn the_dashboard_shows_progress_routes_comparisons_and_differences() {
     assert!(invoices.contains("service: 3 (100.0%)"), "{invoices}");
     assert!(invoices.contains("<td>100.0%</td>"), "{invoices}");
     let retired = row(&dom, "route-retired");
-    assert!(retired.contains("route file: 1 (100.0%)"), "{retired}");
+    assert!(retired.contains("respond: 1 (100.0%)"), "{retired}");
     let payroll = row(&dom, "route-payroll");
     assert!(
         payroll.contains("shadow: monolith answers, payroll compared"),

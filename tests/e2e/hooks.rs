@@ -68,6 +68,19 @@ async fn hooks_set_headers_both_ways_and_can_answer_alone() {
         ),
         "{metrics}"
     );
+    // The hook's own answer is counted as the proxy's, not the upstream's it never reached.
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"403\",route=\"orders\",upstream=\"respond\"} 1"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"200\",route=\"orders\",upstream=\"monolith\"} 1"
+        ),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,9 +26,6 @@ const RECENT_DIFFERENCES: usize = 20;
 /// The route label of requests that matched no route (they go to the default upstream).
 const UNMATCHED: &str = "default";
 
-/// The upstream label of answers the route file gave itself (`respond`).
-const RESPONDED: &str = "respond";
-
 /// Everything the page shows, gathered by the admin handler.
 pub(super) struct Snapshot<'a> {
     /// The live table, pins and route state.
@@ -88,7 +85,7 @@ pub(super) fn render(snapshot: &Snapshot<'_>) -> String {
 }
 
 /// The share of requests answered without the monolith: by a route's new services or by
-/// the route file itself, rather than by the route's `rollback_to` upstream (the default
+/// the proxy itself, rather than by the route's `rollback_to` upstream (the default
 /// upstream unless the route names another). Unmatched requests count as the monolith's.
 fn progress(page: &mut String, snapshot: &Snapshot<'_>) {
     let mut total = 0;
@@ -110,8 +107,8 @@ fn progress(page: &mut String, snapshot: &Snapshot<'_>) {
         "<section id=\"progress\">\n<h2>Migration progress</h2>\n<p><strong \
          id=\"progress-share\">{}</strong> of <span id=\"progress-total\">{total}</span> \
          requests since start-up were answered without the monolith \
-         (<span id=\"progress-migrated\">{migrated}</span> by new services or the route \
-         file).</p>\n<div class=\"bar\"><div style=\"width:{:.1}%\"></div></div>\n</section>\n",
+         (<span id=\"progress-migrated\">{migrated}</span> by new services or the proxy \
+         itself).</p>\n<div class=\"bar\"><div style=\"width:{:.1}%\"></div></div>\n</section>\n",
         percent(share),
         share.unwrap_or(0.0) * 100.0,
     );
@@ -231,7 +228,7 @@ fn mode(runtime: &Runtime, route: &Route) -> String {
     }
 }
 
-/// `upstream: count (share)` for each upstream that answered.
+/// `upstream: count (share)` for each upstream that answered (`respond` for the proxy).
 fn traffic(answered: &BTreeMap<String, u64>, total: u64) -> String {
     if answered.is_empty() {
         return "-".to_string();
@@ -239,14 +236,9 @@ fn traffic(answered: &BTreeMap<String, u64>, total: u64) -> String {
     answered
         .iter()
         .map(|(upstream, count)| {
-            let label = if upstream == RESPONDED {
-                "route file"
-            } else {
-                upstream.as_str()
-            };
             format!(
                 "{}: {count} ({})",
-                escape(label),
+                escape(upstream),
                 percent(share(*count, total))
             )
         })

@@ -10,6 +10,7 @@ use super::forward::{self, Origin, copy_head};
 use crate::body::{self, BoxBody, Buffered};
 use crate::error::ProxyError;
 use crate::metrics::FallbackMetrics;
+use crate::runtime::Answerer;
 
 /// A route's fallback: where to replay, how much body may be held for it, what to count.
 #[derive(Clone, Copy)]
@@ -98,6 +99,7 @@ pub(super) async fn forward_with_fallback(
         "falling back"
     );
     drop(first);
+    exchange.answered_by.set(Answerer::Upstream(fallback.to));
     let result = send(exchange, fallback.to, None, &origin, parts, held).await;
     Answered {
         result,
