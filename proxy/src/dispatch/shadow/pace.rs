@@ -14,6 +14,14 @@ use std::time::{Duration, Instant};
 /// clock is read and every admission passes.
 const MIN_SPACING: Duration = Duration::from_micros(20);
 
+/// The most copies that may start back to back, making up turns that no request came for.
+/// Requests do not arrive evenly (a client's timer tick, a page's burst of calls): without
+/// this, a clump of requests took one turn and the turns between clumps were lost, so the
+/// route got far fewer copies than its slots allow (~820 a second of ~1,280 at 256 slots
+/// and 200 ms, measured with a load generator whose requests come on 1 ms ticks). Four
+/// copies in a row come back as a group of four, not as a wave.
+const BURST: u64 = 4;
+
 /// The weight of a new hold time in the running average (1/8, as TCP's smoothed RTT).
 const AVERAGE_SHIFT: u32 = 3;
 
@@ -40,8 +48,9 @@ impl Pace {
 
     /// Whether a copy may start now. A copy that may takes the current turn: the next one
     /// may start a slot's share of the average hold time later. Turns keep to their grid
-    /// when a request comes a little late for one, so that the gaps between requests do not
-    /// slow the pace; after a long pause the grid starts again from now.
+    /// when requests come late for them, so that the gaps between requests do not slow the
+    /// pace: up to [`BURST`] missed turns are taken back to back; after a longer pause the
+    /// grid starts again from there.
     pub(super) fn admit(&self) -> bool {
         let spacing = self.held.load(Relaxed) / self.slots;
         if spacing < nanos(MIN_SPACING) {
@@ -55,7 +64,7 @@ impl Pace {
                 .next
                 .compare_exchange(
                     next,
-                    next.max(now.saturating_sub(spacing)) + spacing,
+                    next.max(now.saturating_sub((BURST - 1) * spacing)) + spacing,
                     Relaxed,
                     Relaxed,
                 )
@@ -98,6 +107,19 @@ mod tests {
         assert!(pace.admit(), "the first turn is free");
         assert!(!pace.admit(), "the next one is 100 s away");
         assert!(!pace.admit());
+    }
+
+    #[test]
+    fn missed_turns_are_made_up_a_few_at_a_time() {
+        // A pace whose grid began 10 s ago, spacing 1 s, and no request since.
+        let pace = Pace {
+            origin: Instant::now() - Duration::from_secs(10),
+            ..Pace::new(4)
+        };
+        pace.held(Duration::from_secs(4));
+        let admitted = (0..10).take_while(|_| pace.admit()).count();
+        assert_eq!(admitted, 4, "a clump takes at most BURST missed turns");
+        assert!(!pace.admit(), "then the next turn is a second away");
     }
 
     #[test]
