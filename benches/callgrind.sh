@@ -41,15 +41,9 @@ CONNS=${CONNS:-8}
 ORIGIN_PORT=${ORIGIN_PORT:-28080}
 PROXY_PORT=${PROXY_PORT:-28199}
 ADMIN_PORT=${ADMIN_PORT:-28198}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-BIN=${STRANGLER_BIN:-$TARGET_DIR/release/strangler}
-BENCH_TARGET=/tmp/peers-bench-target
-ORIGIN_BIN=${ORIGIN_BIN:-$BENCH_TARGET/release/bench-upstream}
-ORIGIN_SRC=$ROOT/../shared/bench/upstream
-
-die() { echo "callgrind.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] callgrind.sh: $*" >&2; }
+NAME=callgrind.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 for tool in valgrind wrk curl ss awk; do
     command -v "$tool" > /dev/null || die "$tool is not installed (apt-get install valgrind wrk curl iproute2)"
@@ -59,43 +53,14 @@ case " $TARGETS " in *" nginx "*) command -v nginx > /dev/null || die "nginx is 
 for target in $TARGETS; do
     case $target in strangler | nginx) ;; *) die "unknown target '$target' (strangler|nginx)" ;; esac
 done
-port_free() { [ -z "$(ss -Hltn "sport = :$1" 2> /dev/null)" ]; }
-for port in $PROXY_PORT $ADMIN_PORT; do
-    port_free "$port" || die "port $port is already in use (another benchmark running?)"
-done
+ensure_ports_free "$PROXY_PORT" "$ADMIN_PORT"
 START_ORIGIN=1
 port_free "$ORIGIN_PORT" || START_ORIGIN=0
 
-if [ "$START_ORIGIN" = 1 ] && [ ! -x "$ORIGIN_BIN" ]; then
-    [ -d "$ORIGIN_SRC" ] || die "no origin at $ORIGIN_BIN and no sources at $ORIGIN_SRC"
-    log "building bench-upstream (cargo build --release, into $BENCH_TARGET)"
-    (cd "$ORIGIN_SRC" && CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -q) \
-        || die "cargo build of the origin failed"
-fi
-case " $TARGETS " in
-    *" strangler "*)
-        if [ "${SKIP_BUILD:-0}" != 1 ]; then
-            log "cargo build --release -p strangler"
-            (cd "$ROOT" && cargo build --release -p strangler) || die "cargo build failed"
-        fi
-        [ -x "$BIN" ] || die "no binary at $BIN"
-        ;;
-esac
+if [ "$START_ORIGIN" = 1 ]; then build_bench_upstream; fi
+case " $TARGETS " in *" strangler "*) build_strangler ;; esac
 
-WORK=$(mktemp -d /tmp/strangler-callgrind.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2> /dev/null || true; done
-    if [ "${KEEP:-0}" = 1 ]; then log "work directory kept: $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-forget() { # PID : no longer ours to stop (it exited)
-    local kept=() p
-    for p in "${PIDS[@]}"; do [ "$p" = "$1" ] || kept+=("$p"); done
-    PIDS=("${kept[@]}")
-}
+work_dir strangler-callgrind
 
 # The origin, natively (not under valgrind): one thread, answers `hello`.
 if [ "$START_ORIGIN" = 1 ]; then
@@ -140,15 +105,6 @@ http {
 }
 EOF
 
-wait_hello() { # URL WHAT LOG : bounded wait (valgrind starts slowly)
-    local i
-    for i in $(seq 1 150); do
-        [ "$(curl -s --max-time 2 "$1" 2> /dev/null)" = hello ] && return 0
-        sleep 0.2
-    done
-    tail -n 20 "$3" >&2
-    die "$2 does not answer 'hello' at $1"
-}
 wait_hello "http://127.0.0.1:$ORIGIN_PORT/" origin "$WORK/origin.log"
 
 # alive PID TARGET SECONDS : the process under test still runs (if it could not bind its
@@ -179,7 +135,8 @@ measure() {
     pid=$!
     PIDS+=("$pid")
     # One request through the proxy: the same in both runs, so it cancels out.
-    wait_hello "http://127.0.0.1:$PROXY_PORT/" "$target" "$WORK/$target.$seconds.log"
+    # Up to 30 s: valgrind starts slowly.
+    wait_hello "http://127.0.0.1:$PROXY_PORT/" "$target" "$WORK/$target.$seconds.log" 300
     alive "$pid" "$target" "$seconds"
     output=$(wrk -t1 -c"$CONNS" -d"${seconds}s" "http://127.0.0.1:$PROXY_PORT/")
     alive "$pid" "$target" "$seconds"

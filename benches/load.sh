@@ -33,15 +33,13 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 SCENARIO=${SCENARIO:-passthrough}
 SHADOW_IN_FLIGHT=${SHADOW_IN_FLIGHT:-256}
 PEERS_SH=${PEERS_SH:-$ROOT/../shared/bench/peers.sh}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-BIN=${STRANGLER_BIN:-$TARGET_DIR/release/strangler}
 ADMIN=127.0.0.1:18198
 export EXPERIMENTS=${EXPERIMENTS-exp-plain}
 export OUT=${OUT:-/tmp/peers-bench-results/strangler-$SCENARIO-$(date +%Y%m%d-%H%M%S)}
 
-die() { echo "load.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] load.sh: $*" >&2; }
+NAME=load.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 case $SCENARIO in
     passthrough|routes100|shadow|canary|hooks) ;;
@@ -49,19 +47,11 @@ case $SCENARIO in
 esac
 [ -f "$PEERS_SH" ] || die "peer harness not found at $PEERS_SH (set PEERS_SH)"
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release -p strangler"
-    (cd "$ROOT" && cargo build --release -p strangler) || die "cargo build failed"
-fi
-[ -x "$BIN" ] || die "no binary at $BIN"
+build_strangler
 "$BIN" run --help 2>/dev/null | grep -q -- '--access-log' \
     || die "$BIN run --help does not list --access-log (stale or incomplete build?)"
-if [ -n "$(ss -Hltn "sport = :${ADMIN##*:}" 2>/dev/null)" ]; then
-    die "port ${ADMIN##*:} (strangler's admin in this benchmark) is already in use"
-fi
-
-WORK=$(mktemp -d /tmp/strangler-load.XXXXXX)
-trap 'rm -rf "$WORK"' EXIT
+port_free "${ADMIN##*:}" || die "port ${ADMIN##*:} (strangler's admin in this benchmark) is already in use"
+work_dir strangler-load
 ROUTES=$WORK/routes.yaml
 {
     echo "# benches/load.sh, scenario $SCENARIO"

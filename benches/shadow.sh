@@ -50,54 +50,18 @@ ORIGIN_PORT=${ORIGIN_PORT:-28080}
 CANDIDATE_PORT=${CANDIDATE_PORT:-28082}
 PROXY_PORT=${PROXY_PORT:-28199}
 ADMIN_PORT=${ADMIN_PORT:-28198}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-BIN=${STRANGLER_BIN:-$TARGET_DIR/release/strangler}
-BENCH_TARGET=/tmp/peers-bench-target
-ORIGIN_BIN=${ORIGIN_BIN:-$BENCH_TARGET/release/bench-upstream}
-ORIGIN_SRC=$ROOT/../shared/bench/upstream
-
-die() { echo "shadow.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] shadow.sh: $*" >&2; }
+NAME=shadow.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 for tool in wrk curl ss awk taskset python3; do
     command -v "$tool" > /dev/null || die "$tool is not installed"
 done
-for port in $ORIGIN_PORT $CANDIDATE_PORT $PROXY_PORT $ADMIN_PORT; do
-    [ -z "$(ss -Hltn "sport = :$port" 2> /dev/null)" ] \
-        || die "port $port is already in use (another benchmark running?)"
-done
-if [ ! -x "$ORIGIN_BIN" ]; then
-    [ -d "$ORIGIN_SRC" ] || die "no origin at $ORIGIN_BIN and no sources at $ORIGIN_SRC"
-    log "building bench-upstream (cargo build --release, into $BENCH_TARGET)"
-    (cd "$ORIGIN_SRC" && CARGO_TARGET_DIR=$BENCH_TARGET cargo build --release -q) \
-        || die "cargo build of the origin failed"
-fi
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release -p strangler"
-    (cd "$ROOT" && cargo build --release -p strangler) || die "cargo build failed"
-fi
-[ -x "$BIN" ] || die "no binary at $BIN"
+ensure_ports_free "$ORIGIN_PORT" "$CANDIDATE_PORT" "$PROXY_PORT" "$ADMIN_PORT"
+build_bench_upstream
+build_strangler
+work_dir strangler-shadow
 
-WORK=$(mktemp -d /tmp/strangler-shadow.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2> /dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-
-wait_hello() { # URL WHAT LOG
-    local i
-    for i in $(seq 1 100); do
-        [ "$(curl -s --max-time 2 "$1" 2> /dev/null)" = hello ] && return 0
-        sleep 0.1
-    done
-    tail -n 20 "$3" >&2
-    die "$2 does not answer 'hello' at $1"
-}
 # CPU time (user + system, clock ticks) of PID so far
 ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 # comparisons (match + mismatch + noise + candidate_error) counted so far

@@ -34,39 +34,21 @@ REPS=${REPS:-3}
 CPUS=${CPUS-1}
 PLAIN=${PLAIN:-0}
 ORIGIN_CONF=${ORIGIN_CONF:-$ROOT/../shared/bench/conf/nginx-origin.conf}
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-case $TARGET_DIR in /*) ;; *) TARGET_DIR=$ROOT/$TARGET_DIR ;; esac
-BIN=${STRANGLER_BIN:-$TARGET_DIR/release/strangler}
 ORIGIN_PORT=18080 NGINX_PORT=18444 STRANGLER_PORT=18443 ADMIN_PORT=18198
 NGINX_PLAIN_PORT=18445 PLAIN_PORT=18190
 
-die() { echo "tls.sh: $*" >&2; exit 1; }
-log() { echo "[$(date +%H:%M:%S)] tls.sh: $*" >&2; }
+NAME=tls.sh
+# shellcheck source=benches/lib.sh
+. "$ROOT/benches/lib.sh"
 
 for tool in nginx wrk openssl curl ss; do
     command -v "$tool" > /dev/null || die "$tool is not installed"
 done
 [ -f "$ORIGIN_CONF" ] || die "origin configuration not found at $ORIGIN_CONF (set ORIGIN_CONF)"
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release -p strangler"
-    (cd "$ROOT" && cargo build --release -p strangler) || die "cargo build failed"
-fi
-[ -x "$BIN" ] || die "no binary at $BIN"
+build_strangler
 "$BIN" run --help | grep -q -- '--listen-tls' || die "$BIN has no --listen-tls (stale build?)"
-port_free() { [ -z "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
-for port in $NGINX_PORT $NGINX_PLAIN_PORT $STRANGLER_PORT $PLAIN_PORT $ADMIN_PORT; do
-    port_free "$port" || die "port $port is already in use"
-done
-
-WORK=$(mktemp -d /tmp/strangler-tls-bench.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2> /dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2> /dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+ensure_ports_free "$NGINX_PORT" "$NGINX_PLAIN_PORT" "$STRANGLER_PORT" "$PLAIN_PORT" "$ADMIN_PORT"
+work_dir strangler-tls-bench
 pin() { if [ -n "$CPUS" ]; then taskset -c "$CPUS" "$@"; else "$@"; fi; }
 declare -A SERVER_PID=()
 start() { # NAME CMD... : start in the background, log to $WORK/NAME.log
