@@ -214,7 +214,7 @@ impl Runtime {
         let same_table = previous.filter(|old| Arc::ptr_eq(&old.table, &table));
         let extras = match same_table {
             Some(old) => old.extras.clone(),
-            None => Arc::new(route_extras(&table, &pools, shared)?),
+            None => Arc::new(route_extras(&table, &pools, previous, shared)?),
         };
         let cells = match same_table {
             Some(old) => old.cells.clone(),
@@ -260,10 +260,12 @@ impl Runtime {
     }
 }
 
-/// The extra state of every route of `table`, indexed by route.
+/// The extra state of every route of `table`, indexed by route; `previous` is the runtime
+/// being replaced, whose shadow bounds carry over to routes of the same name.
 fn route_extras(
     table: &RouteTable,
     pools: &[Arc<UpstreamPool>],
+    previous: Option<&Runtime>,
     shared: &Shared,
 ) -> Result<Vec<RouteExtras>, ReloadError> {
     let named: Vec<(String, Arc<UpstreamPool>)> = table
@@ -290,11 +292,16 @@ fn route_extras(
                             route: route.name.clone(),
                             source,
                         })?;
+                    let before = previous.and_then(|old| {
+                        let route = old.table.route(&route.name)?;
+                        old.extras(route)?.shadow.as_deref()
+                    });
                     extras.shadow = Some(Arc::new(ShadowRoute::new(
                         spec.clone(),
                         verifier,
                         shared.metrics.shadow(&route.name),
                         shared.diff_log.clone(),
+                        before,
                     )));
                 }
                 Action::Canary(spec) => {

@@ -207,6 +207,38 @@ async fn a_flood_beyond_max_in_flight_is_dropped_and_counted() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_copies_in_flight_under_the_bound() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
+    let payroll = Upstream::scripted("payroll", |_| Reply {
+        delay: Duration::from_secs(3),
+        ..Reply::json(json!({"ok": true}))
+    })
+    .await;
+    let yaml = shadow_yaml(
+        &monolith.url(),
+        &payroll.url(),
+        "      max_in_flight: 2\n      timeout: 10s\n",
+    );
+    let proxy = Proxy::start(&yaml, &[]);
+    for _ in 0..2 {
+        assert_eq!(get(&proxy.url("/payroll/1"), &[]).await.status, 200);
+    }
+    payroll.wait_for_hits(2).await;
+    // Another table (an edit elsewhere in the file) while both copies wait for the candidate.
+    proxy.rewrite_routes_in_place(&format!("{yaml}# edited\n"));
+    for _ in 0..4 {
+        assert_eq!(get(&proxy.url("/payroll/1"), &[]).await.status, 200);
+    }
+    let report = wait_for_diffs(&proxy, "payroll", |s| count(s, "dropped") >= 4).await;
+    let summary = &report["summary"];
+    assert_eq!(
+        summary["counts"]["dropped_by_reason"]["max_in_flight"], 4,
+        "the two copies from before the reload still fill the bound: {summary:#}"
+    );
+    assert_eq!(payroll.hit_count(), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_candidate_is_a_candidate_error_the_client_never_notices() {
     let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
     let dead = closed_port().await;

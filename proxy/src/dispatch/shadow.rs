@@ -59,15 +59,31 @@ pub struct ShadowRoute {
 
 impl ShadowRoute {
     /// A shadowed route judged by `verifier`, with `spec.max_in_flight` slots for copies.
+    ///
+    /// `previous` is the same route in the table being replaced, if it was shadowed there.
+    /// With the same `max_in_flight` its slots and pace carry over: copies still in flight
+    /// keep counting against the bound, and the pace keeps its hold time, so a reload
+    /// neither lets another `max_in_flight` copies in nor starts them in one wave. (A new
+    /// `max_in_flight` starts a new bound; the copies under the old one run out.)
     pub fn new(
         spec: Shadow,
         verifier: RouteVerifier,
         metrics: ShadowMetrics,
         diff_log: Option<Arc<DiffLog>>,
+        previous: Option<&ShadowRoute>,
     ) -> Self {
+        let (in_flight, pace) = match previous {
+            Some(old) if old.spec.max_in_flight == spec.max_in_flight => {
+                (old.in_flight.clone(), old.pace.clone())
+            }
+            _ => (
+                Arc::new(Semaphore::new(spec.max_in_flight)),
+                Arc::new(Pace::new(spec.max_in_flight)),
+            ),
+        };
         Self {
-            in_flight: Arc::new(Semaphore::new(spec.max_in_flight)),
-            pace: Arc::new(Pace::new(spec.max_in_flight)),
+            in_flight,
+            pace,
             spec,
             verifier,
             metrics,
