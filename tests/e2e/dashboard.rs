@@ -89,6 +89,7 @@ async fn the_dashboard_shows_progress_routes_comparisons_and_differences() {
     assert!(payroll.contains("<td>0.0%</td>"), "{payroll}");
     let unmatched = row(&dom, "route-unmatched");
     assert!(unmatched.contains("monolith: 1 (100.0%)"), "{unmatched}");
+    assert!(unmatched.contains("<td>0.0%</td>"), "{unmatched}");
 
     let comparisons = row(&dom, "comparisons-payroll");
     assert!(

@@ -94,12 +94,9 @@ fn progress(page: &mut String, snapshot: &Snapshot<'_>) {
         let Some(monolith) = monolith_of(snapshot.runtime, route) else {
             continue;
         };
-        for (upstream, count) in by_upstream {
-            total += count;
-            if upstream != monolith {
-                migrated += count;
-            }
-        }
+        let (all, without) = split(by_upstream, monolith);
+        total += all;
+        migrated += without;
     }
     let share = share(migrated, total);
     let _ = write!(
@@ -138,12 +135,7 @@ fn routes(page: &mut String, snapshot: &Snapshot<'_>) {
     for route in table.routes() {
         let answered = snapshot.answered.get(&route.name).unwrap_or(&empty);
         let monolith = table.upstream(route.rollback_to).name.as_str();
-        let total: u64 = answered.values().sum();
-        let migrated: u64 = answered
-            .iter()
-            .filter(|(upstream, _)| upstream.as_str() != monolith)
-            .map(|(_, count)| count)
-            .sum();
+        let (total, migrated) = split(answered, monolith);
         let _ = write!(
             page,
             "<tr id=\"route-{name}\"><td>{name}</td><td><code>{}</code></td><td>{}</td>\
@@ -178,14 +170,25 @@ fn routes(page: &mut String, snapshot: &Snapshot<'_>) {
         page.push_str("</tr>\n");
     }
     let unmatched = snapshot.answered.get(UNMATCHED).unwrap_or(&empty);
+    let (total, migrated) = split(unmatched, &table.upstream(table.default_upstream()).name);
     let _ = write!(
         page,
         "<tr id=\"route-unmatched\"><td><em>no route</em></td><td>-</td><td>default</td>\
-         <td>{}</td><td>{}</td><td>-</td><td>-</td><td>-</td></tr>\n</tbody>\n</table>\n\
-         </section>\n",
-        traffic(unmatched, unmatched.values().sum()),
-        unmatched.values().sum::<u64>(),
+         <td>{}</td><td>{total}</td><td>{}</td><td>-</td><td>-</td></tr>\n</tbody>\n\
+         </table>\n</section>\n",
+        traffic(unmatched, total),
+        percent(share(migrated, total)),
     );
+}
+
+/// All requests in `answered`, and those not answered by `monolith`.
+fn split(answered: &BTreeMap<String, u64>, monolith: &str) -> (u64, u64) {
+    answered
+        .iter()
+        .fold((0, 0), |(total, migrated), (upstream, count)| {
+            let without = if upstream == monolith { 0 } else { *count };
+            (total + count, migrated + without)
+        })
 }
 
 /// The route's mode and where it sends traffic, with a canary's weights.
