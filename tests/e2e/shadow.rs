@@ -19,6 +19,17 @@ fn shadow_yaml(primary: &str, candidate: &str, shadow_extra: &str) -> String {
     )
 }
 
+/// A monolith answering at once and a candidate answering after `delay`, both `{"ok":true}`.
+async fn with_slow_candidate(delay: Duration) -> (Upstream, Upstream) {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
+    let payroll = Upstream::scripted("payroll", move |_| Reply {
+        delay,
+        ..Reply::json(json!({"ok": true}))
+    })
+    .await;
+    (monolith, payroll)
+}
+
 fn count(summary: &Value, outcome: &str) -> u64 {
     summary["counts"][outcome].as_u64().unwrap()
 }
@@ -153,12 +164,7 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_candidate_never_delays_the_client() {
-    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
-    let payroll = Upstream::scripted("payroll", |_| Reply {
-        delay: Duration::from_secs(2),
-        ..Reply::json(json!({"ok": true}))
-    })
-    .await;
+    let (monolith, payroll) = with_slow_candidate(Duration::from_secs(2)).await;
     let proxy = Proxy::start(
         &shadow_yaml(&monolith.url(), &payroll.url(), "      timeout: 5s\n"),
         &[],
@@ -182,12 +188,7 @@ async fn a_slow_candidate_never_delays_the_client() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_beyond_max_in_flight_is_dropped_and_counted() {
-    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
-    let payroll = Upstream::scripted("payroll", |_| Reply {
-        delay: Duration::from_secs(3),
-        ..Reply::json(json!({"ok": true}))
-    })
-    .await;
+    let (monolith, payroll) = with_slow_candidate(Duration::from_secs(3)).await;
     let proxy = Proxy::start(
         &shadow_yaml(
             &monolith.url(),
@@ -208,12 +209,7 @@ async fn a_flood_beyond_max_in_flight_is_dropped_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_keeps_copies_in_flight_under_the_bound() {
-    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"ok": true}))).await;
-    let payroll = Upstream::scripted("payroll", |_| Reply {
-        delay: Duration::from_secs(3),
-        ..Reply::json(json!({"ok": true}))
-    })
-    .await;
+    let (monolith, payroll) = with_slow_candidate(Duration::from_secs(3)).await;
     let yaml = shadow_yaml(
         &monolith.url(),
         &payroll.url(),
