@@ -291,7 +291,7 @@ fn print_tour(proxy: SocketAddr, admin: SocketAddr, routes: &std::path::Path) {
          curl -i http://{proxy}/reports            # answered from the route file (501)\n\
          curl -i http://{proxy}/payroll/1          # monolith answers; invoices gets a compared copy\n\
          curl -i -b session=you http://{proxy}/catalog/1   # canary, sticky per session\n\
-         open http://{admin}/ in a browser  # the dashboard: progress, routes, differences\n\
+         open http://{admin}/ in a browser         # the dashboard: progress, routes, differences\n\
          curl -i http://{admin}/diffs/payroll      # what the parallel run found\n\
          curl -i http://{admin}/routes             # the active table, pins and gates\n\
          curl -i http://{admin}/readyz             # readiness probe\n\
