@@ -238,14 +238,7 @@ impl Admin {
     /// `GET /`: the HTML dashboard.
     fn dashboard(&self) -> Response<BoxBody> {
         let runtime = self.store.snapshot();
-        let verifiers = self.store.verifiers();
-        let reports = verifiers
-            .summary()
-            .routes
-            .iter()
-            .filter_map(|summary| verifiers.get(&summary.route))
-            .map(|verifier| verifier.report())
-            .collect();
+        let reports = self.store.verifiers().reports();
         let gates = runtime
             .table()
             .routes()

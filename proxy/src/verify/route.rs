@@ -372,16 +372,32 @@ impl Verifiers {
 
     /// `GET /diffs`.
     pub fn summary(&self) -> DiffsSummary {
-        let verifiers: Vec<RouteVerifier> = self
-            .routes
+        DiffsSummary {
+            routes: self
+                .registered()
+                .iter()
+                .map(RouteVerifier::summary)
+                .collect(),
+        }
+    }
+
+    /// Every registered route's report (its `GET /diffs/{route}`), sorted by route name.
+    pub fn reports(&self) -> Vec<RouteReport> {
+        self.registered()
+            .iter()
+            .map(RouteVerifier::report)
+            .collect()
+    }
+
+    /// The registered verifiers, sorted by route name, taken out of the lock so that their
+    /// figures are computed without holding it.
+    fn registered(&self) -> Vec<RouteVerifier> {
+        self.routes
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .values()
             .cloned()
-            .collect();
-        DiffsSummary {
-            routes: verifiers.iter().map(RouteVerifier::summary).collect(),
-        }
+            .collect()
     }
 }
 
