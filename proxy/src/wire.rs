@@ -20,6 +20,7 @@ pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Where each header field of a parsed head sits, as offsets into the head's bytes, so the
 /// fields outlive the parser's borrow of the read buffer.
+#[derive(Debug, Clone)]
 pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 
 /// An upstream answer's header fields as the upstream sent them, for the plain HTTP/1.1
@@ -34,7 +35,7 @@ pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 #[derive(Debug, Clone)]
 pub(crate) struct RelayedFields {
     head: Bytes,
-    spans: Vec<(Range<usize>, Range<usize>)>,
+    spans: FieldSpans,
     /// The answer's `Content-Length`, when it has one.
     pub(crate) content_length: Option<u64>,
     /// Whether the answer has a `Date`.
@@ -48,8 +49,8 @@ pub(crate) struct RelayedFields {
 impl RelayedFields {
     /// Append the fields, then the proxy's, to `out` as `name: value` lines.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        for (name, value) in &self.spans {
-            push_field(out, &self.head[name.clone()], &self.head[value.clone()]);
+        for (name, value) in self.spans.raw(&self.head) {
+            push_field(out, name, value);
         }
         if let Some(via) = self.via {
             push_field(out, b"via", via.as_bytes());
@@ -115,7 +116,7 @@ impl FieldSpans {
         }
         RelayedFields {
             head,
-            spans: self.0,
+            spans: self,
             content_length,
             dated,
             via: None,
