@@ -244,6 +244,13 @@ impl Phases {
         }
     }
 
+    /// Whether a phase after the upstream's answer is defined (`on_response` or
+    /// `after_response`): the hooks then see the answer's head and the request as it went
+    /// upstream.
+    pub fn see_the_answer(self) -> bool {
+        self.on_response || self.after_response
+    }
+
     /// Whether no phase is defined.
     pub fn is_empty(self) -> bool {
         !(self.on_request || self.on_response || self.after_response)

@@ -97,8 +97,7 @@ pub async fn run(
     // The forwarded request is what the hooks left; later phases see it too. The map
     // itself goes upstream, since it has room for the headers the proxy adds; the later
     // phases read a copy.
-    let later = phases.on_response || phases.after_response;
-    parts.headers = if later {
+    parts.headers = if phases.see_the_answer() {
         let copy = view.headers.clone();
         std::mem::replace(&mut view.headers, copy)
     } else {

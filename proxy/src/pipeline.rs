@@ -102,10 +102,7 @@ impl Pipeline {
                     path,
                     // Hooks that see the answer's head need its header map.
                     relay_heads: conn.relays_heads
-                        && hooks.is_none_or(|(_, hooks)| {
-                            let phases = hooks.phases();
-                            !phases.on_response && !phases.after_response
-                        }),
+                        && hooks.is_none_or(|(_, hooks)| !hooks.phases().see_the_answer()),
                     answered_by: &answered_by,
                 };
                 match hooks {
