@@ -520,8 +520,9 @@ mod tests {
     use super::*;
     use crate::wire::RelayedFields;
 
-    fn head_of(bytes: &[u8], method: &Method) -> Result<Option<Head>, WireError> {
-        parse_head(&mut BytesMut::from(bytes), method, false)
+    /// `bytes` parsed as the answer to `method`, as a relayed head if `relay` allows.
+    fn head_of(bytes: &[u8], method: &Method, relay: bool) -> Result<Option<Head>, WireError> {
+        parse_head(&mut BytesMut::from(bytes), method, relay)
     }
 
     /// Decode all of `wire` fed in pieces of `step` bytes; the body and whether it ended.
@@ -546,6 +547,7 @@ mod tests {
         let head = head_of(
             b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\nx-a: 2\r\n\r\nhello",
             &Method::GET,
+            false,
         )
         .unwrap()
         .unwrap();
@@ -623,9 +625,7 @@ mod tests {
         ];
         for (wire, method, framing, keep_alive) in cases {
             for relay in [false, true] {
-                let head = parse_head(&mut BytesMut::from(*wire), method, relay)
-                    .unwrap()
-                    .unwrap();
+                let head = head_of(wire, method, relay).unwrap().unwrap();
                 let text = String::from_utf8_lossy(wire);
                 assert_eq!(head.framing, *framing, "{text} relay={relay}");
                 assert_eq!(head.keep_alive, *keep_alive, "{text} relay={relay}");
@@ -636,9 +636,7 @@ mod tests {
     /// The relayed fields of `wire`'s head as the client writer puts them, or `None` when
     /// the head was not relayed.
     fn relayed(wire: &[u8]) -> Option<String> {
-        let head = parse_head(&mut BytesMut::from(wire), &Method::GET, true)
-            .unwrap()
-            .unwrap();
+        let head = head_of(wire, &Method::GET, true).unwrap().unwrap();
         let fields = head.response.extensions().get::<RelayedFields>()?;
         assert!(
             head.response.headers().is_empty(),
@@ -658,9 +656,7 @@ mod tests {
             relayed(wire).unwrap(),
             "Content-Type: text/plain\r\nX-A: 1\r\nDate: today\r\n"
         );
-        let head = parse_head(&mut BytesMut::from(&wire[..]), &Method::GET, true)
-            .unwrap()
-            .unwrap();
+        let head = head_of(wire, &Method::GET, true).unwrap().unwrap();
         let fields = head.response.extensions().get::<RelayedFields>().unwrap();
         assert!(fields.dated);
         assert_eq!(fields.content_length, None);
@@ -700,9 +696,7 @@ mod tests {
         ] {
             let text = String::from_utf8_lossy(wire);
             assert_eq!(relayed(wire), None, "{text}");
-            let head = parse_head(&mut BytesMut::from(wire), &Method::GET, true)
-                .unwrap()
-                .unwrap();
+            let head = head_of(wire, &Method::GET, true).unwrap().unwrap();
             assert!(!head.response.headers().is_empty(), "{text}");
         }
     }
@@ -717,7 +711,7 @@ mod tests {
         ] {
             let text = String::from_utf8_lossy(wire);
             for relay in [false, true] {
-                let parsed = parse_head(&mut BytesMut::from(wire), &Method::GET, relay);
+                let parsed = head_of(wire, &Method::GET, relay);
                 assert!(parsed.is_err(), "{text} relay={relay}");
             }
         }
@@ -728,6 +722,7 @@ mod tests {
         let head = head_of(
             b"HTTP/1.1 200 Fine Thanks\r\nContent-Length: 0\r\n\r\n",
             &Method::GET,
+            false,
         )
         .unwrap()
         .unwrap();
