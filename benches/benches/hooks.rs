@@ -68,7 +68,7 @@ fn hook_call(c: &mut Criterion) {
     });
     let mut res = HookResponse {
         status: StatusCode::OK,
-        headers: HeaderMap::new(),
+        ..HookResponse::default()
     };
     group.bench_function("on_response_set_header", |b| {
         b.iter(|| {

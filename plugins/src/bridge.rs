@@ -21,7 +21,7 @@ use mlua::{
     UserDataMethods, Value,
 };
 
-use crate::hooks::{Flow, HookRequest, Phase};
+use crate::hooks::{Flow, HookRequest, Phase, UpstreamFields};
 
 /// One exchange as the Lua objects see it, shared by `req`, `res` and their `headers`.
 ///
@@ -36,6 +36,9 @@ pub(crate) struct Slot {
     pub(crate) flow: Option<Flow>,
     pub(crate) status: StatusCode,
     pub(crate) headers: HeaderMap,
+    /// The answer's fields as the upstream sent them, read before `headers` (see
+    /// [`HookResponse::upstream`](crate::HookResponse::upstream)).
+    pub(crate) upstream: Option<UpstreamFields>,
     pub(crate) body: Option<Bytes>,
 }
 
@@ -89,6 +92,7 @@ impl Views {
             flow: None,
             status: StatusCode::OK,
             headers: HeaderMap::new(),
+            upstream: None,
             body: None,
         }));
         let headers = [
@@ -351,10 +355,13 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
         let Ok(name) = HeaderName::from_bytes(&name) else {
             return Ok(None);
         };
-        headers.with(|headers, _| {
-            headers
-                .get(&name)
-                .map(|v| lua.create_string(v.as_bytes()))
+        headers.with(|fields, _| {
+            let upstream = fields
+                .upstream
+                .and_then(|upstream| upstream.values(&name).next());
+            upstream
+                .or_else(|| fields.map.get(&name).map(HeaderValue::as_bytes))
+                .map(|v| lua.create_string(v))
                 .transpose()
         })
     })?;
@@ -362,9 +369,15 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let get_all = lua.create_function(move |lua, name: BString| {
         let list = lua.create_table()?;
         if let Ok(name) = HeaderName::from_bytes(&name) {
-            headers.with(|headers, _| {
-                for (i, v) in headers.get_all(&name).iter().enumerate() {
-                    list.raw_set(i + 1, lua.create_string(v.as_bytes())?)?;
+            headers.with(|fields, _| {
+                let upstream = fields.upstream.into_iter().flat_map(|u| u.values(&name));
+                let added = fields
+                    .map
+                    .get_all(&name)
+                    .into_iter()
+                    .map(HeaderValue::as_bytes);
+                for (i, v) in upstream.chain(added).enumerate() {
+                    list.raw_set(i + 1, lua.create_string(v)?)?;
                 }
                 Ok(())
             })?;
@@ -375,10 +388,13 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let headers = on();
     let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
         let value = value.map(|v| header_value(&v)).transpose()?;
-        headers.write(&name, |headers, name| {
+        headers.write(&name, |fields, name| {
+            if let Some(upstream) = fields.upstream {
+                upstream.hide(&name);
+            }
             match value {
-                Some(v) => headers.insert(name, v),
-                None => headers.remove(name),
+                Some(v) => fields.map.insert(name, v),
+                None => fields.map.remove(name),
             };
             Ok(())
         })
@@ -386,15 +402,18 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let headers = on();
     let add = lua.create_function(move |_, (name, value): (BString, BString)| {
         let value = header_value(&value)?;
-        headers.write(&name, |headers, name| {
-            headers.append(name, value);
+        headers.write(&name, |fields, name| {
+            fields.map.append(name, value);
             Ok(())
         })
     })?;
     let headers = on();
     let remove = lua.create_function(move |_, name: BString| {
-        headers.write(&name, |headers, name| {
-            headers.remove(name);
+        headers.write(&name, |fields, name| {
+            if let Some(upstream) = fields.upstream {
+                upstream.hide(&name);
+            }
+            fields.map.remove(name);
             Ok(())
         })
     })?;
@@ -418,24 +437,40 @@ struct Headers {
     part: Part,
 }
 
+/// The fields a headers function sees: a header map, and for the response, the upstream's
+/// fields in front of it when they are relayed as they came.
+struct Fields<'a> {
+    map: &'a mut HeaderMap,
+    upstream: Option<&'a mut UpstreamFields>,
+}
+
 impl Headers {
     /// Runs `f` on the headers; `read_only` says why they may not change, if so.
     fn with<R>(
         &self,
-        f: impl FnOnce(&mut HeaderMap, Option<String>) -> mlua::Result<R>,
+        f: impl FnOnce(Fields<'_>, Option<String>) -> mlua::Result<R>,
     ) -> mlua::Result<R> {
         let mut slot = lock(&self.slot);
+        let slot = &mut *slot;
         let phase = slot.phase;
         match self.part {
             Part::Request => {
                 let read_only = (phase != Phase::OnRequest)
                     .then(|| format!("request headers are read-only in {phase}"));
-                f(&mut slot.req.headers, read_only)
+                let fields = Fields {
+                    map: &mut slot.req.headers,
+                    upstream: None,
+                };
+                f(fields, read_only)
             }
             Part::Response => {
                 let read_only = (phase != Phase::OnResponse)
                     .then(|| format!("response headers are read-only in {phase}"));
-                f(&mut slot.headers, read_only)
+                let fields = Fields {
+                    map: &mut slot.headers,
+                    upstream: slot.upstream.as_mut(),
+                };
+                f(fields, read_only)
             }
         }
     }
@@ -443,7 +478,7 @@ impl Headers {
     fn write(
         &self,
         name: &[u8],
-        f: impl FnOnce(&mut HeaderMap, HeaderName) -> mlua::Result<()>,
+        f: impl FnOnce(Fields<'_>, HeaderName) -> mlua::Result<()>,
     ) -> mlua::Result<()> {
         let name = HeaderName::from_bytes(name).map_err(|_| {
             mlua::Error::runtime(format!(
@@ -451,9 +486,9 @@ impl Headers {
                 String::from_utf8_lossy(name)
             ))
         })?;
-        self.with(|headers, read_only| match read_only {
+        self.with(|fields, read_only| match read_only {
             Some(why) => Err(mlua::Error::runtime(why)),
-            None => f(headers, name),
+            None => f(fields, name),
         })
     }
 }
@@ -556,6 +591,56 @@ mod tests {
         .unwrap();
         assert_eq!(views.lock().status, StatusCode::NOT_FOUND);
         assert_eq!(views.lock().headers.get_all("x-a").iter().count(), 2);
+    }
+
+    #[test]
+    fn upstream_fields_are_read_in_place_and_edits_land_beside_them() {
+        let (lua, views) = state(Phase::OnResponse);
+        let head = Bytes::from_static(b"Content-Type: a\r\nX-M: 1\r\nx-m: 2\r\nX-Gone: y\r\n");
+        let spans = |name: &str, value: &str| {
+            let text = std::str::from_utf8(&head).unwrap();
+            let at = |part: &str, from: usize| from + text[from..].find(part).unwrap();
+            let n = at(name, 0);
+            let v = at(value, n + name.len());
+            (n..n + name.len(), v..v + value.len())
+        };
+        let fields = vec![
+            spans("Content-Type", "a"),
+            spans("X-M", "1"),
+            spans("x-m", "2"),
+            spans("X-Gone", "y"),
+        ];
+        views.lock().upstream = Some(UpstreamFields {
+            head: head.clone(),
+            fields,
+            hidden: Vec::new(),
+        });
+        lua.load(
+            r#"
+            local h = res.headers
+            assert(h:get("content-type") == "a" and h:get("CONTENT-TYPE") == "a")
+            assert(table.concat(h:get_all("x-m"), ",") == "1,2")
+            h:add("x-m", "3")
+            assert(table.concat(h:get_all("x-m"), ",") == "1,2,3")
+            h:set("content-type", "b")
+            assert(h:get("content-type") == "b")
+            h:remove("x-gone")
+            assert(h:get("x-gone") == nil and #h:get_all("x-gone") == 0)
+            "#,
+        )
+        .exec()
+        .unwrap();
+        let slot = views.lock();
+        let upstream = slot.upstream.as_ref().unwrap();
+        assert_eq!(upstream.hidden, ["content-type", "x-gone"]);
+        assert!(upstream.is_hidden(b"X-Gone"));
+        assert_eq!(slot.headers["content-type"], "b");
+        assert_eq!(slot.headers.get_all("x-m").iter().count(), 1);
+        assert!(!slot.headers.contains_key("x-gone"));
+        assert_eq!(
+            upstream.head, head,
+            "the upstream's bytes are never changed"
+        );
     }
 
     #[test]

@@ -355,6 +355,7 @@ impl Local {
         let mut slot = self.views.lock();
         slot.status = res.status;
         std::mem::swap(&mut slot.headers, &mut res.headers);
+        std::mem::swap(&mut slot.upstream, &mut res.upstream);
         slot.body = None;
     }
 
@@ -362,6 +363,7 @@ impl Local {
         let mut slot = self.views.lock();
         res.status = slot.status;
         std::mem::swap(&mut res.headers, &mut slot.headers);
+        std::mem::swap(&mut res.upstream, &mut slot.upstream);
     }
 }
 

@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::ops::Range;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderName, Method, StatusCode};
 
 use crate::error::HookError;
 use crate::script::HookScript;
@@ -105,8 +106,57 @@ impl Default for HookRequest {
 pub struct HookResponse {
     /// The status code.
     pub status: StatusCode,
-    /// The response headers.
+    /// The response headers; with [`HookResponse::upstream`], only those the proxy or the
+    /// hooks added.
     pub headers: HeaderMap,
+    /// The answer's fields as the upstream sent them, for a proxy that relays them without
+    /// building a header map. `res.headers` reads them before `headers`, and never changes
+    /// them: what hooks set or add goes to `headers`, and a name they set or remove is
+    /// hidden here.
+    pub upstream: Option<UpstreamFields>,
+}
+
+/// Header fields kept as the bytes they arrived in: the head, and where each field sits in
+/// it. Building a header map costs more than a trivial hook, and an answer whose hooks
+/// only add a field or two can then be relayed as it came.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct UpstreamFields {
+    /// The bytes the fields are in.
+    pub head: Bytes,
+    /// Each field's name and value, as ranges of `head`.
+    pub fields: Vec<(Range<usize>, Range<usize>)>,
+    /// Names a hook set or removed: their fields here no longer count, and whoever writes
+    /// the answer must leave them out.
+    pub hidden: Vec<HeaderName>,
+}
+
+impl UpstreamFields {
+    /// The values of the fields named `name` (ASCII case-insensitive), in order; none when
+    /// the name is hidden.
+    pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let shown = !self.is_hidden(name.as_str().as_bytes());
+        self.fields
+            .iter()
+            .filter(move |(field, _)| {
+                shown && self.head[field.clone()].eq_ignore_ascii_case(name.as_str().as_bytes())
+            })
+            .map(|(_, value)| &self.head[value.clone()])
+    }
+
+    /// Whether a field named `name` (as it came, any case) is hidden.
+    pub fn is_hidden(&self, name: &[u8]) -> bool {
+        self.hidden
+            .iter()
+            .any(|hidden| hidden.as_str().as_bytes().eq_ignore_ascii_case(name))
+    }
+
+    /// Hide the fields named `name` from now on. A name none of the fields has needs no
+    /// hiding, and is not listed: the list stays empty when hooks only add fields.
+    pub fn hide(&mut self, name: &HeaderName) {
+        if self.values(name).next().is_some() {
+            self.hidden.push(name.clone());
+        }
+    }
 }
 
 /// Everything `after_response` hooks see: a snapshot of the request and the response.

@@ -84,6 +84,6 @@ pub use engine::{HookEngine, LuaHooks};
 pub use error::{HookError, HookFailure, PluginError, PluginErrorKind};
 pub use hooks::{
     Exchange, Flow, HookObserver, HookRequest, HookResponse, Hooks, NoHooks, NoObserver, OnError,
-    Phase, Phases, RunResult, Submission,
+    Phase, Phases, RunResult, Submission, UpstreamFields,
 };
 pub use script::{HookChain, HookEntry, HookScript};

@@ -323,6 +323,7 @@ fn job_views(
         slot.phase = Phase::AfterResponse;
         slot.status = exchange.response.status;
         slot.headers = exchange.response.headers;
+        slot.upstream = exchange.response.upstream;
         slot.body = exchange.body;
     }
     Ok((views.req, views.res))

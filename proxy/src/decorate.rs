@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use http::{HeaderValue, Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri, header};
 use prometheus::{IntCounter, IntCounterVec};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
@@ -22,6 +22,7 @@ use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::runtime::Answerer;
 use crate::upstream::UpstreamPool;
+use crate::wire::RelayedFields;
 
 /// The largest callout answer a hook gets to see.
 const MAX_CALLOUT_BODY: usize = 1024 * 1024;
@@ -108,15 +109,7 @@ pub async fn run(
     let response = dispatch::run(dispatch, exchange, Request::from_parts(parts, body)).await?;
     let (mut head, body) = response.into_parts();
     if phases.on_response {
-        let mut res = HookResponse {
-            status: head.status,
-            headers: std::mem::take(&mut head.headers),
-        };
-        hooks
-            .on_response(&mut view, &mut res)
-            .map_err(hook_failed)?;
-        head.status = res.status;
-        head.headers = res.headers;
+        answer_hooks(hooks, &mut view, &mut head)?;
     }
     if !phases.after_response {
         return Ok(Response::from_parts(head, body));
@@ -127,6 +120,7 @@ pub async fn run(
     let response = HookResponse {
         status: head.status,
         headers: head.headers.clone(),
+        upstream: None,
     };
     let hooks = hooks.clone();
     tokio::spawn(async move {
@@ -138,6 +132,39 @@ pub async fn run(
         });
     });
     Ok(Response::from_parts(head, body::boxed(tee)))
+}
+
+/// Runs the `on_response` hooks on `head`. A head relayed as the upstream sent it stays so:
+/// the hooks read its fields in place, their additions (and the proxy's `Via`, which they
+/// see too) go into the header map, and the writer leaves out what they hid.
+///
+/// # Errors
+/// A failing hook whose entry says `on_error: fail` (500).
+fn answer_hooks(
+    hooks: &LuaHooks,
+    view: &mut HookRequest,
+    head: &mut http::response::Parts,
+) -> Result<(), ProxyError> {
+    let mut relayed = head.extensions.get_mut::<RelayedFields>();
+    let mut headers = std::mem::take(&mut head.headers);
+    let upstream = relayed.as_mut().map(|relayed| {
+        if let Some(via) = relayed.via.take() {
+            headers.append(header::VIA, via.clone());
+        }
+        std::mem::take(&mut relayed.fields)
+    });
+    let mut res = HookResponse {
+        status: head.status,
+        headers,
+        upstream,
+    };
+    let outcome = hooks.on_response(view, &mut res).map_err(hook_failed);
+    head.status = res.status;
+    head.headers = res.headers;
+    if let (Some(relayed), Some(fields)) = (relayed, res.upstream) {
+        relayed.restore(fields);
+    }
+    outcome
 }
 
 /// Applies the path and query the `on_request` hooks left in `view`: the exchange with the

@@ -100,9 +100,10 @@ impl Pipeline {
                     request_id: &request_id,
                     limits: self.limits,
                     path,
-                    // Hooks that see the answer's head need its header map.
+                    // `after_response` hooks get the answer's head as a header map;
+                    // `on_response` hooks read a relayed head in place.
                     relay_heads: conn.relays_heads
-                        && hooks.is_none_or(|(_, hooks)| !hooks.phases().see_the_answer()),
+                        && hooks.is_none_or(|(_, hooks)| !hooks.phases().after_response),
                     answered_by: &answered_by,
                 };
                 match hooks {
@@ -126,7 +127,13 @@ impl Pipeline {
             err.to_response(&request_id)
         });
         match response.extensions_mut().get_mut::<RelayedFields>() {
-            Some(relayed) => relayed.request_id = Some(request_id.clone()),
+            Some(relayed) => {
+                relayed.request_id = Some(request_id.clone());
+                // Hooks may have added one; the proxy's is the one that counts.
+                if !response.headers().is_empty() {
+                    response.headers_mut().remove(headers::X_REQUEST_ID);
+                }
+            }
             None => {
                 response
                     .headers_mut()

@@ -11,6 +11,7 @@ use std::task::{Context, Poll, ready};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{HeaderMap, HeaderName, HeaderValue};
+use strangler_plugins::UpstreamFields;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
 
@@ -27,15 +28,16 @@ pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 /// loop to copy to its client: an answer that is only relayed needs no header map built from
 /// its head and encoded again.
 ///
-/// Travels as an extension of a response with an empty header map, and only to a writer
-/// that knows it (see `ConnInfo::relays_heads`). Hop-by-hop fields and `Transfer-Encoding`
-/// are left out; a `Content-Length` is kept once, its value in `content_length`. What the
-/// proxy adds to every answer (`Via`, `X-Request-Id`) is set here rather than in a header
-/// map, which would cost more to build than the rest of the head.
+/// Travels as an extension of a response whose header map holds only what was added to it
+/// (nothing, unless `on_response` hooks added fields), and only to a writer that knows it
+/// (see `ConnInfo::relays_heads`). Hop-by-hop fields and `Transfer-Encoding` are left out;
+/// a `Content-Length` is kept once, its value in `content_length`. What the proxy adds to
+/// every answer (`Via`, `X-Request-Id`) is set here rather than in a header map, which would
+/// cost more to build than the rest of the head.
 #[derive(Debug, Clone)]
 pub(crate) struct RelayedFields {
-    head: Bytes,
-    spans: FieldSpans,
+    /// The fields, and the names hooks hid (set or removed).
+    pub(crate) fields: UpstreamFields,
     /// The answer's `Content-Length`, when it has one.
     pub(crate) content_length: Option<u64>,
     /// Whether the answer has a `Date`.
@@ -47,10 +49,15 @@ pub(crate) struct RelayedFields {
 }
 
 impl RelayedFields {
-    /// Append the fields, then the proxy's, to `out` as `name: value` lines.
+    /// Append the fields that are not hidden, then the proxy's, to `out` as `name: value`
+    /// lines.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        for (name, value) in self.spans.raw(&self.head) {
-            push_field(out, name, value);
+        let fields = &self.fields;
+        for (name, value) in &fields.fields {
+            let name = &fields.head[name.clone()];
+            if fields.hidden.is_empty() || !fields.is_hidden(name) {
+                push_field(out, name, &fields.head[value.clone()]);
+            }
         }
         if let Some(via) = self.via {
             push_field(out, b"via", via.as_bytes());
@@ -58,6 +65,18 @@ impl RelayedFields {
         if let Some(id) = &self.request_id {
             push_field(out, b"x-request-id", id.as_bytes());
         }
+    }
+
+    /// Take back `fields` after hooks read them: what they hid no longer frames or dates the
+    /// answer.
+    pub(crate) fn restore(&mut self, fields: UpstreamFields) {
+        if fields.is_hidden(b"content-length") {
+            self.content_length = None;
+        }
+        if fields.is_hidden(b"date") {
+            self.dated = false;
+        }
+        self.fields = fields;
     }
 }
 
@@ -115,8 +134,11 @@ impl FieldSpans {
             });
         }
         RelayedFields {
-            head,
-            spans: self,
+            fields: UpstreamFields {
+                head,
+                fields: self.0,
+                hidden: Vec::new(),
+            },
             content_length,
             dated,
             via: None,

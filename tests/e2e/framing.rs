@@ -49,6 +49,12 @@ fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
               Date: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
             false,
         ),
+        // For `on_response` hooks to read and edit.
+        (_, "/hooked") => (
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Replace: old\r\nX-Drop: gone\r\n\
+              X-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n\r\nok",
+            false,
+        ),
         _ => (b"SMTP ready\r\n\r\n", true),
     }
 }
@@ -251,5 +257,85 @@ async fn relayed_heads_lose_hop_by_hop_fields_exactly_as_rebuilt_ones_do() {
         assert!(!answer.headers.contains_key("connection"));
         assert_eq!(answer.headers["x-kept"], "yes");
         assert_eq!(answer.headers["date"], "Tue, 01 Dec 2026 10:00:00 GMT");
+    }
+}
+
+/// Reads, replaces, removes and adds fields of the answer, and writes down what it read.
+const EDITING_HOOK: &str = r#"
+function on_response(req, res)
+  local h = res.headers
+  if req.path == "/length" then
+    h:remove("content-length")
+    h:set("date", "Tue, 01 Dec 2026 10:00:00 GMT")
+    return
+  end
+  h:set("x-seen-type", h:get("content-type"))
+  h:set("x-seen-multi", table.concat(h:get_all("x-multi"), "+"))
+  h:set("x-seen-via", h:get("via") or "none")
+  h:set("x-replace", "new")
+  h:remove("x-drop")
+  h:add("x-multi", "c")
+  h:set("x-after", tostring(h:get("x-drop")) .. "/" .. h:get("x-replace"))
+  h:set("x-request-id", "from-hook")
+end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_response_hooks_edit_relayed_heads_exactly_as_rebuilt_ones() {
+    let (upstream, _) = raw_upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("edit.lua"), EDITING_HOOK).unwrap();
+    let route = "  - name: edited\n    match: { path_prefix: / }\n    to: monolith\n    hooks: [edit.lua]\n";
+    let yaml = routes_yaml(
+        &[("monolith", &format!("http://{upstream}"))],
+        "monolith",
+        route,
+    );
+    std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
+    let proxy = Proxy::start_in(dir, "routes.yaml", &[]);
+    let (http1, http2) = (client(), h2c_client());
+
+    // HTTP/1.1 answers keep the upstream's bytes and the hook reads them in place; h2c
+    // answers are header maps. The hook must see and leave the same fields in both.
+    let relayed = call(&http1, &proxy, Method::GET, "/hooked").await;
+    let rebuilt = call(&http2, &proxy, Method::GET, "/hooked").await;
+    let expected = |via: &str| {
+        [
+            ("content-length", "2"),
+            ("content-type", "text/plain"),
+            ("via", via),
+            ("x-after", "nil/new"),
+            ("x-multi", "a"),
+            ("x-multi", "b"),
+            ("x-multi", "c"),
+            ("x-replace", "new"),
+            ("x-seen-multi", "a+b"),
+            ("x-seen-type", "text/plain"),
+            ("x-seen-via", via),
+        ]
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .to_vec()
+    };
+    for (answer, via) in [(&relayed, "1.1 strangler"), (&rebuilt, "2 strangler")] {
+        assert_eq!(
+            (answer.status.as_u16(), answer.text().as_str()),
+            (200, "ok")
+        );
+        assert_eq!(comparable(answer), expected(via));
+        let ids: Vec<_> = answer.headers.get_all("x-request-id").iter().collect();
+        assert_eq!(ids.len(), 1, "one id, the proxy's: {ids:?}");
+        assert_ne!(ids[0], "from-hook");
+    }
+    let order: Vec<_> = relayed.headers.get_all("x-multi").iter().collect();
+    assert_eq!(order, ["a", "b", "c"]);
+
+    // A length the hook removed no longer frames the answer, and its date replaces the
+    // proxy's.
+    for client in [&http1, &http2] {
+        let answer = call(client, &proxy, Method::GET, "/length").await;
+        assert_eq!(answer.text(), "hello world");
+        assert_eq!(answer.headers.get_all("date").iter().count(), 1);
+        assert_eq!(answer.headers["date"], "Tue, 01 Dec 2026 10:00:00 GMT");
+        assert!(answer.headers.get_all("content-length").iter().count() <= 1);
     }
 }

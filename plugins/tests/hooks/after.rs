@@ -34,7 +34,7 @@ async fn after_response_reads_the_body_and_calls_out() {
         request: request(),
         response: HookResponse {
             status: StatusCode::CREATED,
-            headers: HeaderMap::new(),
+            ..HookResponse::default()
         },
         body: Some(Bytes::from_static(br#"{"id": 7, "total": 12.5}"#)),
     };
@@ -215,7 +215,7 @@ async fn the_shipped_loyalty_example_awards_points() {
         request: request.clone(),
         response: HookResponse {
             status,
-            headers: HeaderMap::new(),
+            ..HookResponse::default()
         },
         body: body.map(Bytes::from_static),
     };

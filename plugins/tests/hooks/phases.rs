@@ -62,6 +62,7 @@ fn on_response_changes_status_and_headers_but_not_the_request() {
     let mut res = HookResponse {
         status: StatusCode::CREATED,
         headers,
+        upstream: None,
     };
     hooks.on_response(&mut req, &mut res).unwrap();
     assert_eq!(res.status, StatusCode::ACCEPTED);
