@@ -17,7 +17,7 @@ use strangler_plugins::{
 use strangler_routes::{Route, normalize_path};
 
 use crate::body::{self, BoxBody, Tee};
-use crate::dispatch::{self, Dispatch, Exchange};
+use crate::dispatch::Exchange;
 use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::runtime::Answerer;
@@ -62,24 +62,43 @@ pub fn route_hooks(
     )))
 }
 
-/// Run `dispatch` with `hooks` around it.
+/// What the `on_request` hooks left to do.
+pub enum Before<'a> {
+    /// A hook answered (`req:respond`): no upstream is called.
+    Answered(Response<BoxBody>),
+    /// Dispatch the request as the hooks left it, then hand its answer to [`after`] with
+    /// `later`.
+    Dispatch {
+        /// The exchange with the path the hooks moved the request to, if they did.
+        moved: Option<Exchange<'a>>,
+        /// What the later phases need.
+        later: Later,
+    },
+}
+
+/// The request as the hooks forwarded it, kept for `on_response` and `after_response`.
+pub struct Later {
+    view: HookRequest,
+}
+
+/// Runs the `on_request` hooks on `request`, which is left as they made it. The request
+/// path calls this, dispatches, and calls [`after`]: straight through, so a hooked request
+/// takes no future or allocation of its own around the dispatch.
 ///
 /// # Errors
-/// A failing hook whose entry says `on_error: fail` (500), or the dispatch's own error.
-pub async fn run(
+/// A failing hook whose entry says `on_error: fail` (500), or a path or query the hooks
+/// set that is not valid (400).
+pub fn before<'a>(
     hooks: &LuaHooks,
-    hook_body_limit: u64,
-    dispatch: Dispatch<'_>,
-    exchange: &Exchange<'_>,
-    request: Request<BoxBody>,
-) -> Result<Response<BoxBody>, ProxyError> {
+    exchange: &Exchange<'a>,
+    request: &mut Request<BoxBody>,
+) -> Result<Before<'a>, ProxyError> {
     let phases = hooks.phases();
-    let (mut parts, body) = request.into_parts();
     let mut view = HookRequest {
-        method: parts.method.clone(),
+        method: request.method().clone(),
         path: exchange.path.clone(),
-        query: parts.uri.query().map(str::to_string),
-        headers: std::mem::take(&mut parts.headers),
+        query: request.uri().query().map(str::to_string),
+        headers: std::mem::take(request.headers_mut()),
         client: exchange.conn.peer,
         request_id: exchange.request_id.to_str().unwrap_or("-").to_string(),
     };
@@ -93,20 +112,38 @@ pub async fn run(
         let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
-        return Ok(response);
+        return Ok(Before::Answered(response));
     }
     // The forwarded request is what the hooks left; later phases see it too. The map
     // itself goes upstream, since it has room for the headers the proxy adds; the later
     // phases read a copy.
-    parts.headers = if phases.see_the_answer() {
+    *request.headers_mut() = if phases.see_the_answer() {
         let copy = view.headers.clone();
         std::mem::replace(&mut view.headers, copy)
     } else {
         std::mem::take(&mut view.headers)
     };
-    let rewritten = rewrite(exchange, &view, &mut parts.uri)?;
-    let exchange = rewritten.as_ref().unwrap_or(exchange);
-    let response = dispatch::run(dispatch, exchange, Request::from_parts(parts, body)).await?;
+    let moved = rewrite(exchange, &view, request.uri_mut())?;
+    Ok(Before::Dispatch {
+        moved,
+        later: Later { view },
+    })
+}
+
+/// Runs the `on_response` hooks on the head of `response`, and queues the
+/// `after_response` ones, which get a copy of the body when it is within
+/// `hook_body_limit`.
+///
+/// # Errors
+/// A failing `on_response` hook whose entry says `on_error: fail` (500).
+pub fn after(
+    hooks: &LuaHooks,
+    hook_body_limit: u64,
+    later: Later,
+    response: Response<BoxBody>,
+) -> Result<Response<BoxBody>, ProxyError> {
+    let phases = hooks.phases();
+    let Later { mut view } = later;
     let (mut head, body) = response.into_parts();
     if phases.on_response {
         answer_hooks(hooks, &mut view, &mut head)?;

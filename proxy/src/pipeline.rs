@@ -9,7 +9,7 @@ use strangler_plugins::Hooks;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
 use crate::body::{self, BoxBody, Buffered, Guarded};
-use crate::decorate;
+use crate::decorate::{self, Before};
 use crate::dispatch::{self, AnsweredBy, Dispatch, Exchange};
 use crate::error::{ErrorClass, ProxyError};
 use crate::headers;
@@ -89,7 +89,7 @@ impl Pipeline {
         let answered_by = AnsweredBy::default();
         let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
-            Ok((request, path, route)) => {
+            Ok((request, path, route)) => 'dispatched: {
                 let dispatch = Dispatch::for_route(&runtime, route, &request);
                 slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
                 answerer = dispatch.answerer();
@@ -106,12 +106,26 @@ impl Pipeline {
                         && hooks.is_none_or(|(_, hooks)| !hooks.phases().after_response),
                     answered_by: &answered_by,
                 };
-                match hooks {
-                    None => dispatch::run(dispatch, &exchange, request).await,
-                    Some((route, hooks)) => {
-                        let limit = route.hook_body_limit;
-                        Box::pin(decorate::run(hooks, limit, dispatch, &exchange, request)).await
+                // Hooks go around the one dispatch below rather than in a future of their
+                // own, which would cost a hooked request an allocation and a copy.
+                let mut request = request;
+                let mut hooked = None;
+                if let Some((route, hooks)) = hooks {
+                    match decorate::before(hooks, &exchange, &mut request) {
+                        Err(err) => break 'dispatched Err(err),
+                        Ok(Before::Answered(response)) => break 'dispatched Ok(response),
+                        Ok(Before::Dispatch { moved, later }) => {
+                            hooked = Some((route, hooks, moved, later));
+                        }
                     }
+                }
+                let moved = hooked.as_ref().and_then(|(.., moved, _)| moved.as_ref());
+                let outcome = dispatch::run(dispatch, moved.unwrap_or(&exchange), request).await;
+                match hooked {
+                    None => outcome,
+                    Some((route, hooks, _, later)) => outcome.and_then(|response| {
+                        decorate::after(hooks, route.hook_body_limit, later, response)
+                    }),
                 }
             }
         };
