@@ -84,6 +84,18 @@ pub fn add_forwarding(
     append_via(headers, via);
 }
 
+/// One `Content-Length` where an answer repeated the same value. HTTP/1.1 lets a recipient
+/// take the repeated list as one value (RFC 9110, section 8.6), but an HTTP/2 peer refuses
+/// a response that carries the field twice (curl resets the stream). Different values
+/// never get here: both upstream clients refuse them as invalid framing.
+pub fn single_content_length(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
+    if let (Some(first), Some(_)) = (values.next(), values.next()) {
+        let first = first.clone();
+        headers.insert(header::CONTENT_LENGTH, first);
+    }
+}
+
 /// Append this hop to `Via` (requests and responses alike).
 pub fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
     append_to_list(headers, header::VIA, via);
@@ -183,6 +195,23 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn a_repeated_content_length_is_kept_once() {
+        let mut headers = HeaderMap::new();
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
+        headers.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+        single_content_length(&mut headers);
+        let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
+        assert_eq!(lengths, ["2"]);
+        assert_eq!(headers.len(), 2);
+
+        let mut once = HeaderMap::new();
+        once.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        single_content_length(&mut once);
+        assert_eq!(once[header::CONTENT_LENGTH], "5");
     }
 
     #[test]

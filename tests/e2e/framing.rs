@@ -237,7 +237,11 @@ async fn relayed_heads_lose_hop_by_hop_fields_exactly_as_rebuilt_ones_do() {
     assert_eq!(comparable(&relayed), expected("1.1 strangler"));
     assert_eq!(comparable(&rebuilt), expected("2 strangler"));
     assert_eq!(relayed.headers.get_all("date").iter().count(), 1);
-    assert_eq!(relayed.headers.get_all("content-length").iter().count(), 1);
+    // The upstream repeated its length; an HTTP/2 client must get it once (curl resets a
+    // stream that has it twice).
+    for answer in [&relayed, &rebuilt] {
+        assert_eq!(answer.headers.get_all("content-length").iter().count(), 1);
+    }
 
     for answer in [
         call(&http1, &proxy, Method::GET, "/rules").await,

@@ -187,7 +187,8 @@ pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
     }
 }
 
-/// An upstream answer made fit for the client: hop-by-hop headers out, `Via` in.
+/// An upstream answer made fit for the client: hop-by-hop headers out, a repeated
+/// `Content-Length` once, `Via` in.
 pub(super) fn clean_response(
     mut response: Response<BoxBody>,
     via: &'static HeaderValue,
@@ -198,6 +199,7 @@ pub(super) fn clean_response(
         return response;
     }
     headers::strip_hop_by_hop(response.headers_mut());
+    headers::single_content_length(response.headers_mut());
     headers::append_via(response.headers_mut(), via);
     response
 }
