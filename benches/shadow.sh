@@ -25,6 +25,9 @@
 #   CANDIDATE_CPU [$CPU] the CPU of the slow candidate
 #   IN_FLIGHT [256]      the shadowed route's `max_in_flight` (copies/s ~ this / 0.2 s)
 #   DELAY_MS [200]       how long the candidate takes to answer
+#   SPARE_CPU []         strangler's --shadow-spare-cpu (unset: its default, 5%); 0% makes
+#                        every copy the bounds allow however busy the CPU is (copies/s then
+#                        ~ IN_FLIGHT / 0.2 s even at saturation)
 #   THINK_MS [0]         pause of each wrk connection between its requests (wrk's delay()):
 #                        0 = saturate the CPU (p99 then mostly measures queueing, i.e. CPU
 #                        cost); e.g. 4 = ~half the CPU's capacity, a production-like load
@@ -46,6 +49,8 @@ CANDIDATE_CPU=${CANDIDATE_CPU:-$CPU}
 IN_FLIGHT=${IN_FLIGHT:-256}
 DELAY_MS=${DELAY_MS:-200}
 THINK_MS=${THINK_MS:-0}
+SPARE_ARGS=()
+[ -n "${SPARE_CPU:-}" ] && SPARE_ARGS=(--shadow-spare-cpu "$SPARE_CPU")
 ORIGIN_PORT=${ORIGIN_PORT:-28080}
 CANDIDATE_PORT=${CANDIDATE_PORT:-28082}
 PROXY_PORT=${PROXY_PORT:-28199}
@@ -101,7 +106,7 @@ done
 measure() {
     local mode=$1 pair=$2 pid out p0 p1 o0 o1 c0 c1 n0 n1
     taskset -c "$CPU" "$BIN" run --routes "$WORK/$mode.yaml" --listen "127.0.0.1:$PROXY_PORT" \
-        --admin "127.0.0.1:$ADMIN_PORT" --access-log off --workers 1 \
+        --admin "127.0.0.1:$ADMIN_PORT" --access-log off --workers 1 "${SPARE_ARGS[@]}" \
         > "$WORK/strangler.log" 2>&1 < /dev/null &
     pid=$!
     PIDS+=("$pid")
@@ -133,7 +138,7 @@ measure() {
         }' <<< "$out" >> "$WORK/rows.tsv"
 }
 
-log "$PAIRS pairs of ${DURATION}s runs, $CONNS connections; wrk, origin, strangler on CPU $CPU, candidate on CPU $CANDIDATE_CPU (answers after ${DELAY_MS} ms), max_in_flight $IN_FLIGHT, think time ${THINK_MS} ms"
+log "$PAIRS pairs of ${DURATION}s runs, $CONNS connections; wrk, origin, strangler on CPU $CPU, candidate on CPU $CANDIDATE_CPU (answers after ${DELAY_MS} ms), max_in_flight $IN_FLIGHT, think time ${THINK_MS} ms, shadow-spare-cpu ${SPARE_CPU:-default}"
 : > "$WORK/rows.tsv"
 for pair in $(seq 1 "$PAIRS"); do
     # Alternate which mode goes first, so a drift within a pair does not favour one.

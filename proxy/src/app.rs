@@ -11,6 +11,7 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, Admin, AdminConfigError, AdminToken, Readiness};
 use crate::config::{RunArgs, TlsArgs};
+use crate::cpu::SpareCpu;
 use strangler_plugins::{HookConfig, HookEngine};
 
 use crate::decorate::HookRuns;
@@ -145,12 +146,15 @@ pub async fn serve_with_tls(
         Arc::new(HookRuns::new(metrics.hook_runs())),
     )
     .map_err(StartError::Hooks)?;
+    let spare_cpu = SpareCpu::new(args.shadow_spare_cpu);
+    let cpu_sampler = spare_cpu.spawn_sampler();
     let shared = Arc::new(Shared {
         metrics,
         verifiers: Verifiers::new(),
         diff_log,
         trips,
         hooks,
+        spare_cpu,
     });
     let store = RuntimeStore::open(&args.routes, shared).map_err(|source| StartError::Routes {
         file: args.routes.clone(),
@@ -294,6 +298,9 @@ pub async fn serve_with_tls(
     }
     if let Some(rotation) = rotation {
         rotation.abort();
+    }
+    if let Some(sampler) = cpu_sampler {
+        sampler.abort();
     }
     let _ = stop_tx.send(true);
     while proxies.join_next().await.is_some() {}

@@ -64,6 +64,11 @@ pub struct RunArgs {
     /// Allow a non-loopback admin address without a token (trusted networks only).
     #[arg(long, env = "STRANGLER_ADMIN_INSECURE")]
     pub admin_insecure: bool,
+    /// Skip shadow copies while the CPUs this process may run on were idle less than this
+    /// share of the last 100 ms (a copy would take CPU from the client traffic); counted as
+    /// dropped with reason `no_spare_cpu`. `0%` makes every copy the bounds allow.
+    #[arg(long, env = "STRANGLER_SHADOW_SPARE_CPU", value_parser = parse_percent, default_value = "5%")]
+    pub shadow_spare_cpu: f64,
     /// Append every shadow mismatch record to this file as one JSON line.
     #[arg(long, env = "STRANGLER_DIFF_LOG")]
     pub diff_log: Option<PathBuf>,
@@ -206,6 +211,10 @@ impl Switch {
     pub fn enabled(self) -> bool {
         self == Switch::On
     }
+}
+
+fn parse_percent(s: &str) -> Result<f64, String> {
+    strangler_routes::units::parse_percent(s).map_err(|e| e.to_string())
 }
 
 fn parse_size(s: &str) -> Result<u64, String> {

@@ -11,6 +11,7 @@ pub mod app;
 pub mod body;
 pub mod check;
 pub mod config;
+pub mod cpu;
 pub mod decorate;
 pub mod demo;
 pub mod difflog;

@@ -10,6 +10,7 @@ use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, Validation
 
 use strangler_plugins::{HookEngine, LuaHooks, PluginError};
 
+use crate::cpu::SpareCpu;
 use crate::decorate;
 use crate::difflog::DiffLog;
 use crate::dispatch::{CanaryRoute, GateTrip, ShadowRoute};
@@ -30,6 +31,8 @@ pub struct Shared {
     pub trips: tokio::sync::mpsc::UnboundedSender<GateTrip>,
     /// The Lua hook engine (states per worker thread, the after_response queue).
     pub hooks: HookEngine,
+    /// Whether the CPUs have time to spare for shadow copies (`--shadow-spare-cpu`).
+    pub spare_cpu: Arc<SpareCpu>,
 }
 
 /// What a route needs beyond its compiled definition, built once per table.
@@ -301,6 +304,7 @@ fn route_extras(
                         verifier,
                         shared.metrics.shadow(&route.name),
                         shared.diff_log.clone(),
+                        shared.spare_cpu.clone(),
                         before,
                     )));
                 }

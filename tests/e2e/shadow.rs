@@ -10,7 +10,7 @@ use http_body_util::Full;
 use serde_json::{Value, json};
 
 use crate::support::{
-    Proxy, Reply, Upstream, admin_get, client, closed_port, get, send, wait_for_diffs,
+    PATIENCE, Proxy, Reply, Upstream, admin_get, client, closed_port, get, send, wait_for_diffs,
 };
 
 fn shadow_yaml(primary: &str, candidate: &str, shadow_extra: &str) -> String {
@@ -332,5 +332,80 @@ async fn noise_is_learned_from_the_old_system_answering_twice() {
     assert!(
         report["summary"]["noise"].to_string().contains("/nonce"),
         "{report:#}"
+    );
+}
+
+/// Busy loops on every CPU that leave the CPUs no idle time, yet take none from the tests:
+/// `SCHED_IDLE` tasks run only when nothing else wants the CPU. Stopped when dropped.
+struct Burners(Vec<std::process::Child>);
+
+impl Burners {
+    fn start() -> Burners {
+        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        Burners(
+            (0..cpus)
+                .map(|_| {
+                    std::process::Command::new("chrt")
+                        .args(["--idle", "0", "sh", "-c", "while :; do :; done"])
+                        .spawn()
+                        .expect("chrt (util-linux) runs a SCHED_IDLE busy loop")
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_wait_for_spare_cpu_unless_told_not_to() {
+    let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
+    let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
+    let guarded = Proxy::start(&yaml, &["--shadow-spare-cpu", "50%"]);
+    let unguarded = Proxy::start(&yaml, &["--shadow-spare-cpu", "0%"]);
+    let _burners = Burners::start();
+
+    // Once the guarded proxy has seen CPUs without idle time, it makes no copy: each one
+    // is dropped with its reason, and the client still gets the primary's answer.
+    let deadline = Instant::now() + PATIENCE;
+    let mut sent = 0;
+    loop {
+        let answer = get(&guarded.url("/payroll/1"), &[]).await;
+        sent += 1;
+        assert_eq!(
+            (answer.status.as_u16(), answer.text().as_str()),
+            (200, r#"{"ok":true}"#)
+        );
+        let report = admin_get(&guarded, "/diffs/payroll").await.json();
+        let busy = &report["summary"]["counts"]["dropped_by_reason"]["no_spare_cpu"];
+        if busy.as_u64().is_some_and(|dropped| dropped >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no copy dropped for the busy CPUs: {report:#}"
+        );
+    }
+    // Every request has its outcome (copies made before the first sample included).
+    wait_for_diffs(&guarded, "payroll", |s| comparisons(s) == sent).await;
+    let before = payroll.hits.lock().unwrap().len();
+
+    // Told to copy whatever the CPUs do, the other proxy compares every request.
+    for _ in 0..3 {
+        get(&unguarded.url("/payroll/1"), &[]).await;
+    }
+    let report = wait_for_diffs(&unguarded, "payroll", |s| count(s, "match") == 3).await;
+    assert_eq!(report["summary"]["counts"]["dropped"], 0);
+    assert_eq!(
+        payroll.hits.lock().unwrap().len() - before,
+        3,
+        "only the unguarded proxy sent copies"
     );
 }

@@ -355,16 +355,24 @@ impl Proxy {
     }
 
     /// Start the proxy on `file` inside an already prepared `dir`.
+    ///
+    /// Unless `extra` says otherwise, the route file is polled every 500 ms, and shadow
+    /// copies are made however busy the CPUs are (`--shadow-spare-cpu 0%`): the tests run
+    /// side by side on few CPUs, and a parallel-run test must get the copies it counts on.
     pub fn start_in(dir: tempfile::TempDir, file: &str, extra: &[&str]) -> Proxy {
+        let default = |flag: &str, value: &'static str| {
+            if extra.contains(&flag) {
+                Vec::new()
+            } else {
+                vec![flag.to_string(), value.to_string()]
+            }
+        };
         let mut child = Command::new(binary())
             .args(["run", "--routes"])
             .arg(dir.path().join(file))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(if extra.contains(&"--poll") {
-                &[][..]
-            } else {
-                &["--poll", "500ms"][..]
-            })
+            .args(default("--poll", "500ms"))
+            .args(default("--shadow-spare-cpu", "0%"))
             .args(extra)
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())

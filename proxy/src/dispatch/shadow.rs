@@ -8,6 +8,8 @@
 //! - shadow work is bounded per route (`max_in_flight`, `timeout`, `max_body`); above a
 //!   bound it is skipped and counted with its reason, never queued; copies start no faster
 //!   than the route's slots free up (see `pace`), so their answers do not come in waves;
+//! - no copy starts while the CPUs have no time to spare (see [`crate::cpu`]): it would
+//!   take CPU from the client traffic;
 //! - only safe methods are shadowed unless the route says `unsafe_methods: true`.
 
 mod pace;
@@ -24,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot};
 use super::Exchange;
 use super::forward::{self, Origin, copy_head};
 use crate::body::{self, BoxBody, CopyError, CopyReceiver, Tee};
+use crate::cpu::SpareCpu;
 use crate::difflog::DiffLog;
 use crate::error::ProxyError;
 use crate::metrics::ShadowMetrics;
@@ -55,6 +58,8 @@ pub struct ShadowRoute {
     in_flight: Arc<Semaphore>,
     /// Spreads their starts evenly over the time each holds its slot.
     pace: Arc<Pace>,
+    /// Whether the CPUs have time to spare for a copy.
+    spare_cpu: Arc<SpareCpu>,
 }
 
 impl ShadowRoute {
@@ -70,6 +75,7 @@ impl ShadowRoute {
         verifier: RouteVerifier,
         metrics: ShadowMetrics,
         diff_log: Option<Arc<DiffLog>>,
+        spare_cpu: Arc<SpareCpu>,
         previous: Option<&ShadowRoute>,
     ) -> Self {
         let (in_flight, pace) = match previous {
@@ -88,6 +94,7 @@ impl ShadowRoute {
             verifier,
             metrics,
             diff_log,
+            spare_cpu,
         }
     }
 
@@ -214,6 +221,11 @@ pub(super) fn admit<B>(route: &ShadowRoute, request: &Request<B>) -> Admission {
     // `max_in_flight`, the rate at which the slots free up.
     if !route.pace.admit() {
         return Admission::Skip(Some(DropReason::MaxInFlight));
+    }
+    // Asked only for a copy that would start: the drops by this reason are the copies the
+    // client traffic needed the CPU for.
+    if route.spare_cpu.busy() {
+        return Admission::Skip(Some(DropReason::NoSpareCpu));
     }
     match route.in_flight.clone().try_acquire_owned() {
         Ok(permit) => Admission::Shadow(Flight {

@@ -39,6 +39,9 @@ pub enum DropReason {
     PrimaryError,
     /// The proxy was shutting down or reloading the route away.
     Shutdown,
+    /// The CPUs had no time to spare (`--shadow-spare-cpu`): a copy would have taken CPU
+    /// from the client traffic.
+    NoSpareCpu,
 }
 
 /// What kind of failure left the candidate without an answer.
@@ -94,13 +97,14 @@ impl fmt::Display for Outcome {
 
 impl DropReason {
     /// Every reason, in label order.
-    pub const ALL: [DropReason; 6] = [
+    pub const ALL: [DropReason; 7] = [
         DropReason::MaxInFlight,
         DropReason::RequestBodyTooLarge,
         DropReason::ResponseBodyTooLarge,
         DropReason::DecodedBodyTooLarge,
         DropReason::PrimaryError,
         DropReason::Shutdown,
+        DropReason::NoSpareCpu,
     ];
 
     /// The label (`max_in_flight`, `request_body_too_large`, ...).
@@ -112,6 +116,7 @@ impl DropReason {
             DropReason::DecodedBodyTooLarge => "decoded_body_too_large",
             DropReason::PrimaryError => "primary_error",
             DropReason::Shutdown => "shutdown",
+            DropReason::NoSpareCpu => "no_spare_cpu",
         }
     }
 }
