@@ -9,7 +9,8 @@
 //! of time the CPUs spent idle in the last period is below `--shadow-spare-cpu`.
 //!
 //! Time spent on `nice`d processes counts as spare: they give way to the proxy. Where the
-//! counters cannot be read (not Linux), the CPUs always count as having time to spare.
+//! counters cannot be read (not Linux), the CPUs always count as having time to spare. A
+//! CPU quota (cgroup `cpu.max`) is not seen: a throttled container's CPUs may look idle.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +51,8 @@ impl SpareCpu {
         let cpus = std::fs::read_to_string("/proc/self/status")
             .ok()
             .and_then(|status| allowed_cpus(&status))?;
+        // A read of procfs is served from memory in microseconds, ten times a second: not
+        // worth a blocking-pool thread.
         let read = move || {
             std::fs::read_to_string("/proc/stat")
                 .ok()
