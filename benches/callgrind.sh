@@ -12,14 +12,17 @@
 # (valgrind runs the proxy many times slower, which only changes how many requests each
 # run gets through). nginx runs as one process (`master_process off`, one worker,
 # keep-alive both ways, access log off), strangler with `--access-log off --workers 1`
-# (its single-threaded runtime): the same job.
+# (its single-threaded runtime): the same job. Two more targets measure a Lua hook that sets
+# one response header (issue 6): `strangler-hooks` (an `on_response` hook) and `nginx-lua`
+# (`header_filter_by_lua_block`, needs Debian's libnginx-mod-http-lua).
 # Every process started here is stopped on exit; traffic stays on 127.0.0.1.
 #
 #   benches/callgrind.sh                    # both; under a minute after the build
 #   TARGETS=strangler SKIP_BUILD=1 benches/callgrind.sh
+#   TARGETS="strangler strangler-hooks nginx nginx-lua" benches/callgrind.sh
 #
 # Knobs (environment, defaults in brackets):
-#   TARGETS [strangler nginx]   what to measure
+#   TARGETS [strangler nginx]   what to measure (also strangler-hooks, nginx-lua)
 #   SHORT [2], LONG [8]         seconds of the two wrk runs
 #   CONNS [8]                   wrk connections (one wrk thread)
 #   ORIGIN_PORT [28080]  PROXY_PORT [28199]  ADMIN_PORT [28198] (strangler's admin)
@@ -48,17 +51,20 @@ NAME=callgrind.sh
 for tool in valgrind wrk curl ss awk; do
     command -v "$tool" > /dev/null || die "$tool is not installed (apt-get install valgrind wrk curl iproute2)"
 done
-case " $TARGETS " in *" nginx "*) command -v nginx > /dev/null || die "nginx is not installed" ;; esac
+case " $TARGETS " in *" nginx"*) command -v nginx > /dev/null || die "nginx is not installed" ;; esac
 [ "$LONG" -gt "$SHORT" ] || die "LONG ($LONG) must be longer than SHORT ($SHORT)"
 for target in $TARGETS; do
-    case $target in strangler | nginx) ;; *) die "unknown target '$target' (strangler|nginx)" ;; esac
+    case $target in
+        strangler | strangler-hooks | nginx | nginx-lua) ;;
+        *) die "unknown target '$target' (strangler|strangler-hooks|nginx|nginx-lua)" ;;
+    esac
 done
 ensure_ports_free "$PROXY_PORT" "$ADMIN_PORT"
 START_ORIGIN=1
 port_free "$ORIGIN_PORT" || START_ORIGIN=0
 
 if [ "$START_ORIGIN" = 1 ]; then build_bench_upstream; fi
-case " $TARGETS " in *" strangler "*) build_strangler ;; esac
+case " $TARGETS " in *" strangler"*) build_strangler ;; esac
 
 work_dir strangler-callgrind
 
@@ -73,8 +79,23 @@ fi
 
 printf 'upstreams:\n  origin: { url: "http://127.0.0.1:%s" }\ndefault: origin\nroutes: []\n' \
     "$ORIGIN_PORT" > "$WORK/routes.yaml"
+cat > "$WORK/hooks.yaml" << EOF
+upstreams:
+  origin: { url: "http://127.0.0.1:$ORIGIN_PORT" }
+default: origin
+routes:
+  - name: hooked
+    match: { path_prefix: / }
+    to: origin
+    hooks: [header.lua]
+EOF
+echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$WORK/header.lua"
 mkdir -p "$WORK/nginx/tmp"
-cat > "$WORK/nginx/nginx.conf" << EOF
+# nginx_conf [MODULES] [DIRECTIVE] : the pass-through configuration; nginx-lua's loads the
+# Lua module and sets the header in its location.
+nginx_conf() {
+    cat << EOF
+${1:-}
 daemon off;
 master_process off;
 worker_processes 1;
@@ -97,6 +118,7 @@ http {
     server {
         listen 127.0.0.1:$PROXY_PORT;
         location / {
+            ${2:-}
             proxy_pass http://origin;
             proxy_http_version 1.1;
             proxy_set_header Connection "";
@@ -104,6 +126,11 @@ http {
     }
 }
 EOF
+}
+nginx_conf > "$WORK/nginx/nginx.conf"
+nginx_conf 'load_module /usr/lib/nginx/modules/ndk_http_module.so;
+load_module /usr/lib/nginx/modules/ngx_http_lua_module.so;' \
+    'header_filter_by_lua_block { ngx.header["X-Bench"] = "1" }' > "$WORK/nginx/nginx-lua.conf"
 
 wait_hello "http://127.0.0.1:$ORIGIN_PORT/" origin "$WORK/origin.log"
 
@@ -121,13 +148,15 @@ measure() {
     local target=$1 seconds=$2 out="$WORK/callgrind.out.$1.$2" pid stop output
     local -a cmd
     case $target in
-        strangler)
+        strangler | strangler-hooks)
+            local routes=routes.yaml
+            [ "$target" = strangler-hooks ] && routes=hooks.yaml
             # --poll 1h: no periodic re-read of the route file, whose cost grows with time.
-            cmd=("$BIN" run --routes "$WORK/routes.yaml" --listen "127.0.0.1:$PROXY_PORT"
+            cmd=("$BIN" run --routes "$WORK/$routes" --listen "127.0.0.1:$PROXY_PORT"
                 --admin "127.0.0.1:$ADMIN_PORT" --access-log off --poll 1h --workers 1)
             stop=INT ;;
-        nginx)
-            cmd=(nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/nginx.conf")
+        nginx | nginx-lua)
+            cmd=(nginx -p "$WORK/nginx/" -e "$WORK/nginx/error.log" -c "$WORK/nginx/$target.conf")
             stop=QUIT ;;
     esac
     valgrind --tool=callgrind --callgrind-out-file="$out" "${cmd[@]}" \
@@ -172,11 +201,18 @@ for target in $TARGETS; do
 done
 
 echo
-printf '%-10s %14s\n' target "Ir/request"
+printf '%-16s %14s\n' target "Ir/request"
 for target in $TARGETS; do
-    printf '%-10s %14s\n' "$target" "${PER_REQUEST[$target]}"
+    printf '%-16s %14s\n' "$target" "${PER_REQUEST[$target]}"
 done
 if [ -n "${PER_REQUEST[strangler]:-}" ] && [ -n "${PER_REQUEST[nginx]:-}" ]; then
     awk -v s="${PER_REQUEST[strangler]}" -v n="${PER_REQUEST[nginx]}" \
         'BEGIN { printf "strangler / nginx: %.2f\n", s / n }'
 fi
+for pair in "strangler strangler-hooks" "nginx nginx-lua"; do
+    read -r plain hooked <<< "$pair"
+    if [ -n "${PER_REQUEST[$plain]:-}" ] && [ -n "${PER_REQUEST[$hooked]:-}" ]; then
+        awk -v p="${PER_REQUEST[$plain]}" -v h="${PER_REQUEST[$hooked]}" -v name="$hooked" \
+            'BEGIN { printf "%s: %+d Ir/request (x%.3f)\n", name, h - p, h / p }'
+    fi
+done
