@@ -340,8 +340,24 @@ async fn noise_is_learned_from_the_old_system_answering_twice() {
 struct Burners(Vec<std::process::Child>);
 
 impl Burners {
+    /// One loop per CPU the proxy may run on (`Cpus_allowed_list`, which is what its check
+    /// reads; `available_parallelism` may count fewer, under a CPU quota).
     fn start() -> Burners {
-        let cpus = std::thread::available_parallelism().map_or(2, usize::from);
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let list = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Cpus_allowed_list:"))
+            .unwrap();
+        let cpus: usize = list
+            .trim()
+            .split(',')
+            .map(|part| match part.split_once('-') {
+                Some((from, to)) => {
+                    to.parse::<usize>().unwrap() - from.parse::<usize>().unwrap() + 1
+                }
+                None => 1,
+            })
+            .sum();
         Burners(
             (0..cpus)
                 .map(|_| {
