@@ -89,7 +89,7 @@ impl Pipeline {
         let answered_by = AnsweredBy::default();
         let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
-            Ok((request, path, route)) => 'dispatched: {
+            Ok((mut request, path, route)) => 'dispatched: {
                 let dispatch = Dispatch::for_route(&runtime, route, &request);
                 slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
                 answerer = dispatch.answerer();
@@ -108,7 +108,6 @@ impl Pipeline {
                 };
                 // Hooks go around the one dispatch below rather than in a future of their
                 // own, which would cost a hooked request an allocation and a copy.
-                let mut request = request;
                 let mut hooked = None;
                 if let Some((route, hooks)) = hooks {
                     match decorate::before(hooks, &exchange, &mut request) {
