@@ -84,11 +84,19 @@ pub fn add_forwarding(
     append_via(headers, via);
 }
 
-/// One `Content-Length` where an answer repeated the same value. HTTP/1.1 lets a recipient
-/// take the repeated list as one value (RFC 9110, section 8.6), but an HTTP/2 peer refuses
-/// a response that carries the field twice (curl resets the stream). Different values
-/// never get here: both upstream clients refuse them as invalid framing.
-pub fn single_content_length(headers: &mut HeaderMap) {
+/// The `Content-Length` an answer may pass on, before its hop-by-hop fields go.
+///
+/// None when a `Transfer-Encoding` framed the message: that coding overrides the length,
+/// and an intermediary must drop the length before forwarding (RFC 9112, section 6.3);
+/// the client would otherwise wait for bytes that never come. One where the answer
+/// repeated the same value: HTTP/1.1 lets a recipient take the list as one value (RFC 9110,
+/// section 8.6), but an HTTP/2 peer refuses a response that carries the field twice (curl
+/// resets the stream). Different values never get here: both upstream clients refuse them.
+pub fn settle_content_length(headers: &mut HeaderMap) {
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        headers.remove(header::CONTENT_LENGTH);
+        return;
+    }
     let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
     if let (Some(first), Some(_)) = (values.next(), values.next()) {
         let first = first.clone();
@@ -198,20 +206,30 @@ mod tests {
     }
 
     #[test]
-    fn a_repeated_content_length_is_kept_once() {
+    fn a_repeated_content_length_is_kept_once_and_a_transfer_coded_one_goes() {
         let mut headers = HeaderMap::new();
         headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         headers.append(header::CONTENT_LENGTH, HeaderValue::from_static("2"));
         headers.append(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
-        single_content_length(&mut headers);
+        settle_content_length(&mut headers);
         let lengths: Vec<_> = headers.get_all(header::CONTENT_LENGTH).iter().collect();
         assert_eq!(lengths, ["2"]);
         assert_eq!(headers.len(), 2);
 
         let mut once = HeaderMap::new();
         once.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
-        single_content_length(&mut once);
+        settle_content_length(&mut once);
         assert_eq!(once[header::CONTENT_LENGTH], "5");
+
+        let mut coded = HeaderMap::new();
+        coded.insert(header::CONTENT_LENGTH, HeaderValue::from_static("5"));
+        coded.insert(
+            header::TRANSFER_ENCODING,
+            HeaderValue::from_static("chunked"),
+        );
+        settle_content_length(&mut coded);
+        assert!(!coded.contains_key(header::CONTENT_LENGTH));
+        assert_eq!(coded[header::TRANSFER_ENCODING], "chunked");
     }
 
     #[test]

@@ -49,6 +49,12 @@ fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
               Date: Tue, 01 Dec 2026 10:00:00 GMT\r\nContent-Length: 2\r\n\r\nok",
             false,
         ),
+        // Framed both ways: the chunked coding wins, and the length must not go on.
+        (_, "/coded-and-long") => (
+            b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+              2\r\nok\r\n0\r\n\r\n",
+            false,
+        ),
         // For `on_response` hooks to read and edit.
         (_, "/hooked") => (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Replace: old\r\nX-Drop: gone\r\n\
@@ -208,6 +214,28 @@ fn comparable(answer: &crate::support::Answer) -> Vec<(String, String)> {
     fields.sort();
     fields.dedup();
     fields
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_length_beside_a_transfer_coding_never_reaches_the_client() {
+    let (upstream, _) = raw_upstream().await;
+    let proxy = proxy_to(upstream);
+    // HTTP/1.1 (relayed head) and h2c (header map): the client would wait for 5 bytes.
+    for client in [client(), h2c_client()] {
+        let answer = call(&client, &proxy, Method::GET, "/coded-and-long").await;
+        assert_eq!(
+            (answer.status.as_u16(), answer.text().as_str()),
+            (200, "ok")
+        );
+        assert!(
+            answer
+                .headers
+                .get("content-length")
+                .is_none_or(|length| length == "2"),
+            "{:?}",
+            answer.headers
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -187,8 +187,8 @@ pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
     }
 }
 
-/// An upstream answer made fit for the client: hop-by-hop headers out, a repeated
-/// `Content-Length` once, `Via` in.
+/// An upstream answer made fit for the client: a `Content-Length` it may pass on (see
+/// [`headers::settle_content_length`]), hop-by-hop headers out, `Via` in.
 pub(super) fn clean_response(
     mut response: Response<BoxBody>,
     via: &'static HeaderValue,
@@ -198,8 +198,8 @@ pub(super) fn clean_response(
         relayed.via = Some(via);
         return response;
     }
+    headers::settle_content_length(response.headers_mut());
     headers::strip_hop_by_hop(response.headers_mut());
-    headers::single_content_length(response.headers_mut());
     headers::append_via(response.headers_mut(), via);
     response
 }

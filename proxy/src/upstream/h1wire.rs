@@ -308,7 +308,13 @@ fn parse_head(buf: &mut BytesMut, method: &Method, relay: bool) -> Result<Option
     *response.status_mut() = status;
     *response.version_mut() = version;
     if relay && facts.relayable {
-        let fields = spans.relay(head, facts.dropped, facts.length, facts.dated);
+        // A transfer coding overrides a length, which then goes (RFC 9112, section 6.3).
+        let (dropped, length) = if facts.transfer_coded {
+            (facts.dropped | facts.lengths, None)
+        } else {
+            (facts.dropped, facts.length)
+        };
+        let fields = spans.relay(head, dropped, length, facts.dated);
         response.extensions_mut().insert(fields);
     } else {
         // Room for what the proxy adds on the way back (`Via`, the request id) without
@@ -345,6 +351,9 @@ struct FieldFacts {
     /// Fields a relayed head leaves out (bit i = field i): hop-by-hop ones, framing, and
     /// repeats of `Content-Length`.
     dropped: u128,
+    /// The `Content-Length` fields (bit i = field i), left out too when a transfer coding
+    /// frames the message.
+    lengths: u128,
 }
 
 impl FieldFacts {
@@ -357,6 +366,7 @@ impl FieldFacts {
             dated: false,
             relayable: true,
             dropped: 0,
+            lengths: 0,
         };
         for (index, (name, value)) in spans.raw(buf).enumerate() {
             let drop = match FieldKind::of(name) {
@@ -368,6 +378,7 @@ impl FieldFacts {
                     if facts.length.is_some_and(|seen| seen != parsed) {
                         return Err(WireError::Invalid("conflicting content-length".into()));
                     }
+                    facts.lengths |= 1 << index;
                     facts.length.replace(parsed).is_some()
                 }
                 FieldKind::TransferEncoding => {
@@ -663,6 +674,19 @@ mod tests {
 
         let repeated = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\n";
         assert_eq!(relayed(repeated).unwrap(), "Content-Length: 2\r\n");
+
+        // A transfer coding overrides the length, which must not reach the client.
+        let both = b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: 1\r\n\
+            Transfer-Encoding: chunked\r\n\r\n";
+        assert_eq!(relayed(both).unwrap(), "X-A: 1\r\n");
+        let head = head_of(both, &Method::GET, true).unwrap().unwrap();
+        let fields = head.response.extensions().get::<RelayedFields>().unwrap();
+        assert_eq!(fields.content_length, None);
+        assert_eq!(head.framing, Framing::Chunked(Chunk::Size));
+        assert!(
+            !head.keep_alive,
+            "a head framed both ways ends its connection"
+        );
     }
 
     #[test]
