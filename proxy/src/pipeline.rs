@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, Version};
+use http::{HeaderValue, Request, Response, Version, header};
 use strangler_plugins::Hooks;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
@@ -225,11 +225,20 @@ impl Pipeline {
 
     /// Refuse requests over the header and declared body limits before any work is done.
     fn admit(&self, request: &Request<BoxBody>) -> Result<(), ProxyError> {
-        let size: usize = request
-            .headers()
-            .iter()
-            .map(|(name, value)| name.as_str().len() + value.len() + 4)
-            .sum();
+        let (mut size, mut hosts) = (0, 0);
+        for (name, value) in request.headers() {
+            size += name.as_str().len() + value.len() + 4;
+            hosts += usize::from(name == header::HOST);
+        }
+        // RFC 9112, section 3.2: a server must refuse an HTTP/1.1 request without a Host and
+        // any request with more than one, which the router and the upstream could each read
+        // differently. (HTTP/2 names its authority in the request line.)
+        if hosts > 1 || (hosts == 0 && request.version() == Version::HTTP_11) {
+            return Err(ProxyError::BadRequest(format!(
+                "a request carries at most one Host header field, and HTTP/1.1 needs it \
+                 (got {hosts})"
+            )));
+        }
         if size as u64 > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge {
                 size,

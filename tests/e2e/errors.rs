@@ -125,6 +125,46 @@ async fn an_invalid_path_is_a_400() {
     assert_eq!(monolith.hit_count(), 0);
 }
 
+/// The status line and the rest of the answer to `request`, sent raw on a fresh connection.
+async fn raw_answer(proxy: &Proxy, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream.write_all(request).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf))
+        .await
+        .unwrap()
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_or_repeated_host_is_a_400() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    for request in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n",
+        b"GET / HTTP/1.0\r\nHost: a\r\nhost: a\r\n\r\n",
+        b"GET http://a/ HTTP/1.1\r\n\r\n",
+    ] {
+        let answer = raw_answer(&proxy, request).await;
+        assert_eq!(answer.split_whitespace().nth(1), Some("400"), "{answer}");
+        assert!(answer.contains("Host header field"), "{answer}");
+        assert!(
+            answer.to_ascii_lowercase().contains("x-request-id"),
+            "{answer}"
+        );
+    }
+    assert_eq!(monolith.hit_count(), 0);
+    // HTTP/1.0 may go without one.
+    let answer = raw_answer(&proxy, b"GET / HTTP/1.0\r\n\r\n").await;
+    assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
+    assert_eq!(monolith.hit_count(), 1);
+}
+
 /// An upstream that answers each request with keep-alive, then closes the connection anyway,
 /// the way a server with a short keep-alive timeout races a client reusing the connection.
 async fn closing_upstream() -> std::net::SocketAddr {
