@@ -84,6 +84,35 @@ pub fn add_forwarding(
     append_via(headers, via);
 }
 
+/// The first transfer coding in the `Transfer-Encoding` field value `value` that the proxy
+/// cannot decode: anything but a single `chunked`. `chunked` says whether an earlier field
+/// line of the message listed it, and is set when this one does. The proxy decodes
+/// `chunked` only; a body under another coding (`gzip`, `deflate`, the obsolete
+/// `identity`) would reach the client still coded but without the field that names it
+/// (a hop-by-hop one), so such an answer is refused, as nginx does.
+pub fn foreign_coding<'a>(value: &'a [u8], chunked: &mut bool) -> Option<&'a [u8]> {
+    for coding in value.split(|&b| b == b',').map(<[u8]>::trim_ascii) {
+        if coding.is_empty() {
+            continue;
+        }
+        if *chunked || !coding.eq_ignore_ascii_case(b"chunked") {
+            return Some(coding);
+        }
+        *chunked = true;
+    }
+    None
+}
+
+/// [`foreign_coding`] over every `Transfer-Encoding` line of `headers`, as text.
+pub fn foreign_transfer_coding(headers: &HeaderMap) -> Option<String> {
+    let mut chunked = false;
+    headers
+        .get_all(header::TRANSFER_ENCODING)
+        .iter()
+        .find_map(|value| foreign_coding(value.as_bytes(), &mut chunked))
+        .map(|coding| String::from_utf8_lossy(coding).into_owned())
+}
+
 /// The `Content-Length` an answer may pass on, before its hop-by-hop fields go.
 ///
 /// None when a `Transfer-Encoding` framed the message: that coding overrides the length,
@@ -203,6 +232,32 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn only_a_single_chunked_coding_is_decodable() {
+        let foreign = |lines: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for line in lines {
+                headers.append(
+                    header::TRANSFER_ENCODING,
+                    HeaderValue::from_str(line).unwrap(),
+                );
+            }
+            foreign_transfer_coding(&headers)
+        };
+        assert_eq!(foreign(&[]), None);
+        assert_eq!(foreign(&["chunked"]), None);
+        assert_eq!(foreign(&[" Chunked "]), None);
+        assert_eq!(foreign(&["gzip, chunked"]).as_deref(), Some("gzip"));
+        assert_eq!(foreign(&["chunked, gzip"]).as_deref(), Some("gzip"));
+        assert_eq!(foreign(&["identity"]).as_deref(), Some("identity"));
+        assert_eq!(foreign(&["chunked", "chunked"]).as_deref(), Some("chunked"));
+        assert_eq!(
+            foreign(&["", "chunked"]),
+            None,
+            "an empty line lists nothing"
+        );
     }
 
     #[test]

@@ -16,6 +16,7 @@ use tokio::sync::{Semaphore, TryAcquireError};
 
 use crate::body::{self, BodyTooLarge, BoxBody, Guarded};
 use crate::error::ProxyError;
+use crate::headers;
 use crate::tls::TlsError;
 use crate::tls::client::{self as tls_client, CaBundle};
 
@@ -232,7 +233,8 @@ impl UpstreamPool {
                 return pool
                     .send(request, permit, deadline, relay)
                     .await
-                    .map_err(|failure| self.classify_h1(failure));
+                    .map_err(|failure| self.classify_h1(failure))
+                    .and_then(|response| self.decodable(response));
             }
             Transport::Client(client) => client,
         };
@@ -254,10 +256,22 @@ impl UpstreamPool {
         };
         match result {
             Ok(Ok(response)) => {
-                Ok(response.map(|incoming| body::boxed(Guarded::new(incoming, permit))))
+                self.decodable(response.map(|incoming| body::boxed(Guarded::new(incoming, permit))))
             }
             Ok(Err(err)) => Err(self.classify(&err)),
             Err(_) => Err(self.timeout()),
+        }
+    }
+
+    /// `response`, unless its body is under a transfer coding the proxy cannot decode
+    /// (see [`headers::foreign_coding`]): that is a broken answer (502).
+    fn decodable(&self, response: Response<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
+        match headers::foreign_transfer_coding(response.headers()) {
+            None => Ok(response),
+            Some(coding) => Err(ProxyError::UpstreamBroken {
+                upstream: self.spec.name.clone(),
+                reason: format!("transfer coding {coding:?}: only chunked is supported"),
+            }),
         }
     }
 

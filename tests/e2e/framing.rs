@@ -55,6 +55,12 @@ fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
               2\r\nok\r\n0\r\n\r\n",
             false,
         ),
+        // A coding the proxy cannot decode (gzip under chunked): a 502, never coded bytes
+        // under a name that no longer says so.
+        (_, "/gzip-coded") => (
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nzz\r\n0\r\n\r\n",
+            false,
+        ),
         // For `on_response` hooks to read and edit.
         (_, "/hooked") => (
             b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nX-Replace: old\r\nX-Drop: gone\r\n\
@@ -234,6 +240,26 @@ async fn a_length_beside_a_transfer_coding_never_reaches_the_client() {
                 .is_none_or(|length| length == "2"),
             "{:?}",
             answer.headers
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transfer_coding_the_proxy_cannot_decode_is_a_502() {
+    let (upstream, _) = raw_upstream().await;
+    let proxy = proxy_to(upstream);
+    // GET takes the inline exchange, POST hyper's client: both refuse the answer.
+    for (client, method) in [
+        (client(), Method::GET),
+        (h2c_client(), Method::GET),
+        (client(), Method::POST),
+    ] {
+        let answer = call(&client, &proxy, method.clone(), "/gzip-coded").await;
+        assert_eq!(answer.status, 502, "{method}: {}", answer.text());
+        assert!(
+            answer.text().contains("transfer coding \"gzip\""),
+            "{method}: {}",
+            answer.text()
         );
     }
 }

@@ -26,6 +26,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::time::Sleep;
 
+use crate::headers;
 use crate::wire::{self, FieldSpans};
 
 /// Largest response head accepted from an upstream.
@@ -341,7 +342,7 @@ const _: () = assert!(wire::MAX_HEADERS <= u128::BITS as usize);
 struct FieldFacts {
     length: Option<u64>,
     transfer_coded: bool,
-    /// Whether chunked is the last transfer coding.
+    /// Whether the transfer coding is chunked (the only one accepted).
     chunked: bool,
     close: bool,
     dated: bool,
@@ -382,12 +383,13 @@ impl FieldFacts {
                     facts.length.replace(parsed).is_some()
                 }
                 FieldKind::TransferEncoding => {
+                    if let Some(coding) = headers::foreign_coding(value, &mut facts.chunked) {
+                        return Err(WireError::Invalid(format!(
+                            "transfer coding {:?}: only chunked is supported",
+                            String::from_utf8_lossy(coding)
+                        )));
+                    }
                     facts.transfer_coded = true;
-                    // Only the last coding decides; a later field line overrides an earlier one.
-                    facts.chunked = value
-                        .rsplit(|&b| b == b',')
-                        .next()
-                        .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
                     true
                 }
                 FieldKind::Connection => {
@@ -598,16 +600,10 @@ mod tests {
                 true,
             ),
             (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n",
                 Method::GET,
                 Framing::Chunked(Chunk::Size),
                 true,
-            ),
-            (
-                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
-                Method::GET,
-                Framing::UntilClose,
-                false,
             ),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
@@ -694,8 +690,14 @@ mod tests {
         // `FieldKind` tells names apart by their bytes; this keeps it in step with the
         // header rules' own list.
         for name in crate::headers::HOP_BY_HOP.iter().chain([&header::UPGRADE]) {
+            // (The one transfer coding the proxy decodes; any other is refused.)
+            let value = if *name == header::TRANSFER_ENCODING {
+                "chunked"
+            } else {
+                "x"
+            };
             let wire = format!(
-                "HTTP/1.1 200 OK\r\n{}: x\r\nContent-Length: 0\r\n\r\n",
+                "HTTP/1.1 200 OK\r\n{}: {value}\r\nContent-Length: 0\r\n\r\n",
                 name.as_str().to_uppercase()
             );
             if let Some(fields) = relayed(wire.as_bytes()) {
@@ -730,6 +732,11 @@ mod tests {
         for wire in [
             &b"HTTP/1.1 200 OK\r\nContent-Length: x\r\n\r\n"[..],
             b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            // Codings the proxy cannot decode would reach the client unnamed.
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\nContent-Length: 2\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"HTTP/1.1 2000 OK\r\n\r\n",
             b"SMTP ready\r\n\r\n",
         ] {
