@@ -77,19 +77,7 @@ else
     : > "$WORK/origin.log"
 fi
 
-printf 'upstreams:\n  origin: { url: "http://127.0.0.1:%s" }\ndefault: origin\nroutes: []\n' \
-    "$ORIGIN_PORT" > "$WORK/routes.yaml"
-cat > "$WORK/hooks.yaml" << EOF
-upstreams:
-  origin: { url: "http://127.0.0.1:$ORIGIN_PORT" }
-default: origin
-routes:
-  - name: hooked
-    match: { path_prefix: / }
-    to: origin
-    hooks: [header.lua]
-EOF
-echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$WORK/header.lua"
+route_files "$WORK" "$ORIGIN_PORT"
 mkdir -p "$WORK/nginx/tmp"
 # nginx_conf [MODULES] [DIRECTIVE] : the pass-through configuration; nginx-lua's loads the
 # Lua module and sets the header in its location.
@@ -149,7 +137,7 @@ measure() {
     local -a cmd
     case $target in
         strangler | strangler-hooks)
-            local routes=routes.yaml
+            local routes=passthrough.yaml
             [ "$target" = strangler-hooks ] && routes=hooks.yaml
             # --poll 1h: no periodic re-read of the route file, whose cost grows with time.
             cmd=("$BIN" run --routes "$WORK/$routes" --listen "127.0.0.1:$PROXY_PORT"

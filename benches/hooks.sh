@@ -53,23 +53,7 @@ build_strangler
 build_bench_upstream
 work_dir strangler-hooks
 
-cat > "$WORK/passthrough.yaml" << EOF
-upstreams:
-  origin: { url: "http://127.0.0.1:$ORIGIN_PORT" }
-default: origin
-routes: []
-EOF
-cat > "$WORK/hooks.yaml" << EOF
-upstreams:
-  origin: { url: "http://127.0.0.1:$ORIGIN_PORT" }
-default: origin
-routes:
-  - name: hooked
-    match: { path_prefix: / }
-    to: origin
-    hooks: [header.lua]
-EOF
-echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$WORK/header.lua"
+route_files "$WORK" "$ORIGIN_PORT"
 mkdir -p "$WORK/nginx/tmp"
 
 taskset -c "$CPU" "$ORIGIN_BIN" --port "$ORIGIN_PORT" --threads 1 \

@@ -13,6 +13,9 @@
 #                                  then check that $BIN exists
 #   build_bench_upstream           build the shared harness's origin into $ORIGIN_BIN
 #                                  (/tmp/peers-bench-target) when it is missing
+#   route_files DIR PORT           write DIR/passthrough.yaml (`routes: []`) and
+#                                  DIR/hooks.yaml (one route whose on_response hook,
+#                                  DIR/header.lua, sets x-bench: 1) for an origin on PORT
 # It reads ROOT (the repository) and sets BIN (the strangler binary: STRANGLER_BIN, else
 # the release build of CARGO_TARGET_DIR or target/), ORIGIN_BIN (unless set) and PIDS.
 
@@ -76,4 +79,24 @@ build_bench_upstream() {
     log "building bench-upstream (cargo build --release, into /tmp/peers-bench-target)"
     (cd "$source" && CARGO_TARGET_DIR=/tmp/peers-bench-target cargo build --release -q) \
         || die "cargo build of the origin failed"
+}
+
+route_files() {
+    cat > "$1/passthrough.yaml" << EOF
+upstreams:
+  origin: { url: "http://127.0.0.1:$2" }
+default: origin
+routes: []
+EOF
+    cat > "$1/hooks.yaml" << EOF
+upstreams:
+  origin: { url: "http://127.0.0.1:$2" }
+default: origin
+routes:
+  - name: hooked
+    match: { path_prefix: / }
+    to: origin
+    hooks: [header.lua]
+EOF
+    echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$1/header.lua"
 }
