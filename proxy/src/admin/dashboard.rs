@@ -282,7 +282,7 @@ fn comparisons(page: &mut String, reports: &[RouteReport]) {
         let _ = writeln!(
             page,
             "<tr id=\"comparisons-{}\"><td>{}</td><td>{comparisons}</td><td>{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"rate\">{}</td>\
+             <td>{}</td><td>{}</td><td>{}</td><td title=\"{}\">{}</td><td class=\"rate\">{}</td>\
              <td>{} / {}</td><td>{} / {}</td><td>{}</td><td>{}</td></tr>",
             escape(route),
             escape(route),
@@ -290,6 +290,7 @@ fn comparisons(page: &mut String, reports: &[RouteReport]) {
             counts.mismatch,
             counts.noise,
             counts.candidate_error,
+            escape(&drop_reasons(&counts.dropped_by_reason)),
             counts.dropped,
             percent(*mismatch_rate),
             millis(latency.primary.p50_ms),
@@ -421,6 +422,17 @@ th{background:#f4f4f4}code{font-size:13px}\
 .alert{background:#fde8e8;border:1px solid #e99;padding:.5em 1em}.warning{color:#a60}\
 .gate-passing{color:#070}.gate-failing{color:#b00;font-weight:bold}.pinned{color:#b00}";
 
+/// The reasons copies were dropped for, with their counts (`max_in_flight: 3, ...`), for the
+/// dropped cell's hover text; the reasons that never happened are left out.
+fn drop_reasons(by_reason: &BTreeMap<&'static str, u64>) -> String {
+    let reasons: Vec<String> = by_reason
+        .iter()
+        .filter(|(_, count)| **count > 0)
+        .map(|(reason, count)| format!("{reason}: {count}"))
+        .collect();
+    reasons.join(", ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +444,17 @@ mod tests {
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
         assert_eq!(escape("/orders/42"), "/orders/42");
+    }
+
+    #[test]
+    fn the_dropped_cell_names_the_reasons_that_happened() {
+        let by_reason =
+            BTreeMap::from([("max_in_flight", 3), ("no_spare_cpu", 2), ("shutdown", 0)]);
+        assert_eq!(
+            drop_reasons(&by_reason),
+            "max_in_flight: 3, no_spare_cpu: 2"
+        );
+        assert_eq!(drop_reasons(&BTreeMap::new()), "");
     }
 
     #[test]
