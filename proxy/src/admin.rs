@@ -125,12 +125,17 @@ impl Admin {
     }
 
     async fn answer(&self, request: Request<BoxBody>) -> Response<BoxBody> {
-        let method = request.method().clone();
+        // HEAD is GET without the body (which the connection's writer leaves out), for every
+        // page: load balancers probe with it.
+        let method = match request.method() {
+            &Method::HEAD => Method::GET,
+            method => method.clone(),
+        };
         let path = request.uri().path().to_string();
         // Probes and scrapes stay open: kubelets and Prometheus carry no token.
         match (&method, path.as_str()) {
-            (&Method::GET | &Method::HEAD, "/healthz") => return text(StatusCode::OK, "ok\n"),
-            (&Method::GET | &Method::HEAD, "/readyz") => {
+            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, "/readyz") => {
                 return if self.readiness.get() {
                     text(StatusCode::OK, "ready\n")
                 } else {
@@ -158,7 +163,7 @@ impl Admin {
         }
         let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
-            (&Method::GET | &Method::HEAD, [""]) => self.dashboard(),
+            (&Method::GET, [""]) => self.dashboard(),
             (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &self.routes_json()),
             (&Method::POST, ["reload"]) => match self.store.reload("admin").await {
                 Ok(runtime) => json_response(

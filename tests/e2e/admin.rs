@@ -42,6 +42,24 @@ fn sha256_of(path: &std::path::Path) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_answers_like_get_without_a_body() {
+    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    for path in ["/healthz", "/readyz", "/metrics", "/routes", "/diffs", "/"] {
+        let got = call(&proxy, Method::GET, path, None).await;
+        let head = call(&proxy, Method::HEAD, path, None).await;
+        assert_eq!(got.status, 200, "GET {path}");
+        assert_eq!(head.status, 200, "HEAD {path}");
+        assert!(head.body.is_empty(), "HEAD {path} has a body");
+        assert_eq!(
+            head.headers.get("content-type"),
+            got.headers.get("content-type"),
+            "{path}"
+        );
+    }
+    assert_eq!(call(&proxy, Method::HEAD, "/nope", None).await.status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_shows_the_active_table() {
     let (_m, _s, proxy) = started(ROUTES, &[]).await;
     let answer = call(&proxy, Method::GET, "/routes", None).await;
