@@ -131,16 +131,20 @@ pub struct UpstreamFields {
 }
 
 impl UpstreamFields {
+    /// The fields that are not hidden, as they came: name, value.
+    pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        self.fields
+            .iter()
+            .map(|(name, value)| (&self.head[name.clone()], &self.head[value.clone()]))
+            .filter(|(name, _)| !self.is_hidden(name))
+    }
+
     /// The values of the fields named `name` (ASCII case-insensitive), in order; none when
     /// the name is hidden.
     pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        let shown = !self.is_hidden(name.as_str().as_bytes());
-        self.fields
-            .iter()
-            .filter(move |(field, _)| {
-                shown && self.head[field.clone()].eq_ignore_ascii_case(name.as_str().as_bytes())
-            })
-            .map(|(_, value)| &self.head[value.clone()])
+        self.lines()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name.as_str().as_bytes()))
+            .map(|(_, value)| value)
     }
 
     /// Whether a field named `name` (as it came, any case) is hidden.

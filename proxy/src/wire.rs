@@ -52,12 +52,8 @@ impl RelayedFields {
     /// Append the fields that are not hidden, then the proxy's, to `out` as `name: value`
     /// lines.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
-        let fields = &self.fields;
-        for (name, value) in &fields.fields {
-            let name = &fields.head[name.clone()];
-            if fields.hidden.is_empty() || !fields.is_hidden(name) {
-                push_field(out, name, &fields.head[value.clone()]);
-            }
+        for (name, value) in self.fields.lines() {
+            push_field(out, name, value);
         }
         if let Some(via) = self.via {
             push_field(out, b"via", via.as_bytes());
