@@ -233,8 +233,7 @@ impl UpstreamPool {
                 return pool
                     .send(request, permit, deadline, relay)
                     .await
-                    .map_err(|failure| self.classify_h1(failure))
-                    .and_then(|response| self.decodable(response));
+                    .map_err(|failure| self.classify_h1(failure));
             }
             Transport::Client(client) => client,
         };
@@ -255,23 +254,15 @@ impl UpstreamPool {
             (first, _) => first,
         };
         match result {
-            Ok(Ok(response)) => {
-                self.decodable(response.map(|incoming| body::boxed(Guarded::new(incoming, permit))))
-            }
+            Ok(Ok(response)) => match headers::foreign_transfer_coding(response.headers()) {
+                None => Ok(response.map(|incoming| body::boxed(Guarded::new(incoming, permit)))),
+                Some(reason) => Err(ProxyError::UpstreamBroken {
+                    upstream: self.spec.name.clone(),
+                    reason,
+                }),
+            },
             Ok(Err(err)) => Err(self.classify(&err)),
             Err(_) => Err(self.timeout()),
-        }
-    }
-
-    /// `response`, unless its body is under a transfer coding the proxy cannot decode
-    /// (see [`headers::foreign_coding`]): that is a broken answer (502).
-    fn decodable(&self, response: Response<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
-        match headers::foreign_transfer_coding(response.headers()) {
-            None => Ok(response),
-            Some(coding) => Err(ProxyError::UpstreamBroken {
-                upstream: self.spec.name.clone(),
-                reason: format!("transfer coding {coding:?}: only chunked is supported"),
-            }),
         }
     }
 

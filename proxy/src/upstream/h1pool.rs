@@ -27,6 +27,7 @@ use tokio::sync::OwnedSemaphorePermit;
 
 use super::h1wire::{Attempt, Framing, WireConn, WireError};
 use crate::body::{self, BoxBody};
+use crate::headers;
 
 /// Why an exchange on this pool failed, before classification into a `ProxyError`.
 pub(super) enum Failure {
@@ -141,9 +142,15 @@ impl H1Pool {
         if inline(&request) {
             return self.send_inline(request, permit, deadline, relay).await;
         }
-        tokio::time::timeout_at(deadline.into(), self.send_hyper(request, permit, deadline))
-            .await
-            .map_err(|_| Failure::Timeout)?
+        let response =
+            tokio::time::timeout_at(deadline.into(), self.send_hyper(request, permit, deadline))
+                .await
+                .map_err(|_| Failure::Timeout)??;
+        // The inline exchange refuses such a head while reading it; hyper reads any.
+        match headers::foreign_transfer_coding(response.headers()) {
+            Some(reason) => Err(Failure::Wire(WireError::Invalid(reason))),
+            None => Ok(response),
+        }
     }
 
     /// Send `request` over hyper's client connection.

@@ -384,10 +384,7 @@ impl FieldFacts {
                 }
                 FieldKind::TransferEncoding => {
                     if let Some(coding) = headers::foreign_coding(value, &mut facts.chunked) {
-                        return Err(WireError::Invalid(format!(
-                            "transfer coding {:?}: only chunked is supported",
-                            String::from_utf8_lossy(coding)
-                        )));
+                        return Err(WireError::Invalid(headers::undecodable(coding)));
                     }
                     facts.transfer_coded = true;
                     true
