@@ -66,30 +66,34 @@ pub fn route_hooks(
 pub enum Before<'a> {
     /// A hook answered (`req:respond`): no upstream is called.
     Answered(Response<BoxBody>),
-    /// Dispatch the request as the hooks left it, then hand its answer to [`after`] with
-    /// `later`.
+    /// Dispatch the request as the hooks left it, then hand its answer to
+    /// [`Later::after`].
     Dispatch {
         /// The exchange with the path the hooks moved the request to, if they did.
         moved: Option<Exchange<'a>>,
-        /// What the later phases need.
-        later: Later,
+        /// The later phases.
+        later: Later<'a>,
     },
 }
 
-/// The request as the hooks forwarded it, kept for `on_response` and `after_response`.
-pub struct Later {
+/// The later phases of a route's hooks, with the request as the hooks forwarded it.
+pub struct Later<'a> {
+    hooks: &'a LuaHooks,
+    hook_body_limit: u64,
     view: HookRequest,
 }
 
 /// Runs the `on_request` hooks on `request`, which is left as they made it. The request
-/// path calls this, dispatches, and calls [`after`]: straight through, so a hooked request
-/// takes no future or allocation of its own around the dispatch.
+/// path calls this, dispatches, and calls [`Later::after`]: straight through, so a hooked
+/// request takes no future or allocation of its own around the dispatch.
+/// `hook_body_limit` bounds the body copy `after_response` hooks get.
 ///
 /// # Errors
 /// A failing hook whose entry says `on_error: fail` (500), or a path or query the hooks
 /// set that is not valid (400).
 pub fn before<'a>(
-    hooks: &LuaHooks,
+    hooks: &'a LuaHooks,
+    hook_body_limit: u64,
     exchange: &Exchange<'a>,
     request: &mut Request<BoxBody>,
 ) -> Result<Before<'a>, ProxyError> {
@@ -126,49 +130,54 @@ pub fn before<'a>(
     let moved = rewrite(exchange, &view, request.uri_mut())?;
     Ok(Before::Dispatch {
         moved,
-        later: Later { view },
+        later: Later {
+            hooks,
+            hook_body_limit,
+            view,
+        },
     })
 }
 
-/// Runs the `on_response` hooks on the head of `response`, and queues the
-/// `after_response` ones, which get a copy of the body when it is within
-/// `hook_body_limit`.
-///
-/// # Errors
-/// A failing `on_response` hook whose entry says `on_error: fail` (500).
-pub fn after(
-    hooks: &LuaHooks,
-    hook_body_limit: u64,
-    later: Later,
-    response: Response<BoxBody>,
-) -> Result<Response<BoxBody>, ProxyError> {
-    let phases = hooks.phases();
-    let Later { mut view } = later;
-    let (mut head, body) = response.into_parts();
-    if phases.on_response {
-        answer_hooks(hooks, &mut view, &mut head)?;
-    }
-    if !phases.after_response {
-        return Ok(Response::from_parts(head, body));
-    }
-    // The client's body streams on untouched; the hook gets a copy when it was small enough.
-    let limit = usize::try_from(hook_body_limit).unwrap_or(usize::MAX);
-    let (tee, copy) = Tee::new(body, limit);
-    let response = HookResponse {
-        status: head.status,
-        headers: head.headers.clone(),
-        upstream: None,
-    };
-    let hooks = hooks.clone();
-    tokio::spawn(async move {
-        let body = copy.await.ok().and_then(Result::ok);
-        hooks.after_response(HookExchange {
-            request: view,
-            response,
-            body,
+impl Later<'_> {
+    /// Runs the `on_response` hooks on the head of `response`, and queues the
+    /// `after_response` ones, which get a copy of the body when it is within the route's
+    /// `hook_body_limit`.
+    ///
+    /// # Errors
+    /// A failing `on_response` hook whose entry says `on_error: fail` (500).
+    pub fn after(self, response: Response<BoxBody>) -> Result<Response<BoxBody>, ProxyError> {
+        let Later {
+            hooks,
+            hook_body_limit,
+            mut view,
+        } = self;
+        let phases = hooks.phases();
+        let (mut head, body) = response.into_parts();
+        if phases.on_response {
+            answer_hooks(hooks, &mut view, &mut head)?;
+        }
+        if !phases.after_response {
+            return Ok(Response::from_parts(head, body));
+        }
+        // The client's body streams on untouched; the hook gets a copy when it was small enough.
+        let limit = usize::try_from(hook_body_limit).unwrap_or(usize::MAX);
+        let (tee, copy) = Tee::new(body, limit);
+        let response = HookResponse {
+            status: head.status,
+            headers: head.headers.clone(),
+            upstream: None,
+        };
+        let hooks = hooks.clone();
+        tokio::spawn(async move {
+            let body = copy.await.ok().and_then(Result::ok);
+            hooks.after_response(HookExchange {
+                request: view,
+                response,
+                body,
+            });
         });
-    });
-    Ok(Response::from_parts(head, body::boxed(tee)))
+        Ok(Response::from_parts(head, body::boxed(tee)))
+    }
 }
 
 /// Runs the `on_response` hooks on `head`. A head relayed as the upstream sent it stays so:

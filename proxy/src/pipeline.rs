@@ -108,23 +108,22 @@ impl Pipeline {
                 };
                 // Hooks go around the one dispatch below rather than in a future of their
                 // own, which would cost a hooked request an allocation and a copy.
-                let mut hooked = None;
+                let (mut moved, mut later) = (None, None);
                 if let Some((route, hooks)) = hooks {
-                    match decorate::before(hooks, &exchange, &mut request) {
+                    let limit = route.hook_body_limit;
+                    match decorate::before(hooks, limit, &exchange, &mut request) {
                         Err(err) => break 'dispatched Err(err),
                         Ok(Before::Answered(response)) => break 'dispatched Ok(response),
-                        Ok(Before::Dispatch { moved, later }) => {
-                            hooked = Some((route, hooks, moved, later));
+                        Ok(Before::Dispatch { moved: m, later: l }) => {
+                            (moved, later) = (m, Some(l));
                         }
                     }
                 }
-                let moved = hooked.as_ref().and_then(|(.., moved, _)| moved.as_ref());
-                let outcome = dispatch::run(dispatch, moved.unwrap_or(&exchange), request).await;
-                match hooked {
+                let exchange = moved.as_ref().unwrap_or(&exchange);
+                let outcome = dispatch::run(dispatch, exchange, request).await;
+                match later {
                     None => outcome,
-                    Some((route, hooks, _, later)) => outcome.and_then(|response| {
-                        decorate::after(hooks, route.hook_body_limit, later, response)
-                    }),
+                    Some(later) => outcome.and_then(|response| later.after(response)),
                 }
             }
         };
