@@ -310,12 +310,8 @@ fn parse_head(buf: &mut BytesMut, method: &Method, relay: bool) -> Result<Option
     *response.version_mut() = version;
     if relay && facts.relayable {
         // A transfer coding overrides a length, which then goes (RFC 9112, section 6.3).
-        let (dropped, length) = if facts.transfer_coded {
-            (facts.dropped | facts.lengths, None)
-        } else {
-            (facts.dropped, facts.length)
-        };
-        let fields = spans.relay(head, dropped, length, facts.dated);
+        let length = facts.length.filter(|_| !facts.transfer_coded);
+        let fields = spans.relay(head, facts.dropped, length, facts.dated);
         response.extensions_mut().insert(fields);
     } else {
         // Room for what the proxy adds on the way back (`Via`, the request id) without
@@ -350,11 +346,8 @@ struct FieldFacts {
     /// `Connection`, a `Via` the proxy's joins, an `X-Request-Id` that the proxy replaces).
     relayable: bool,
     /// Fields a relayed head leaves out (bit i = field i): hop-by-hop ones, framing, and
-    /// repeats of `Content-Length`.
+    /// repeats of `Content-Length` (every one, when a transfer coding frames the message).
     dropped: u128,
-    /// The `Content-Length` fields (bit i = field i), left out too when a transfer coding
-    /// frames the message.
-    lengths: u128,
 }
 
 impl FieldFacts {
@@ -367,8 +360,8 @@ impl FieldFacts {
             dated: false,
             relayable: true,
             dropped: 0,
-            lengths: 0,
         };
+        let mut lengths = 0;
         for (index, (name, value)) in spans.raw(buf).enumerate() {
             let drop = match FieldKind::of(name) {
                 FieldKind::ContentLength => {
@@ -379,7 +372,7 @@ impl FieldFacts {
                     if facts.length.is_some_and(|seen| seen != parsed) {
                         return Err(WireError::Invalid("conflicting content-length".into()));
                     }
-                    facts.lengths |= 1 << index;
+                    lengths |= 1 << index;
                     facts.length.replace(parsed).is_some()
                 }
                 FieldKind::TransferEncoding => {
@@ -413,6 +406,9 @@ impl FieldFacts {
             if drop {
                 facts.dropped |= 1 << index;
             }
+        }
+        if facts.transfer_coded {
+            facts.dropped |= lengths;
         }
         Ok(facts)
     }
