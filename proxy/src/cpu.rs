@@ -73,12 +73,6 @@ impl SpareCpu {
             }
         }))
     }
-
-    /// Set the state by hand (tests of what depends on it).
-    #[cfg(test)]
-    pub fn set_busy(&self, busy: bool) {
-        self.busy.store(busy, Ordering::Relaxed);
-    }
 }
 
 /// Time the CPUs spent, in the kernel's ticks since boot: in all, and with nothing (or only
