@@ -388,10 +388,8 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let headers = on();
     let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
         let value = value.map(|v| header_value(&v)).transpose()?;
-        headers.write(&name, |fields, name| {
-            if let Some(upstream) = fields.upstream {
-                upstream.hide(&name);
-            }
+        headers.write(&name, |mut fields, name| {
+            fields.hide_upstream(&name);
             match value {
                 Some(v) => fields.map.insert(name, v),
                 None => fields.map.remove(name),
@@ -409,10 +407,8 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     })?;
     let headers = on();
     let remove = lua.create_function(move |_, name: BString| {
-        headers.write(&name, |fields, name| {
-            if let Some(upstream) = fields.upstream {
-                upstream.hide(&name);
-            }
+        headers.write(&name, |mut fields, name| {
+            fields.hide_upstream(&name);
             fields.map.remove(name);
             Ok(())
         })
@@ -442,6 +438,15 @@ struct Headers {
 struct Fields<'a> {
     map: &'a mut HeaderMap,
     upstream: Option<&'a mut UpstreamFields>,
+}
+
+impl Fields<'_> {
+    /// The upstream's fields named `name` no longer count (`set` and `remove` replace them).
+    fn hide_upstream(&mut self, name: &HeaderName) {
+        if let Some(upstream) = self.upstream.as_deref_mut() {
+            upstream.hide(name);
+        }
+    }
 }
 
 impl Headers {
