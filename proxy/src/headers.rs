@@ -131,13 +131,18 @@ pub fn foreign_transfer_coding(headers: &HeaderMap) -> Option<String> {
 /// section 8.6), but an HTTP/2 peer refuses a response that carries the field twice (curl
 /// resets the stream). Different values never get here: both upstream clients refuse them.
 pub fn settle_content_length(headers: &mut HeaderMap) {
-    if headers.contains_key(header::TRANSFER_ENCODING) {
-        headers.remove(header::CONTENT_LENGTH);
-        return;
+    // Most answers have one length and no coding: one pass over the (few) fields present
+    // instead of two hashed look-ups, as in `strip_hop_by_hop`.
+    let (mut coded, mut lengths) = (false, 0);
+    for (name, _) in headers.iter() {
+        coded |= name == header::TRANSFER_ENCODING;
+        lengths += usize::from(name == header::CONTENT_LENGTH);
     }
-    let mut values = headers.get_all(header::CONTENT_LENGTH).iter();
-    if let (Some(first), Some(_)) = (values.next(), values.next()) {
-        let first = first.clone();
+    if coded {
+        headers.remove(header::CONTENT_LENGTH);
+    } else if lengths > 1
+        && let Some(first) = headers.get(header::CONTENT_LENGTH).cloned()
+    {
         headers.insert(header::CONTENT_LENGTH, first);
     }
 }
