@@ -239,11 +239,13 @@ pub async fn serve_with_tls(
         admin_stop_rx,
     ));
 
-    // The route file and the files it names (CA bundles), re-set after every reload.
-    let mut watched_files = store.snapshot().table().watched_files();
-    let (mut changes, watched) =
+    // The route file and the files it names (hook scripts, CA bundles), re-set by the
+    // store after every reload.
+    let watched_files = store.snapshot().table().watched_files();
+    let (mut changes, watcher) =
         strangler_routes::reload::spawn_watcher_files(watched_files.clone(), args.poll)
             .map_err(|e| StartError::Watch(e.to_string()))?;
+    store.watch_with(watcher, watched_files);
     let rotation = match &resolver {
         Some(resolver) => {
             let store = store.clone();
@@ -274,9 +276,9 @@ pub async fn serve_with_tls(
             () = &mut stop => { tracing::info!("stop requested: shutting down"); break; }
             _ = terminate.recv() => { tracing::info!("SIGTERM: shutting down"); break; }
             _ = interrupt.recv() => { tracing::info!("SIGINT: shutting down"); break; }
-            _ = hangup.recv() => reload(&store, &watched, &mut watched_files, "SIGHUP").await,
+            _ = hangup.recv() => { let _ = store.reload("SIGHUP").await; }
             change = changes.recv() => match change {
-                Some(_) => reload(&store, &watched, &mut watched_files, "file change").await,
+                Some(_) => { let _ = store.reload("file change").await; }
                 None => { tracing::error!("route file watcher stopped"); break; }
             },
         }
@@ -314,24 +316,6 @@ async fn bind(addr: SocketAddr) -> Result<TcpListener, StartError> {
     TcpListener::bind(addr)
         .await
         .map_err(|source| StartError::Bind { addr, source })
-}
-
-/// Reload the route table; on success, watch the files the new table names (only when
-/// they differ: replacing the set resets the watcher's baseline, which could hide a write
-/// that landed after this reload read the files).
-async fn reload(
-    store: &RuntimeStore,
-    watched: &strangler_routes::reload::Reloader,
-    files: &mut Vec<std::path::PathBuf>,
-    cause: &str,
-) {
-    if let Ok(runtime) = store.reload(cause).await {
-        let now = runtime.table().watched_files();
-        if now != *files {
-            watched.set_files(now.clone());
-            *files = now;
-        }
-    }
 }
 
 /// Log the bound address (the port is chosen by the OS for `:0`, tests read it from here).

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use strangler_routes::{Action, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
+use strangler_routes::{Action, Reloader, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
 
 use strangler_plugins::{HookEngine, LuaHooks, PluginError};
 
@@ -369,6 +369,8 @@ pub struct RuntimeStore {
     last_failure: Mutex<Option<ReloadFailure>>,
     /// Serializes swaps so reloads and pin changes never lose each other's update.
     swap_lock: tokio::sync::Mutex<()>,
+    /// The file watcher, once started, and the files it watches (see [`RuntimeStore::watch_with`]).
+    watcher: Mutex<Option<(Reloader, Vec<PathBuf>)>>,
 }
 
 impl RuntimeStore {
@@ -388,7 +390,33 @@ impl RuntimeStore {
             pins: Mutex::new(BTreeMap::new()),
             last_failure: Mutex::new(None),
             swap_lock: tokio::sync::Mutex::new(()),
+            watcher: Mutex::new(None),
         })
+    }
+
+    /// Keep `watcher` watching the files the live table names (the route file, hook scripts,
+    /// CA bundles), which it watches now: every successful reload, whoever asked for it
+    /// (the watcher itself, SIGHUP, `POST /reload`), hands it the new table's set.
+    pub fn watch_with(&self, watcher: Reloader, watching: Vec<PathBuf>) {
+        if let Ok(mut slot) = self.watcher.lock() {
+            *slot = Some((watcher, watching));
+        }
+    }
+
+    /// Give the watcher the files `runtime`'s table names, only when they differ: replacing
+    /// the set resets the watcher's baseline, which could hide a write that landed after
+    /// the reload read the files.
+    fn rewatch(&self, runtime: &Runtime) {
+        let Ok(mut slot) = self.watcher.lock() else {
+            return;
+        };
+        if let Some((watcher, watching)) = slot.as_mut() {
+            let now = runtime.table().watched_files();
+            if now != *watching {
+                watcher.set_files(now.clone());
+                *watching = now;
+            }
+        }
     }
 
     /// The runtime to serve one request with; keep the `Arc` for the whole exchange.
@@ -436,6 +464,7 @@ impl RuntimeStore {
                 let changed = runtime.table().version() != old.table().version();
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);
+                self.rewatch(&runtime);
                 self.shared
                     .metrics
                     .reloaded(true, runtime.table().version());
@@ -569,4 +598,57 @@ fn unix_now() -> u64 {
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::decorate::HookRuns;
+    use strangler_plugins::HookConfig;
+
+    fn shared() -> Arc<Shared> {
+        let metrics = Arc::new(Metrics::new().expect("metrics"));
+        let runs = Arc::new(HookRuns::new(metrics.hook_runs()));
+        Arc::new(Shared {
+            hooks: HookEngine::new(HookConfig::default(), runs).expect("hook engine"),
+            metrics,
+            verifiers: Verifiers::new(),
+            diff_log: None,
+            trips: tokio::sync::mpsc::unbounded_channel().0,
+            spare_cpu: SpareCpu::new(0.0),
+        })
+    }
+
+    /// `POST /reload` (like SIGHUP) reloads through the store, not the watcher: the hook
+    /// script a new table names must be watched from then on all the same.
+    #[tokio::test]
+    async fn any_reload_makes_the_watcher_follow_the_new_tables_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let routes = dir.path().join("routes.yaml");
+        let hook = dir.path().join("hook.lua");
+        let upstreams = "upstreams:\n  app: { url: \"http://127.0.0.1:9\" }\ndefault: app\n";
+        std::fs::write(&routes, format!("{upstreams}routes: []\n")).expect("write");
+        std::fs::write(&hook, "function on_request(req) end\n").expect("write");
+        let store = RuntimeStore::open(&routes, shared()).expect("open");
+        let files = store.snapshot().table().watched_files();
+        let (_changes, watcher) =
+            strangler_routes::spawn_watcher_files(files.clone(), Duration::from_secs(3600))
+                .expect("watcher");
+        store.watch_with(watcher.clone(), files);
+        assert!(!watcher.files().contains(&hook));
+
+        std::fs::write(
+            &routes,
+            format!(
+                "{upstreams}routes:\n  - name: r\n    match: {{ path_prefix: / }}\n    to: app\n    hooks: [hook.lua]\n"
+            ),
+        )
+        .expect("write");
+        store.reload("admin").await.expect("reload");
+        let watched = watcher.files();
+        assert!(watched.contains(&hook), "{watched:?}");
+        assert_eq!(watched, store.snapshot().table().watched_files());
+    }
 }

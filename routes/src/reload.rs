@@ -114,6 +114,11 @@ impl Reloader {
     pub fn set_files(&self, files: Vec<PathBuf>) {
         self.files.send_replace(files);
     }
+
+    /// The files being watched now.
+    pub fn files(&self) -> Vec<PathBuf> {
+        self.files.borrow().clone()
+    }
 }
 
 async fn run(
