@@ -65,8 +65,9 @@ pub struct RunArgs {
     #[arg(long, env = "STRANGLER_ADMIN_INSECURE")]
     pub admin_insecure: bool,
     /// Skip shadow copies while the CPUs this process may run on were idle less than this
-    /// share of the last 100 ms (a copy would take CPU from the client traffic); counted as
-    /// dropped with reason `no_spare_cpu`. `0%` makes every copy the bounds allow.
+    /// share of the last 100 ms, or its cgroup's CPU quota had less than this share left
+    /// (a copy would take CPU from the client traffic); counted as dropped with reason
+    /// `no_spare_cpu`. `0%` makes every copy the bounds allow.
     #[arg(long, env = "STRANGLER_SHADOW_SPARE_CPU", value_parser = parse_percent, default_value = "5%")]
     pub shadow_spare_cpu: f64,
     /// Append every shadow mismatch record to this file as one JSON line.

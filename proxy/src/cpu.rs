@@ -9,12 +9,20 @@
 //! of time the CPUs spent idle in the last period is below `--shadow-spare-cpu`.
 //!
 //! Time spent on `nice`d processes counts as spare: they give way to the proxy. Where the
-//! counters cannot be read (not Linux), the CPUs always count as having time to spare. A
-//! CPU quota (cgroup `cpu.max`) is not seen: a throttled container's CPUs may look idle.
+//! counters cannot be read (not Linux), the CPUs always count as having time to spare.
+//!
+//! In a container held to a CPU quota (cgroup `cpu.max`, or v1 `cpu.cfs_quota_us`), the
+//! host's CPUs may be idle while the container is at its limit; so the share of the quota
+//! the cgroup left unused counts too (see [`quota`]), and a period in which the kernel
+//! throttled it counts as having none. The smaller of the two shares decides.
+
+mod quota;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
+
+use quota::{Quota, Usage};
 
 /// How often the CPUs' counters are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
@@ -48,30 +56,78 @@ impl SpareCpu {
         if self.threshold <= 0.0 {
             return None;
         }
-        let cpus = std::fs::read_to_string("/proc/self/status")
-            .ok()
-            .and_then(|status| allowed_cpus(&status))?;
-        // A read of procfs is served from memory in microseconds, ten times a second: not
-        // worth a blocking-pool thread.
-        let read = move || {
-            std::fs::read_to_string("/proc/stat")
+        let sources = Sources {
+            cpus: std::fs::read_to_string("/proc/self/status")
                 .ok()
-                .and_then(|stat| Times::of(&stat, &cpus))
+                .and_then(|status| allowed_cpus(&status)),
+            quota: Quota::of_this_process(),
         };
-        let mut last = read()?;
+        let mut last = sources.sample();
+        if last.times.is_none() && last.usage.is_none() {
+            return None;
+        }
+        if let Some(quota) = &sources.quota {
+            tracing::info!(
+                cpus = quota.cpus(),
+                "shadow copies also wait while the cgroup's CPU quota has no time to spare"
+            );
+        }
         let this = Arc::clone(self);
         Some(tokio::spawn(async move {
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 every.tick().await;
-                let Some(now) = read() else { continue };
-                if let Some(share) = now.spare_share_since(&last) {
+                let now = sources.sample();
+                if let Some(share) = sources.spare_share(&now, &last) {
                     this.busy.store(share < this.threshold, Ordering::Relaxed);
                 }
                 last = now;
             }
         }))
+    }
+}
+
+/// Where the sampler reads how busy the CPUs are: the allowed CPUs' counters, and the
+/// cgroup's quota if it has one.
+struct Sources {
+    cpus: Option<Vec<usize>>,
+    quota: Option<Quota>,
+}
+
+/// One reading of every source that could be read.
+struct Sample {
+    times: Option<Times>,
+    usage: Option<Usage>,
+}
+
+impl Sources {
+    /// Read the counters now. (procfs and cgroupfs are served from memory in microseconds,
+    /// ten times a second: not worth a blocking-pool thread.)
+    fn sample(&self) -> Sample {
+        Sample {
+            times: self.cpus.as_ref().and_then(|cpus| {
+                let stat = std::fs::read_to_string("/proc/stat").ok()?;
+                Times::of(&stat, cpus)
+            }),
+            usage: self.quota.as_ref().and_then(Quota::usage),
+        }
+    }
+
+    /// The smaller spare share of the two sources between `earlier` and `now`.
+    fn spare_share(&self, now: &Sample, earlier: &Sample) -> Option<f64> {
+        let cpus = match (&now.times, &earlier.times) {
+            (Some(now), Some(earlier)) => now.spare_share_since(earlier),
+            _ => None,
+        };
+        let quota = match (&self.quota, &now.usage, &earlier.usage) {
+            (Some(quota), Some(now), Some(earlier)) => now.spare_share_since(earlier, quota.cpus()),
+            _ => None,
+        };
+        match (cpus, quota) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
     }
 }
 

@@ -425,3 +425,120 @@ async fn copies_wait_for_spare_cpu_unless_told_not_to() {
         "only the unguarded proxy sent copies"
     );
 }
+
+/// A cgroup limited to a tenth of a CPU, made for one test and removed when dropped (after
+/// the processes in it): in cgroup v2 where its `cpu` controller can be had, else in the v1
+/// `cpu` and `cpuacct` hierarchies. `None` where this machine does not let the test make
+/// one (not root, no cgroup mounts).
+struct CpuQuota {
+    dirs: Vec<std::path::PathBuf>,
+    /// The `cpu.stat` with the kernel's count of throttled periods.
+    stat: std::path::PathBuf,
+}
+
+impl CpuQuota {
+    fn tenth() -> Option<CpuQuota> {
+        use std::path::Path;
+        let name = format!("strangler-e2e-{}", std::process::id());
+        let v2 = Path::new("/sys/fs/cgroup");
+        let v2_cpu = std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "cpu"));
+        let (limits, homes) = if v2_cpu {
+            (vec![("cpu.max", "10000 100000")], vec![v2.join(&name)])
+        } else {
+            // Comounted controllers (`cpu,cpuacct`) are one directory under two names.
+            let mut homes: Vec<_> = ["cpu", "cpuacct"]
+                .iter()
+                .filter_map(|controller| v2.join(controller).canonicalize().ok())
+                .map(|mount| mount.join(&name))
+                .collect();
+            homes.dedup();
+            let limits = vec![
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "10000"),
+            ];
+            (limits, homes)
+        };
+        let mut quota = CpuQuota {
+            stat: homes.first()?.join("cpu.stat"),
+            dirs: Vec::new(),
+        };
+        for home in homes {
+            std::fs::create_dir(&home).ok()?;
+            quota.dirs.push(home);
+        }
+        for (file, value) in limits {
+            std::fs::write(quota.dirs[0].join(file), value).ok()?;
+        }
+        Some(quota)
+    }
+
+    /// A launcher that moves itself into the cgroup, then runs the program it is given.
+    fn launcher(&self) -> Vec<String> {
+        let join: String = self
+            .dirs
+            .iter()
+            .map(|dir| format!("echo $$ > '{}/cgroup.procs' && ", dir.display()))
+            .collect();
+        vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            format!("{join}exec \"$0\" \"$@\""),
+        ]
+    }
+
+    /// How many periods the kernel throttled the cgroup in.
+    fn throttled(&self) -> u64 {
+        std::fs::read_to_string(&self.stat)
+            .unwrap()
+            .lines()
+            .find_map(|line| line.strip_prefix("nr_throttled "))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap()
+    }
+}
+
+impl Drop for CpuQuota {
+    fn drop(&mut self) {
+        for dir in &self.dirs {
+            let _ = std::fs::remove_dir(dir);
+        }
+    }
+}
+
+/// In a container held to a CPU quota the host's CPUs look idle while the proxy is at its
+/// limit: the guard reads the quota too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
+    let Some(quota) = CpuQuota::tenth() else {
+        eprintln!("skipped: this machine does not let the test make a cgroup with a CPU quota");
+        return;
+    };
+    let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
+    let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
+    let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &quota.launcher());
+
+    let url = proxy.url("/payroll/1");
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let answers = futures_util::future::join_all((0..16).map(|_| get(&url, &[]))).await;
+        for answer in answers {
+            assert_eq!(
+                (answer.status.as_u16(), answer.text().as_str()),
+                (200, r#"{"ok":true}"#)
+            );
+        }
+        let report = admin_get(&proxy, "/diffs/payroll").await.json();
+        let busy = &report["summary"]["counts"]["dropped_by_reason"]["no_spare_cpu"];
+        if busy.as_u64().is_some_and(|dropped| dropped >= 3) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no copy dropped while the quota throttled the proxy ({} periods): {report:#}",
+            quota.throttled()
+        );
+    }
+    assert!(quota.throttled() > 0, "the kernel throttled the proxy");
+    drop(proxy);
+}

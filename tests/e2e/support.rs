@@ -360,6 +360,20 @@ impl Proxy {
     /// copies are made however busy the CPUs are (`--shadow-spare-cpu 0%`): the tests run
     /// side by side on few CPUs, and a parallel-run test must get the copies it counts on.
     pub fn start_in(dir: tempfile::TempDir, file: &str, extra: &[&str]) -> Proxy {
+        Self::launch(Command::new(binary()), dir, file, extra)
+    }
+
+    /// As [`Proxy::start`], through `launcher`: a program and its first arguments, to which
+    /// the binary and its arguments are appended (e.g. `sh -c '...; exec "$0" "$@"'`).
+    pub fn start_through(routes: &str, extra: &[&str], launcher: &[String]) -> Proxy {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
+        let mut command = Command::new(&launcher[0]);
+        command.args(&launcher[1..]).arg(binary());
+        Self::launch(command, dir, "routes.yaml", extra)
+    }
+
+    fn launch(mut command: Command, dir: tempfile::TempDir, file: &str, extra: &[&str]) -> Proxy {
         let default = |flag: &str, value: &'static str| {
             if extra.contains(&flag) {
                 Vec::new()
@@ -367,7 +381,7 @@ impl Proxy {
                 vec![flag.to_string(), value.to_string()]
             }
         };
-        let mut child = Command::new(binary())
+        let mut child = command
             .args(["run", "--routes"])
             .arg(dir.path().join(file))
             .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
