@@ -1,10 +1,10 @@
 //! Prometheus metrics on one explicit registry, with label handles resolved off the hot path.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::OnceLock;
 use std::time::Instant;
 
-use prometheus::core::Collector;
+use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
 use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
@@ -250,6 +250,20 @@ impl Metrics {
         }
     }
 
+    /// Drop every series labelled with `route`, a route the table no longer has: graphs,
+    /// alerts and the dashboard stop showing it (its counters start from zero should it
+    /// come back, which `rate()` reads as a reset).
+    pub fn forget_route(&self, route: &str) {
+        forget(&self.requests, route);
+        forget(&self.duration, route);
+        forget(&self.shadow_comparisons, route);
+        forget(&self.shadow_duration, route);
+        forget(&self.shadow_gate, route);
+        forget(&self.canary_rollbacks, route);
+        forget(&self.fallbacks, route);
+        forget(&self.fallbacks_skipped, route);
+    }
+
     /// Requests answered so far (`strangler_requests_total` summed over status codes), by
     /// route name and then upstream name: what the dashboard's traffic figures are made of.
     pub fn answered(&self) -> BTreeMap<String, BTreeMap<String, u64>> {
@@ -286,6 +300,25 @@ impl Metrics {
             tracing::error!(error = %err, "cannot encode metrics");
         }
         out
+    }
+}
+
+/// Remove the series of `family` whose `route` label is `route`.
+fn forget<T: MetricVecBuilder>(family: &MetricVec<T>, route: &str) {
+    for collected in family.collect() {
+        for metric in collected.get_metric() {
+            let labels = metric.get_label();
+            if labels
+                .iter()
+                .any(|pair| pair.name() == "route" && pair.value() == route)
+            {
+                let by_name: HashMap<&str, &str> = labels
+                    .iter()
+                    .map(|pair| (pair.name(), pair.value()))
+                    .collect();
+                let _ = family.remove(&by_name);
+            }
+        }
     }
 }
 

@@ -465,6 +465,14 @@ impl RuntimeStore {
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);
                 self.rewatch(&runtime);
+                for gone in old
+                    .table()
+                    .routes()
+                    .iter()
+                    .filter(|route| runtime.table().route(&route.name).is_none())
+                {
+                    self.shared.metrics.forget_route(&gone.name);
+                }
                 self.shared
                     .metrics
                     .reloaded(true, runtime.table().version());

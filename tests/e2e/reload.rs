@@ -3,7 +3,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
-use crate::support::{Proxy, Upstream, get, routes_yaml, write_atomically};
+use crate::support::{Proxy, Upstream, admin_get, get, routes_yaml, write_atomically};
 
 fn two_upstreams(monolith: &Upstream, service: &Upstream, routes: &str) -> String {
     routes_yaml(
@@ -183,4 +183,35 @@ async fn reloading_under_load_fails_no_request() {
         monolith.hit_count() > 0 && service.hit_count() > 0,
         "both tables served"
     );
+}
+
+/// A route taken out of the file takes its series out of `/metrics`; the rest keep counting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_routes_series_leave_the_metrics() {
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let proxy = Proxy::start(&two_upstreams(&monolith, &service, MOVE_INVOICES), &[]);
+    assert_eq!(served_by(&proxy, "/invoices/1").await, "service");
+    assert_eq!(served_by(&proxy, "/orders/1").await, "monolith");
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(metrics.contains("route=\"invoices\""), "{metrics}");
+    let monolith_answers = |metrics: &str| -> f64 {
+        metrics
+            .lines()
+            .filter(|line| {
+                line.starts_with("strangler_requests_total{")
+                    && line.contains("upstream=\"monolith\"")
+            })
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    assert_eq!(monolith_answers(&metrics), 1.0);
+
+    proxy.rewrite_routes_in_place(&two_upstreams(&monolith, &service, ""));
+    assert_eq!(served_by(&proxy, "/invoices/1").await, "monolith");
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(!metrics.contains("route=\"invoices\""), "{metrics}");
+    assert_eq!(monolith_answers(&metrics), 2.0, "{metrics}");
 }
