@@ -164,7 +164,9 @@ pub(super) async fn shadow(
     let max_body = usize::try_from(spec.max_body).unwrap_or(usize::MAX);
     let (tee, request_copy) = Tee::new(incoming, max_body);
     let (primary_tx, primary_rx) = oneshot::channel();
-    tokio::spawn(judge(Job {
+    // Boxed: the judge's future is large, and a task moves its future into place at spawn
+    // and overwrites it when done; a box makes those copies a pointer's.
+    tokio::spawn(Box::pin(judge(Job {
         route: route.clone(),
         info,
         candidate_pool,
@@ -174,7 +176,7 @@ pub(super) async fn shadow(
         primary: primary_rx,
         max_body,
         _flight: flight,
-    }));
+    })));
 
     let started = Instant::now();
     let response = primary_pool
