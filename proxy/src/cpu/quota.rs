@@ -122,11 +122,9 @@ impl Hierarchy {
             wanted.then_some(path)
         })?;
         // Inside a cgroup namespace the mount's root and the process's path are both
-        // relative to the namespace; elsewhere the mount may show a subtree only.
-        let relative = path
-            .strip_prefix(root)
-            .unwrap_or(path)
-            .trim_start_matches('/');
+        // relative to the namespace; elsewhere the mount may show a subtree only, and a
+        // process outside that subtree cannot see its cgroup there.
+        let relative = Path::new(path).strip_prefix(root).ok()?;
         Some(Hierarchy {
             own: mount.join(relative),
             mount,
@@ -333,6 +331,14 @@ mod tests {
             quota.stat,
             PathBuf::from("/sys/fs/cgroup/container/cpu.stat")
         );
+        // A process outside the mounted subtree (a root that is only a prefix of its
+        // path's first name is no parent) cannot see its cgroup.
+        let mountinfo = "35 22 0:30 /kube /sys/fs/cgroup rw - cgroup2 cgroup2 rw\n";
+        let read = files(&[
+            ("/sys/fs/cgroup/pods/cpu.max", "20000 100000\n"),
+            ("/sys/fs/cgroup/kubepods/cpu.max", "20000 100000\n"),
+        ]);
+        assert_eq!(Quota::find(mountinfo, "0::/kubepods\n", read), None);
     }
 
     #[test]
