@@ -21,7 +21,6 @@ pub(crate) const MAX_HEADERS: usize = 100;
 
 /// Where each header field of a parsed head sits, as offsets into the head's bytes, so the
 /// fields outlive the parser's borrow of the read buffer.
-#[derive(Debug, Clone)]
 pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 
 /// An upstream answer's header fields as the upstream sent them, for the plain HTTP/1.1
