@@ -241,11 +241,12 @@ pub async fn serve_with_tls(
 
     // The route file and the files it names (hook scripts, CA bundles), re-set by the
     // store after every reload.
-    let watched_files = store.snapshot().table().watched_files();
-    let (mut changes, watcher) =
-        strangler_routes::reload::spawn_watcher_files(watched_files.clone(), args.poll)
-            .map_err(|e| StartError::Watch(e.to_string()))?;
-    store.watch_with(watcher, watched_files);
+    let (mut changes, watcher) = strangler_routes::reload::spawn_watcher_files(
+        store.snapshot().table().watched_files(),
+        args.poll,
+    )
+    .map_err(|e| StartError::Watch(e.to_string()))?;
+    store.watch_with(watcher);
     let rotation = match &resolver {
         Some(resolver) => {
             let store = store.clone();

@@ -369,8 +369,8 @@ pub struct RuntimeStore {
     last_failure: Mutex<Option<ReloadFailure>>,
     /// Serializes swaps so reloads and pin changes never lose each other's update.
     swap_lock: tokio::sync::Mutex<()>,
-    /// The file watcher, once started, and the files it watches (see [`RuntimeStore::watch_with`]).
-    watcher: Mutex<Option<(Reloader, Vec<PathBuf>)>>,
+    /// The file watcher, once started (see [`RuntimeStore::watch_with`]).
+    watcher: OnceLock<Reloader>,
 }
 
 impl RuntimeStore {
@@ -390,33 +390,15 @@ impl RuntimeStore {
             pins: Mutex::new(BTreeMap::new()),
             last_failure: Mutex::new(None),
             swap_lock: tokio::sync::Mutex::new(()),
-            watcher: Mutex::new(None),
+            watcher: OnceLock::new(),
         })
     }
 
     /// Keep `watcher` watching the files the live table names (the route file, hook scripts,
-    /// CA bundles), which it watches now: every successful reload, whoever asked for it
-    /// (the watcher itself, SIGHUP, `POST /reload`), hands it the new table's set.
-    pub fn watch_with(&self, watcher: Reloader, watching: Vec<PathBuf>) {
-        if let Ok(mut slot) = self.watcher.lock() {
-            *slot = Some((watcher, watching));
-        }
-    }
-
-    /// Give the watcher the files `runtime`'s table names, only when they differ: replacing
-    /// the set resets the watcher's baseline, which could hide a write that landed after
-    /// the reload read the files.
-    fn rewatch(&self, runtime: &Runtime) {
-        let Ok(mut slot) = self.watcher.lock() else {
-            return;
-        };
-        if let Some((watcher, watching)) = slot.as_mut() {
-            let now = runtime.table().watched_files();
-            if now != *watching {
-                watcher.set_files(now.clone());
-                *watching = now;
-            }
-        }
+    /// CA bundles): every successful reload, whoever asked for it (the watcher itself,
+    /// SIGHUP, `POST /reload`), hands it the new table's set. Set once, at start.
+    pub fn watch_with(&self, watcher: Reloader) {
+        let _ = self.watcher.set(watcher);
     }
 
     /// The runtime to serve one request with; keep the `Arc` for the whole exchange.
@@ -464,7 +446,9 @@ impl RuntimeStore {
                 let changed = runtime.table().version() != old.table().version();
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);
-                self.rewatch(&runtime);
+                if let Some(watcher) = self.watcher.get() {
+                    watcher.set_files(runtime.table().watched_files());
+                }
                 for gone in old
                     .table()
                     .routes()
@@ -642,9 +626,9 @@ mod tests {
         let store = RuntimeStore::open(&routes, shared()).expect("open");
         let files = store.snapshot().table().watched_files();
         let (_changes, watcher) =
-            strangler_routes::spawn_watcher_files(files.clone(), Duration::from_secs(3600))
+            strangler_routes::spawn_watcher_files(files, Duration::from_secs(3600))
                 .expect("watcher");
-        store.watch_with(watcher.clone(), files);
+        store.watch_with(watcher.clone());
         assert!(!watcher.files().contains(&hook));
 
         std::fs::write(

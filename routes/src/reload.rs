@@ -110,9 +110,17 @@ pub fn spawn_watcher_files(
 
 impl Reloader {
     /// Replaces the watched files (the route file first). The new set's current content
-    /// becomes the baseline: call this right after loading the table that named them.
+    /// becomes the baseline: call this right after loading the table that named them. The
+    /// set being watched already changes nothing: resetting its baseline could hide a write
+    /// that landed after the caller read the files.
     pub fn set_files(&self, files: Vec<PathBuf>) {
-        self.files.send_replace(files);
+        self.files.send_if_modified(|watched| {
+            let changed = *watched != files;
+            if changed {
+                *watched = files;
+            }
+            changed
+        });
     }
 
     /// The files being watched now.
