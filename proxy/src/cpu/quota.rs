@@ -59,30 +59,28 @@ impl Quota {
         cgroup: &str,
         read: impl Fn(&Path) -> Option<String>,
     ) -> Option<Quota> {
-        if let Some(v2) = Hierarchy::of(mountinfo, cgroup, None) {
-            let found = v2.tightest(|dir| {
-                let cpus = cpus_of_max(&read(&dir.join("cpu.max"))?)?;
-                Some((cpus, dir.join("cpu.stat")))
+        if let Some(v2) = Hierarchy::of(mountinfo, cgroup, None)
+            && let Some((cpus, dir)) = v2.tightest(|dir| cpus_of_max(&read(&dir.join("cpu.max"))?))
+        {
+            return Some(Quota {
+                cpus,
+                stat: dir.join("cpu.stat"),
+                cpuacct: None,
             });
-            if let Some((cpus, stat, _)) = found {
-                return Some(Quota {
-                    cpus,
-                    stat,
-                    cpuacct: None,
-                });
-            }
         }
         let v1 = Hierarchy::of(mountinfo, cgroup, Some("cpu"))?;
-        let (cpus, stat, relative) = v1.tightest(|dir| {
+        let (cpus, dir) = v1.tightest(|dir| {
             let quota: i64 = read(&dir.join("cpu.cfs_quota_us"))?.trim().parse().ok()?;
             let period: i64 = read(&dir.join("cpu.cfs_period_us"))?.trim().parse().ok()?;
-            (quota > 0 && period > 0).then(|| (quota as f64 / period as f64, dir.join("cpu.stat")))
+            (quota > 0 && period > 0).then(|| quota as f64 / period as f64)
         })?;
+        // The same cgroup in the cpuacct hierarchy, which may be mounted apart.
+        let relative = dir.strip_prefix(&v1.mount).ok()?;
         let cpuacct = Hierarchy::of(mountinfo, cgroup, Some("cpuacct"))
             .map(|acct| acct.mount.join(relative).join("cpuacct.usage"));
         Some(Quota {
             cpus,
-            stat,
+            stat: dir.join("cpu.stat"),
             cpuacct,
         })
     }
@@ -132,25 +130,14 @@ impl Hierarchy {
     }
 
     /// Of the cgroups from this process's up to the mount's root, the one whose limit
-    /// (`limit` of its directory, in CPUs, with a file to read) is the smallest, with its
-    /// path relative to the mount.
-    fn tightest(
-        &self,
-        limit: impl Fn(&Path) -> Option<(f64, PathBuf)>,
-    ) -> Option<(f64, PathBuf, PathBuf)> {
-        let mut tightest: Option<(f64, PathBuf, PathBuf)> = None;
-        for dir in self.own.ancestors() {
-            if !dir.starts_with(&self.mount) {
-                break;
-            }
-            if let Some((cpus, file)) = limit(dir)
-                && tightest.as_ref().is_none_or(|(least, _, _)| cpus < *least)
-            {
-                let relative = dir.strip_prefix(&self.mount).unwrap_or(dir).to_path_buf();
-                tightest = Some((cpus, file, relative));
-            }
-        }
-        tightest
+    /// (`limit` of its directory, in CPUs) is the smallest (the innermost of equals), and
+    /// that limit.
+    fn tightest(&self, limit: impl Fn(&Path) -> Option<f64>) -> Option<(f64, &Path)> {
+        self.own
+            .ancestors()
+            .take_while(|dir| dir.starts_with(&self.mount))
+            .filter_map(|dir| Some((limit(dir)?, dir)))
+            .min_by(|a, b| a.0.total_cmp(&b.0))
     }
 }
 
