@@ -335,6 +335,39 @@ async fn noise_is_learned_from_the_old_system_answering_twice() {
     );
 }
 
+/// Send `at_once` requests at a time to the shadowed `/payroll` until `proxy` has dropped at
+/// least 3 copies with reason `no_spare_cpu`; each request still gets the primary's answer.
+/// How many were sent. `waiting_for` names the cause, for the message on a timeout.
+async fn until_copies_wait_for_cpu(
+    proxy: &Proxy,
+    at_once: u64,
+    waiting_for: impl Fn() -> String,
+) -> u64 {
+    let url = proxy.url("/payroll/1");
+    let deadline = Instant::now() + PATIENCE;
+    let mut sent = 0;
+    loop {
+        let answers = futures_util::future::join_all((0..at_once).map(|_| get(&url, &[]))).await;
+        for answer in answers {
+            assert_eq!(
+                (answer.status.as_u16(), answer.text().as_str()),
+                (200, r#"{"ok":true}"#)
+            );
+        }
+        sent += at_once;
+        let report = admin_get(proxy, "/diffs/payroll").await.json();
+        let busy = &report["summary"]["counts"]["dropped_by_reason"]["no_spare_cpu"];
+        if busy.as_u64().is_some_and(|dropped| dropped >= 3) {
+            return sent;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no copy dropped for {}: {report:#}",
+            waiting_for()
+        );
+    }
+}
+
 /// Busy loops on every CPU that leave the CPUs no idle time, yet take none from the tests:
 /// `SCHED_IDLE` tasks run only when nothing else wants the CPU. Stopped when dropped.
 struct Burners(Vec<std::process::Child>);
@@ -388,27 +421,8 @@ async fn copies_wait_for_spare_cpu_unless_told_not_to() {
     let unguarded = Proxy::start(&yaml, &["--shadow-spare-cpu", "0%"]);
     let _burners = Burners::start();
 
-    // Once the guarded proxy has seen CPUs without idle time, it makes no copy: each one
-    // is dropped with its reason, and the client still gets the primary's answer.
-    let deadline = Instant::now() + PATIENCE;
-    let mut sent = 0;
-    loop {
-        let answer = get(&guarded.url("/payroll/1"), &[]).await;
-        sent += 1;
-        assert_eq!(
-            (answer.status.as_u16(), answer.text().as_str()),
-            (200, r#"{"ok":true}"#)
-        );
-        let report = admin_get(&guarded, "/diffs/payroll").await.json();
-        let busy = &report["summary"]["counts"]["dropped_by_reason"]["no_spare_cpu"];
-        if busy.as_u64().is_some_and(|dropped| dropped >= 3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no copy dropped for the busy CPUs: {report:#}"
-        );
-    }
+    // Once the guarded proxy has seen CPUs without idle time, it makes no copy.
+    let sent = until_copies_wait_for_cpu(&guarded, 1, || "the busy CPUs".to_string()).await;
     // Every request has its outcome (copies made before the first sample included).
     wait_for_diffs(&guarded, "payroll", |s| comparisons(s) == sent).await;
     let before = payroll.hits.lock().unwrap().len();
@@ -518,27 +532,12 @@ async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
     let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
     let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &quota.launcher());
 
-    let url = proxy.url("/payroll/1");
-    let deadline = Instant::now() + PATIENCE;
-    loop {
-        let answers = futures_util::future::join_all((0..16).map(|_| get(&url, &[]))).await;
-        for answer in answers {
-            assert_eq!(
-                (answer.status.as_u16(), answer.text().as_str()),
-                (200, r#"{"ok":true}"#)
-            );
-        }
-        let report = admin_get(&proxy, "/diffs/payroll").await.json();
-        let busy = &report["summary"]["counts"]["dropped_by_reason"]["no_spare_cpu"];
-        if busy.as_u64().is_some_and(|dropped| dropped >= 3) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no copy dropped while the quota throttled the proxy ({} periods): {report:#}",
+    until_copies_wait_for_cpu(&proxy, 16, || {
+        format!(
+            "the quota throttling the proxy ({} periods)",
             quota.throttled()
-        );
-    }
+        )
+    })
+    .await;
     assert!(quota.throttled() > 0, "the kernel throttled the proxy");
-    drop(proxy);
 }

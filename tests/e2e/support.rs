@@ -349,9 +349,7 @@ pub fn binary() -> &'static str {
 impl Proxy {
     /// Start the proxy with `routes` written to `routes.yaml`, plus extra flags.
     pub fn start(routes: &str, extra: &[&str]) -> Proxy {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
-        Self::start_in(dir, "routes.yaml", extra)
+        Self::start_through(routes, extra, &[])
     }
 
     /// Start the proxy on `file` inside an already prepared `dir`.
@@ -363,13 +361,20 @@ impl Proxy {
         Self::launch(Command::new(binary()), dir, file, extra)
     }
 
-    /// As [`Proxy::start`], through `launcher`: a program and its first arguments, to which
-    /// the binary and its arguments are appended (e.g. `sh -c '...; exec "$0" "$@"'`).
+    /// As [`Proxy::start`], through `launcher` unless it is empty: a program and its first
+    /// arguments, to which the binary and its arguments are appended (e.g.
+    /// `sh -c '...; exec "$0" "$@"'`).
     pub fn start_through(routes: &str, extra: &[&str], launcher: &[String]) -> Proxy {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("routes.yaml"), routes).unwrap();
-        let mut command = Command::new(&launcher[0]);
-        command.args(&launcher[1..]).arg(binary());
+        let command = match launcher.split_first() {
+            Some((program, args)) => {
+                let mut command = Command::new(program);
+                command.args(args).arg(binary());
+                command
+            }
+            None => Command::new(binary()),
+        };
         Self::launch(command, dir, "routes.yaml", extra)
     }
 
