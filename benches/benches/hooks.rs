@@ -35,7 +35,7 @@ fn request() -> HookRequest {
         query: Some("a=1".into()),
         headers,
         client: "127.0.0.1:50000".parse().unwrap(),
-        request_id: "0123456789abcdef".into(),
+        request_id: HeaderValue::from_static("0123456789abcdef"),
     }
 }
 

@@ -193,7 +193,7 @@ impl UserData for RequestView {
             lua.create_string(&*lock(&this.slot).route)
         });
         fields.add_field_method_get("id", |lua, this| {
-            lua.create_string(&lock(&this.slot).req.request_id)
+            lua.create_string(lock(&this.slot).req.request_id.as_bytes())
         });
         fields.add_field_method_get("client", |_, this| {
             Ok(lock(&this.slot).req.client.ip().to_string())
@@ -387,7 +387,7 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     // `set(name, nil)` removes, like assigning nil to a table field.
     let headers = on();
     let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
-        let value = value.map(|v| header_value(&v)).transpose()?;
+        let value = value.map(owned_header_value).transpose()?;
         headers.write(&name, |mut fields, name| {
             fields.hide_upstream(&name);
             match value {
@@ -399,7 +399,7 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     })?;
     let headers = on();
     let add = lua.create_function(move |_, (name, value): (BString, BString)| {
-        let value = header_value(&value)?;
+        let value = owned_header_value(value)?;
         headers.write(&name, |fields, name| {
             fields.map.append(name, value);
             Ok(())
@@ -517,6 +517,15 @@ fn status_from(value: &Value) -> mlua::Result<StatusCode> {
         })
 }
 
+/// A header value made of the bytes Lua handed over, without copying them again.
+fn owned_header_value(value: BString) -> mlua::Result<HeaderValue> {
+    HeaderValue::from_maybe_shared(Bytes::from(Vec::from(value))).map_err(|_| {
+        mlua::Error::runtime(
+            "invalid header value: control characters (such as CR or LF) are not allowed",
+        )
+    })
+}
+
 fn header_value(value: &[u8]) -> mlua::Result<HeaderValue> {
     HeaderValue::from_bytes(value).map_err(|_| {
         mlua::Error::runtime(format!(
@@ -600,6 +609,7 @@ mod tests {
 
     #[test]
     fn upstream_fields_are_read_in_place_and_edits_land_beside_them() {
+        static VIA: HeaderValue = HeaderValue::from_static("1.1 strangler");
         let (lua, views) = state(Phase::OnResponse);
         let head = Bytes::from_static(b"Content-Type: a\r\nX-M: 1\r\nx-m: 2\r\nX-Gone: y\r\n");
         let spans = |name: &str, value: &str| {
@@ -619,6 +629,7 @@ mod tests {
             head: head.clone(),
             fields,
             hidden: Vec::new(),
+            via: Some(&VIA),
         });
         lua.load(
             r#"
@@ -631,13 +642,21 @@ mod tests {
             assert(h:get("content-type") == "b")
             h:remove("x-gone")
             assert(h:get("x-gone") == nil and #h:get_all("x-gone") == 0)
+            assert(h:get("via") == "1.1 strangler")
+            h:set("via", "1.1 edge")
+            assert(h:get("via") == "1.1 edge" and #h:get_all("via") == 1)
             "#,
         )
         .exec()
         .unwrap();
         let slot = views.lock();
         let upstream = slot.upstream.as_ref().unwrap();
-        assert_eq!(upstream.hidden, ["content-type", "x-gone"]);
+        assert_eq!(upstream.hidden, ["content-type", "x-gone", "via"]);
+        assert_eq!(
+            upstream.lines().map(|(name, _)| name).collect::<Vec<_>>(),
+            [&b"X-M"[..], b"x-m"],
+            "the proxy's Via is hidden with the upstream's fields"
+        );
         assert!(upstream.is_hidden(b"X-Gone"));
         assert_eq!(slot.headers["content-type"], "b");
         assert_eq!(slot.headers.get_all("x-m").iter().count(), 1);

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{HeaderMap, Method, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use mlua::{Function, Lua, LuaString, Table, Value};
 use tokio::runtime::Handle;
 
@@ -45,7 +45,7 @@ pub struct CalloutRequest {
     /// The route whose hook made the call.
     pub route: Arc<str>,
     /// The request id of the exchange the hook ran for (worth sending as `X-Request-Id`).
-    pub request_id: String,
+    pub request_id: HeaderValue,
 }
 
 /// The answer to a callout; the script gets `{ status = .., headers = {..}, body = ".." }`.

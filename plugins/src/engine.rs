@@ -237,7 +237,7 @@ impl Hooks for LuaHooks {
         }
         let budget = self.engine.0.config.call_budget;
         let outcome = self.with_local(|local| {
-            local.load_request(req, self.chain.route(), Phase::OnRequest);
+            local.load(req, None, self.chain.route(), Phase::OnRequest);
             let mut failed = None;
             let mut entries = self.entries(Phase::OnRequest).peekable();
             while let Some(entry) = entries.next() {
@@ -253,14 +253,14 @@ impl Hooks for LuaHooks {
                     break;
                 }
             }
-            let flow = local.unload_request(req);
+            let flow = local.unload(req, None);
             match failed {
                 Some(e) => Err(e),
                 None => Ok(flow.unwrap_or(Flow::Continue)),
             }
         });
         outcome.unwrap_or_else(|reason| {
-            self.unavailable(Phase::OnRequest, &req.request_id, &reason)
+            self.unavailable(Phase::OnRequest, req.id_text(), &reason)
                 .map_or(Ok(Flow::Continue), Err)
         })
     }
@@ -271,8 +271,7 @@ impl Hooks for LuaHooks {
         }
         let budget = self.engine.0.config.call_budget;
         let outcome = self.with_local(|local| {
-            local.load_request(req, self.chain.route(), Phase::OnResponse);
-            local.load_response(res);
+            local.load(req, Some(res), self.chain.route(), Phase::OnResponse);
             let mut failed = None;
             for entry in self.entries(Phase::OnResponse) {
                 let args = (&local.proxies.req, &local.proxies.res);
@@ -284,12 +283,11 @@ impl Hooks for LuaHooks {
                     break;
                 }
             }
-            local.unload_response(res);
-            local.unload_request(req);
+            local.unload(req, Some(res));
             failed.map_or(Ok(()), Err)
         });
         outcome.unwrap_or_else(|reason| {
-            self.unavailable(Phase::OnResponse, &req.request_id, &reason)
+            self.unavailable(Phase::OnResponse, req.id_text(), &reason)
                 .map_or(Ok(()), Err)
         })
     }
@@ -331,10 +329,16 @@ impl Local {
     }
 
     /// Marks the state as running `route`'s hooks for this request (log fields), and moves
-    /// the caller's request into the views (no copy); [`Local::unload_request`] moves it back.
-    /// Swapped rather than taken: the slot's empty placeholder waits in the caller's place,
-    /// so nothing is built or dropped per call.
-    fn load_request(&self, req: &mut HookRequest, route: &Arc<str>, phase: Phase) {
+    /// the caller's request (and response, in `on_response`) into the views (no copy);
+    /// [`Local::unload`] moves them back. Swapped rather than taken: the slot's empty
+    /// placeholders wait in the caller's place, so nothing is built or dropped per call.
+    fn load(
+        &self,
+        req: &mut HookRequest,
+        res: Option<&mut HookResponse>,
+        route: &Arc<str>,
+        phase: Phase,
+    ) {
         self.state.shared.set_call(&req.request_id, route);
         let mut slot = self.views.lock();
         std::mem::swap(&mut slot.req, req);
@@ -343,27 +347,25 @@ impl Local {
         }
         slot.phase = phase;
         slot.flow = None;
+        if let Some(res) = res {
+            slot.status = res.status;
+            std::mem::swap(&mut slot.headers, &mut res.headers);
+            std::mem::swap(&mut slot.upstream, &mut res.upstream);
+            slot.body = None;
+        }
     }
 
-    fn unload_request(&self, req: &mut HookRequest) -> Option<Flow> {
+    /// Moves back what [`Local::load`] moved in, with what the hooks made of it; the flow a
+    /// hook asked for (`req:respond`), if any.
+    fn unload(&self, req: &mut HookRequest, res: Option<&mut HookResponse>) -> Option<Flow> {
         let mut slot = self.views.lock();
         std::mem::swap(req, &mut slot.req);
+        if let Some(res) = res {
+            res.status = slot.status;
+            std::mem::swap(&mut res.headers, &mut slot.headers);
+            std::mem::swap(&mut res.upstream, &mut slot.upstream);
+        }
         slot.flow.take()
-    }
-
-    fn load_response(&self, res: &mut HookResponse) {
-        let mut slot = self.views.lock();
-        slot.status = res.status;
-        std::mem::swap(&mut slot.headers, &mut res.headers);
-        std::mem::swap(&mut slot.upstream, &mut res.upstream);
-        slot.body = None;
-    }
-
-    fn unload_response(&self, res: &mut HookResponse) {
-        let mut slot = self.views.lock();
-        res.status = slot.status;
-        std::mem::swap(&mut res.headers, &mut slot.headers);
-        std::mem::swap(&mut res.upstream, &mut slot.upstream);
     }
 }
 

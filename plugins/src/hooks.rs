@@ -5,7 +5,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::ops::Range;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, Method, StatusCode};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode};
 
 use crate::error::HookError;
 use crate::script::HookScript;
@@ -84,8 +84,24 @@ pub struct HookRequest {
     pub headers: HeaderMap,
     /// The client's address (`req.client` is its IP, `req.client_port` its port).
     pub client: SocketAddr,
-    /// The `X-Request-Id` of the exchange (`req.id`; also in every hook log line).
-    pub request_id: String,
+    /// The `X-Request-Id` of the exchange (`req.id`; also in every hook log line). A header
+    /// value, so that the view shares the proxy's instead of copying it.
+    pub request_id: HeaderValue,
+}
+
+impl HookRequest {
+    /// The request id as text for log lines (`-` when it is not text).
+    pub fn id_text(&self) -> &str {
+        id_text(&self.request_id)
+    }
+}
+
+/// A request id as text for log lines (`-` when it is empty or not text).
+pub(crate) fn id_text(id: &HeaderValue) -> &str {
+    match id.to_str() {
+        Ok(id) if !id.is_empty() => id,
+        _ => "-",
+    }
 }
 
 impl Default for HookRequest {
@@ -96,7 +112,7 @@ impl Default for HookRequest {
             query: None,
             headers: HeaderMap::new(),
             client: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 0)),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
         }
     }
 }
@@ -128,22 +144,25 @@ pub struct UpstreamFields {
     /// Names a hook set or removed: their fields here no longer count, and whoever writes
     /// the answer must leave them out.
     pub hidden: Vec<HeaderName>,
+    /// The proxy's `Via`, one more field after the upstream's: hooks see it with them, and
+    /// hiding `via` leaves it out too. Kept apart so that adding it builds no header map.
+    pub via: Option<&'static HeaderValue>,
 }
 
 impl UpstreamFields {
-    /// The fields that are not hidden, as they came: name, value.
+    /// The fields that are not hidden, as they came, then the proxy's `Via`: name, value.
     pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.fields
-            .iter()
-            .map(|(name, value)| (&self.head[name.clone()], &self.head[value.clone()]))
-            .filter(|(name, _)| !self.is_hidden(name))
+        self.all().filter(|(name, _)| !self.is_hidden(name))
     }
 
     /// The values of the fields named `name` (ASCII case-insensitive), in order; none when
     /// the name is hidden.
     pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
-        self.lines()
-            .filter(|(field, _)| field.eq_ignore_ascii_case(name.as_str().as_bytes()))
+        let wanted = name.as_str().as_bytes();
+        // Names are hidden as a whole: one look at the list instead of one per field.
+        let hidden = self.hidden.contains(name);
+        self.all()
+            .filter(move |(field, _)| !hidden && field.eq_ignore_ascii_case(wanted))
             .map(|(_, value)| value)
     }
 
@@ -160,6 +179,15 @@ impl UpstreamFields {
         if self.values(name).next().is_some() {
             self.hidden.push(name.clone());
         }
+    }
+
+    /// Every field, hidden or not: the upstream's, then the proxy's `Via`.
+    fn all(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
+        let via = self.via.map(|via| (&b"via"[..], via.as_bytes()));
+        self.fields
+            .iter()
+            .map(|(name, value)| (&self.head[name.clone()], &self.head[value.clone()]))
+            .chain(via)
     }
 }
 

@@ -39,7 +39,7 @@
 //! let mut req = HookRequest {
 //!     method: Method::POST,
 //!     path: "/orders".into(),
-//!     request_id: "req-1".into(),
+//!     request_id: HeaderValue::from_static("req-1"),
 //!     ..HookRequest::default()
 //! };
 //! match hooks.on_request(&mut req) {

@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
+use crate::hooks::id_text;
 use crate::shared::Shared;
 
 /// Base-library functions that cannot reach outside the script.
@@ -174,7 +175,7 @@ fn log(lua: &Lua, shared: &Arc<Shared>, chunk: &str) -> mlua::Result<Table> {
                 .collect::<Vec<_>>()
                 .join(" ");
             shared.with_context(|c| {
-                let request_id = if c.request_id.is_empty() { "-" } else { c.request_id.as_str() };
+                let request_id = id_text(&c.request_id);
                 let route = c.route.as_deref().unwrap_or("-");
                 match level {
                     "warn" => tracing::warn!(target: "strangler::hook", script = %script, route, request_id, "{message}"),

@@ -5,7 +5,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use http::HeaderValue;
+
 use crate::callout::Callouts;
+use crate::hooks::id_text;
 
 /// `Shared::deadline` while no Lua is running on the host's behalf.
 const UNARMED: u64 = u64::MAX;
@@ -29,11 +32,20 @@ pub(crate) struct Shared {
 }
 
 /// Who the Lua code currently running works for; read by `log.*` and `http.request`.
-#[derive(Default)]
 pub(crate) struct CallContext {
-    pub(crate) request_id: String,
+    pub(crate) request_id: HeaderValue,
     pub(crate) route: Option<Arc<str>>,
     pub(crate) callouts: Option<Arc<dyn Callouts>>,
+}
+
+impl Default for CallContext {
+    fn default() -> Self {
+        CallContext {
+            request_id: HeaderValue::from_static(""),
+            route: None,
+            callouts: None,
+        }
+    }
 }
 
 impl Shared {
@@ -99,18 +111,15 @@ impl Shared {
         f(&mut self.context.lock().unwrap_or_else(PoisonError::into_inner))
     }
 
-    /// The request id of the call running (or last run).
+    /// The request id of the call running (or last run), as text for a log line.
     pub(crate) fn request_id(&self) -> String {
-        self.with_context(|c| c.request_id.clone())
+        self.with_context(|c| id_text(&c.request_id).to_string())
     }
 
     /// Records whom the call about to run works for (read by `log.*`).
-    pub(crate) fn set_call(&self, request_id: &str, route: &Arc<str>) {
+    pub(crate) fn set_call(&self, request_id: &HeaderValue, route: &Arc<str>) {
         self.with_context(|c| {
-            if c.request_id != request_id {
-                c.request_id.clear();
-                c.request_id.push_str(request_id);
-            }
+            c.request_id.clone_from(request_id);
             if !c.route.as_ref().is_some_and(|r| Arc::ptr_eq(r, route)) {
                 c.route = Some(Arc::clone(route));
             }

@@ -7,6 +7,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use http::HeaderValue;
 use mlua::AnyUserData;
 use tokio::runtime::Handle;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
@@ -142,7 +143,7 @@ impl Worker {
                         Ok(state) => Rc::new(RefCell::new(state)),
                         Err(e) => {
                             let reason = format!("cannot create a lua state: {e}");
-                            worker.fail_job(&job.chain, &job.exchange.request.request_id, &reason);
+                            worker.fail_job(&job.chain, job.exchange.request.id_text(), &reason);
                             continue;
                         }
                     },
@@ -200,6 +201,7 @@ impl Worker {
             _permit,
         } = job;
         let request_id = exchange.request.request_id.clone();
+        let id_text = exchange.request.id_text().to_string();
         let views = {
             let state = state.borrow();
             job_views(&state.lua, &chain, exchange)
@@ -207,7 +209,7 @@ impl Worker {
         let (req, res) = match views {
             Ok(views) => views,
             Err(e) => {
-                return self.fail_job(&chain, &request_id, &format!("cannot build req/res: {e}"));
+                return self.fail_job(&chain, &id_text, &format!("cannot build req/res: {e}"));
             }
         };
         let deadline = tokio::time::Instant::now() + self.config.after_response_timeout;
@@ -233,7 +235,7 @@ impl Worker {
                     Err(_) => Err(self.wall_clock_exceeded(&entry.script)),
                 }
             };
-            let id = || request_id.clone();
+            let id = || id_text.clone();
             record(
                 &*self.observer,
                 chain.route(),
@@ -280,8 +282,7 @@ impl Worker {
         let (result, timed_out) = std::future::poll_fn(|cx| {
             shared.arm(budget);
             shared.with_context(|c| {
-                c.request_id.clear();
-                c.request_id.push_str(call.request_id);
+                c.request_id.clone_from(call.request_id);
                 c.route = Some(Arc::clone(call.route));
                 c.callouts = Some(Arc::clone(call.callouts));
             });
@@ -305,7 +306,7 @@ struct Call<'a> {
     script: &'a HookScript,
     route: &'a Arc<str>,
     callouts: &'a Arc<dyn Callouts>,
-    request_id: &'a str,
+    request_id: &'a HeaderValue,
 }
 
 /// Fresh `req` and `res` for one job: jobs interleave in the state, so they cannot share

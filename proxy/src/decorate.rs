@@ -3,11 +3,11 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
 
-use http::{HeaderValue, Request, Response, Uri, header};
+use http::{Request, Response, Uri};
 use prometheus::{IntCounter, IntCounterVec};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
@@ -63,6 +63,9 @@ pub fn route_hooks(
 }
 
 /// What the `on_request` hooks left to do.
+// Lives on the stack between the hooks and the dispatch; boxing the larger variant would cost
+// every hooked request an allocation.
+#[allow(clippy::large_enum_variant)]
 pub enum Before<'a> {
     /// A hook answered (`req:respond`): no upstream is called.
     Answered(Response<BoxBody>),
@@ -104,7 +107,7 @@ pub fn before<'a>(
         query: request.uri().query().map(str::to_string),
         headers: std::mem::take(request.headers_mut()),
         client: exchange.conn.peer,
-        request_id: exchange.request_id.to_str().unwrap_or("-").to_string(),
+        request_id: exchange.request_id.clone(),
     };
     if let Flow::Respond {
         status,
@@ -181,8 +184,8 @@ impl Later<'_> {
 }
 
 /// Runs the `on_response` hooks on `head`. A head relayed as the upstream sent it stays so:
-/// the hooks read its fields in place, their additions (and the proxy's `Via`, which they
-/// see too) go into the header map, and the writer leaves out what they hid.
+/// the hooks read its fields (and the proxy's `Via` after them) in place, their additions
+/// go into the header map, and the writer leaves out what they hid.
 ///
 /// # Errors
 /// A failing hook whose entry says `on_error: fail` (500).
@@ -192,16 +195,12 @@ fn answer_hooks(
     head: &mut http::response::Parts,
 ) -> Result<(), ProxyError> {
     let mut relayed = head.extensions.get_mut::<RelayedFields>();
-    let mut headers = std::mem::take(&mut head.headers);
-    let upstream = relayed.as_mut().map(|relayed| {
-        if let Some(via) = relayed.via.take() {
-            headers.append(header::VIA, via.clone());
-        }
-        std::mem::take(&mut relayed.fields)
-    });
+    let upstream = relayed
+        .as_mut()
+        .map(|relayed| std::mem::take(&mut relayed.fields));
     let mut res = HookResponse {
         status: head.status,
-        headers,
+        headers: std::mem::take(&mut head.headers),
         upstream,
     };
     let outcome = hooks.on_response(view, &mut res).map_err(hook_failed);
@@ -280,9 +279,10 @@ impl Callouts for PoolCallouts {
             *request.method_mut() = req.method;
             *request.uri_mut() = uri;
             *request.headers_mut() = req.headers;
-            if let Ok(id) = HeaderValue::from_str(&req.request_id) {
-                request.headers_mut().entry(X_REQUEST_ID).or_insert(id);
-            }
+            request
+                .headers_mut()
+                .entry(X_REQUEST_ID)
+                .or_insert(req.request_id);
             let response = pool.send(request).await.map_err(|e| e.to_string())?;
             let (head, body) = response.into_parts();
             let (body, truncated) = body::collect_bounded(body, MAX_CALLOUT_BODY)
@@ -306,7 +306,23 @@ pub struct HookRuns {
     counters: IntCounterVec,
     /// Children already resolved, by script, phase and result: a hooked request then costs
     /// a short scan and a comparison of paths instead of hashing three label values.
-    resolved: RwLock<Vec<(PathBuf, Phase, RunResult, IntCounter)>>,
+    resolved: RwLock<Vec<Resolved>>,
+}
+
+/// One child of the counter family, with what it counts.
+struct Resolved {
+    path: PathBuf,
+    phase: Phase,
+    result: RunResult,
+    counter: IntCounter,
+}
+
+impl Resolved {
+    /// Whether this counts runs of `phase` by the script at `path` that ended in `result`.
+    /// Paths are compared as bytes: `Path`'s own equality compares component by component.
+    fn counts(&self, path: &Path, phase: Phase, result: RunResult) -> bool {
+        self.phase == phase && self.result == result && self.path.as_os_str() == path.as_os_str()
+    }
 }
 
 impl HookRuns {
@@ -318,16 +334,8 @@ impl HookRuns {
         }
     }
 
-    fn counter(&self, script: &HookScript, phase: Phase, result: RunResult) -> IntCounter {
-        let path = script.path();
-        let found = |list: &[(PathBuf, Phase, RunResult, IntCounter)]| {
-            list.iter()
-                .find(|(p, ph, r, _)| *ph == phase && *r == result && p == path)
-                .map(|(.., counter)| counter.clone())
-        };
-        if let Some(counter) = self.resolved.read().ok().and_then(|list| found(&list)) {
-            return counter;
-        }
+    /// Resolves the child for a run not counted before, and keeps it for the next one.
+    fn resolve(&self, path: &Path, phase: Phase, result: RunResult) -> IntCounter {
         let name = path
             .file_name()
             .map(|n| n.to_string_lossy())
@@ -336,9 +344,14 @@ impl HookRuns {
             .counters
             .with_label_values(&[&name, phase.as_str(), result.as_str()]);
         if let Ok(mut list) = self.resolved.write()
-            && found(&list).is_none()
+            && !list.iter().any(|r| r.counts(path, phase, result))
         {
-            list.push((path.to_path_buf(), phase, result, counter.clone()));
+            list.push(Resolved {
+                path: path.to_path_buf(),
+                phase,
+                result,
+                counter: counter.clone(),
+            });
         }
         counter
     }
@@ -346,7 +359,14 @@ impl HookRuns {
 
 impl HookObserver for HookRuns {
     fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
-        self.counter(script, phase, result).inc();
+        let path = script.path();
+        if let Ok(list) = self.resolved.read()
+            && let Some(resolved) = list.iter().find(|r| r.counts(path, phase, result))
+        {
+            resolved.counter.inc();
+            return;
+        }
+        self.resolve(path, phase, result).inc();
     }
 }
 

@@ -41,21 +41,16 @@ pub(crate) struct RelayedFields {
     pub(crate) content_length: Option<u64>,
     /// Whether the answer has a `Date`.
     pub(crate) dated: bool,
-    /// The proxy's `Via`.
-    pub(crate) via: Option<&'static HeaderValue>,
     /// The exchange's `X-Request-Id`.
     pub(crate) request_id: Option<HeaderValue>,
 }
 
 impl RelayedFields {
-    /// Append the fields that are not hidden, then the proxy's, to `out` as `name: value`
-    /// lines.
+    /// Append the fields that are not hidden (the proxy's `Via` among them), then the
+    /// request id, to `out` as `name: value` lines.
     pub(crate) fn write(&self, out: &mut Vec<u8>) {
         for (name, value) in self.fields.lines() {
             push_field(out, name, value);
-        }
-        if let Some(via) = self.via {
-            push_field(out, b"via", via.as_bytes());
         }
         if let Some(id) = &self.request_id {
             push_field(out, b"x-request-id", id.as_bytes());
@@ -133,10 +128,10 @@ impl FieldSpans {
                 head,
                 fields: self.0,
                 hidden: Vec::new(),
+                via: None,
             },
             content_length,
             dated,
-            via: None,
             request_id: None,
         }
     }

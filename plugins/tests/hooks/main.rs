@@ -117,7 +117,7 @@ fn request() -> HookRequest {
         query: Some("a=1".into()),
         headers,
         client: "10.1.2.3:4567".parse::<SocketAddr>().unwrap(),
-        request_id: "req-42".into(),
+        request_id: HeaderValue::from_static("req-42"),
     }
 }
 

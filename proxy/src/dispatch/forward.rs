@@ -195,7 +195,7 @@ pub(super) fn clean_response(
 ) -> Response<BoxBody> {
     // A relayed head has no hop-by-hop fields left, and takes `Via` without a header map.
     if let Some(relayed) = response.extensions_mut().get_mut::<RelayedFields>() {
-        relayed.via = Some(via);
+        relayed.fields.via = Some(via);
         return response;
     }
     headers::settle_content_length(response.headers_mut());
