@@ -237,6 +237,9 @@ fn logs_carry_script_route_and_request_id() {
         .with_ansi(false)
         .finish();
     tracing::subscriber::with_default(subscriber, || {
+        // Tests on other threads may have hit the same log sites with no subscriber while
+        // this one was being set, leaving them cached as uninteresting: ask again.
+        tracing::callsite::rebuild_interest_cache();
         let mut req = request();
         talk.on_request(&mut req).unwrap();
         fail.on_request(&mut req).unwrap();
