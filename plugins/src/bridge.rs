@@ -388,12 +388,8 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let headers = on();
     let set = lua.create_function(move |_, (name, value): (BString, Option<BString>)| {
         let value = value.map(owned_header_value).transpose()?;
-        headers.write(&name, |mut fields, name| {
-            fields.hide_upstream(&name);
-            match value {
-                Some(v) => fields.map.insert(name, v),
-                None => fields.map.remove(name),
-            };
+        headers.write(&name, |fields, name| {
+            fields.set(name, value);
             Ok(())
         })
     })?;
@@ -401,15 +397,14 @@ fn headers_object(lua: &Lua, slot: &Arc<Mutex<Slot>>, part: Part) -> mlua::Resul
     let add = lua.create_function(move |_, (name, value): (BString, BString)| {
         let value = owned_header_value(value)?;
         headers.write(&name, |fields, name| {
-            fields.map.append(name, value);
+            fields.add(name, value);
             Ok(())
         })
     })?;
     let headers = on();
     let remove = lua.create_function(move |_, name: BString| {
-        headers.write(&name, |mut fields, name| {
-            fields.hide_upstream(&name);
-            fields.map.remove(name);
+        headers.write(&name, |fields, name| {
+            fields.set(name, None);
             Ok(())
         })
     })?;
@@ -433,18 +428,37 @@ struct Headers {
     part: Part,
 }
 
-/// The fields a headers function sees: a header map, and for the response, the upstream's
-/// fields in front of it when they are relayed as they came.
+/// The fields a headers function sees: a header map, or for a response relayed as it came,
+/// the upstream's fields (and what hooks add to them).
 struct Fields<'a> {
     map: &'a mut HeaderMap,
     upstream: Option<&'a mut UpstreamFields>,
 }
 
 impl Fields<'_> {
-    /// The upstream's fields named `name` no longer count (`set` and `remove` replace them).
-    fn hide_upstream(&mut self, name: &HeaderName) {
-        if let Some(upstream) = self.upstream.as_deref_mut() {
-            upstream.hide(name);
+    /// The fields named `name` give way to `value` (none: they are removed).
+    fn set(self, name: HeaderName, value: Option<HeaderValue>) {
+        match self.upstream {
+            Some(upstream) => {
+                self.map.remove(&name);
+                upstream.set(name, value);
+            }
+            None => {
+                match value {
+                    Some(value) => self.map.insert(name, value),
+                    None => self.map.remove(name),
+                };
+            }
+        }
+    }
+
+    /// One more field named `name`.
+    fn add(self, name: HeaderName, value: HeaderValue) {
+        match self.upstream {
+            Some(upstream) => upstream.add(name, value),
+            None => {
+                self.map.append(name, value);
+            }
         }
     }
 }
@@ -628,7 +642,7 @@ mod tests {
         views.lock().upstream = Some(UpstreamFields {
             head: head.clone(),
             fields,
-            hidden: Vec::new(),
+            edits: Vec::new(),
             via: Some(&VIA),
         });
         lua.load(
@@ -651,16 +665,29 @@ mod tests {
         .unwrap();
         let slot = views.lock();
         let upstream = slot.upstream.as_ref().unwrap();
-        assert_eq!(upstream.hidden, ["content-type", "x-gone", "via"]);
+        let hidden: Vec<_> = upstream
+            .edits
+            .iter()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.as_str())
+            .collect();
+        assert_eq!(hidden, ["content-type", "x-gone", "via"]);
         assert_eq!(
             upstream.lines().map(|(name, _)| name).collect::<Vec<_>>(),
             [&b"X-M"[..], b"x-m"],
             "the proxy's Via is hidden with the upstream's fields"
         );
         assert!(upstream.is_hidden(b"X-Gone"));
-        assert_eq!(slot.headers["content-type"], "b");
-        assert_eq!(slot.headers.get_all("x-m").iter().count(), 1);
-        assert!(!slot.headers.contains_key("x-gone"));
+        let added: Vec<_> = upstream
+            .added()
+            .map(|(name, value)| (name.as_str(), value.to_str().unwrap()))
+            .collect();
+        assert_eq!(
+            added,
+            [("x-m", "3"), ("content-type", "b"), ("via", "1.1 edge")],
+            "edits land beside the fields, in order"
+        );
+        assert!(slot.headers.is_empty(), "no header map is built");
         assert_eq!(
             upstream.head, head,
             "the upstream's bytes are never changed"

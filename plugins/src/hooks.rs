@@ -122,8 +122,8 @@ impl Default for HookRequest {
 pub struct HookResponse {
     /// The status code.
     pub status: StatusCode,
-    /// The response headers; with [`HookResponse::upstream`], only those the proxy or the
-    /// hooks added.
+    /// The response headers; empty with [`HookResponse::upstream`], which then holds what
+    /// hooks set or add too.
     pub headers: HeaderMap,
     /// The answer's fields as the upstream sent them, for a proxy that relays them without
     /// building a header map. `res.headers` reads them before `headers`, and never changes
@@ -141,47 +141,91 @@ pub struct UpstreamFields {
     pub head: Bytes,
     /// Each field's name and value, as ranges of `head`.
     pub fields: Vec<(Range<usize>, Range<usize>)>,
-    /// Names a hook set or removed: their fields here no longer count, and whoever writes
-    /// the answer must leave them out.
-    pub hidden: Vec<HeaderName>,
+    /// What hooks did to the fields, in order. A name without a value hides the fields of
+    /// that name that came (a hook set or removed it): they no longer count, and whoever
+    /// writes the answer leaves them out. A name with a value is a field hooks set or added,
+    /// written after the others with the rules of a header map's fields (a map would cost
+    /// more to build than the rest of the head).
+    pub edits: Vec<(HeaderName, Option<HeaderValue>)>,
     /// The proxy's `Via`, one more field after the upstream's: hooks see it with them, and
     /// hiding `via` leaves it out too. Kept apart so that adding it builds no header map.
     pub via: Option<&'static HeaderValue>,
 }
 
 impl UpstreamFields {
-    /// The fields that are not hidden, as they came, then the proxy's `Via`: name, value.
+    /// The fields as they came that are not hidden, then the proxy's `Via`: name, value.
+    /// (What hooks added is in [`UpstreamFields::added`].)
     pub fn lines(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         self.all().filter(|(name, _)| !self.is_hidden(name))
     }
 
-    /// The values of the fields named `name` (ASCII case-insensitive), in order; none when
-    /// the name is hidden.
+    /// The fields hooks set or added, in order.
+    pub fn added(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        self.edits
+            .iter()
+            .filter_map(|(name, value)| Some((name, value.as_ref()?)))
+    }
+
+    /// The values of the fields named `name` (ASCII case-insensitive), in order: those that
+    /// came and are not hidden, then those hooks added.
     pub fn values<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let added = self
+            .added()
+            .filter(move |(added, _)| *added == name)
+            .map(|(_, value)| value.as_bytes());
+        self.kept(name).chain(added)
+    }
+
+    /// Whether the fields named `name` (as it came, any case) that came are hidden.
+    pub fn is_hidden(&self, name: &[u8]) -> bool {
+        self.edits.iter().any(|(hidden, value)| {
+            value.is_none() && hidden.as_str().as_bytes().eq_ignore_ascii_case(name)
+        })
+    }
+
+    /// `headers:set`: the fields named `name`, as they came or added, give way to `value`
+    /// (none: they are removed).
+    pub fn set(&mut self, name: HeaderName, value: Option<HeaderValue>) {
+        // A name none of the fields that came has needs no hiding: the list stays short
+        // when hooks only add fields.
+        if self.kept(&name).next().is_some() {
+            self.edits.push((name.clone(), None));
+        }
+        self.forget_added(&name);
+        if let Some(value) = value {
+            self.edits.push((name, Some(value)));
+        }
+    }
+
+    /// `headers:add`: one more field named `name`, after the others.
+    pub fn add(&mut self, name: HeaderName, value: HeaderValue) {
+        self.edits.push((name, Some(value)));
+    }
+
+    /// Forget the fields named `name` that hooks added.
+    pub fn forget_added(&mut self, name: &HeaderName) {
+        // Called for every relayed answer, nearly always with nothing to look through.
+        if !self.edits.is_empty() {
+            self.edits
+                .retain(|(added, value)| value.is_none() || added != name);
+        }
+    }
+
+    /// The values of the fields named `name` that came (the proxy's `Via` among them) and
+    /// are not hidden.
+    fn kept<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         let wanted = name.as_str().as_bytes();
         // Names are hidden as a whole: one look at the list instead of one per field.
-        let hidden = self.hidden.contains(name);
+        let hidden = self
+            .edits
+            .iter()
+            .any(|(hidden, value)| value.is_none() && hidden == name);
         self.all()
             .filter(move |(field, _)| !hidden && field.eq_ignore_ascii_case(wanted))
             .map(|(_, value)| value)
     }
 
-    /// Whether a field named `name` (as it came, any case) is hidden.
-    pub fn is_hidden(&self, name: &[u8]) -> bool {
-        self.hidden
-            .iter()
-            .any(|hidden| hidden.as_str().as_bytes().eq_ignore_ascii_case(name))
-    }
-
-    /// Hide the fields named `name` from now on. A name none of the fields has needs no
-    /// hiding, and is not listed: the list stays empty when hooks only add fields.
-    pub fn hide(&mut self, name: &HeaderName) {
-        if self.values(name).next().is_some() {
-            self.hidden.push(name.clone());
-        }
-    }
-
-    /// Every field, hidden or not: the upstream's, then the proxy's `Via`.
+    /// Every field that came, hidden or not: the upstream's, then the proxy's `Via`.
     fn all(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
         let via = self.via.map(|via| (&b"via"[..], via.as_bytes()));
         self.fields

@@ -142,7 +142,8 @@ impl Pipeline {
             Some(relayed) => {
                 relayed.request_id = Some(request_id.clone());
                 // Hooks may have added one; the proxy's is the one that counts. (Nothing to
-                // look up in the usual empty map.)
+                // look through in the usual empty map and list.)
+                relayed.fields.forget_added(&headers::X_REQUEST_ID);
                 response.headers_mut().remove(headers::X_REQUEST_ID);
             }
             None => {

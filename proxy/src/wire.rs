@@ -27,12 +27,12 @@ pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 /// loop to copy to its client: an answer that is only relayed needs no header map built from
 /// its head and encoded again.
 ///
-/// Travels as an extension of a response whose header map holds only what was added to it
-/// (nothing, unless `on_response` hooks added fields), and only to a writer that knows it
-/// (see `ConnInfo::relays_heads`). Hop-by-hop fields and `Transfer-Encoding` are left out;
-/// a `Content-Length` is kept once, its value in `content_length`. What the proxy adds to
-/// every answer (`Via`, `X-Request-Id`) is set here rather than in a header map, which would
-/// cost more to build than the rest of the head.
+/// Travels as an extension of a response whose header map is empty, and only to a writer
+/// that knows it (see `ConnInfo::relays_heads`). Hop-by-hop fields and `Transfer-Encoding`
+/// are left out; a `Content-Length` is kept once, its value in `content_length`. What the
+/// proxy adds to every answer (`Via`, `X-Request-Id`) and what `on_response` hooks set or add
+/// are kept here rather than in a header map, which would cost more to build than the rest
+/// of the head.
 #[derive(Debug, Clone)]
 pub(crate) struct RelayedFields {
     /// The fields, and the names hooks hid (set or removed).
@@ -127,7 +127,7 @@ impl FieldSpans {
             fields: UpstreamFields {
                 head,
                 fields: self.0,
-                hidden: Vec::new(),
+                edits: Vec::new(),
                 via: None,
             },
             content_length,

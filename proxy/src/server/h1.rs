@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures_util::FutureExt;
-use http::header;
+use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
@@ -372,14 +372,15 @@ fn encode_head(
     ));
     out.extend_from_slice(b"\r\n");
 
-    // An answer relayed as it came: its fields first, then what the proxy added.
+    // An answer relayed as it came: its fields first, then what the proxy added; what hooks
+    // added to it follows the rules of the header map's fields.
     let relayed = parts.extensions.get::<RelayedFields>();
     let mut declared = relayed.and_then(|fields| fields.content_length);
     let mut dated = relayed.is_some_and(|fields| fields.dated);
     if let Some(fields) = relayed {
         fields.write(out);
     }
-    for (name, value) in &parts.headers {
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
         if name == header::CONTENT_LENGTH {
             match value
                 .to_str()
@@ -388,17 +389,25 @@ fn encode_head(
             {
                 // The first usable value frames the body; repeats of it are dropped.
                 Some(length) if declared.is_none() => declared = Some(length),
-                _ => continue,
+                _ => return,
             }
         } else if name == header::TRANSFER_ENCODING {
-            continue;
+            return;
         } else if name == header::CONNECTION {
             keep_alive &= !has_token(value, b"close");
-            continue;
+            return;
         } else if name == header::DATE {
             dated = true;
         }
         wire::push_field(out, name.as_str().as_bytes(), value.as_bytes());
+    };
+    for (name, value) in &parts.headers {
+        field(name, value);
+    }
+    if let Some(relayed) = relayed {
+        for (name, value) in relayed.fields.added() {
+            field(name, value);
+        }
     }
     if !dated {
         out.extend_from_slice(b"date: ");
