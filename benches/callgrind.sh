@@ -12,17 +12,20 @@
 # (valgrind runs the proxy many times slower, which only changes how many requests each
 # run gets through). nginx runs as one process (`master_process off`, one worker,
 # keep-alive both ways, access log off), strangler with `--access-log off --workers 1`
-# (its single-threaded runtime): the same job. Two more targets measure a Lua hook that sets
-# one response header (issue 6): `strangler-hooks` (an `on_response` hook) and `nginx-lua`
-# (`header_filter_by_lua_block`, needs Debian's libnginx-mod-http-lua).
+# (its single-threaded runtime): the same job. More targets measure a Lua hook that sets
+# one response header (issue 6): `strangler-hooks` (a route whose `on_response` hook does it)
+# against `strangler-route` (the same route without the hook), as `nginx-lua`
+# (`header_filter_by_lua_block`, needs Debian's libnginx-mod-http-lua) is against `nginx`
+# (the same location without it).
 # Every process started here is stopped on exit; traffic stays on 127.0.0.1.
 #
 #   benches/callgrind.sh                    # both; under a minute after the build
 #   TARGETS=strangler SKIP_BUILD=1 benches/callgrind.sh
-#   TARGETS="strangler strangler-hooks nginx nginx-lua" benches/callgrind.sh
+#   TARGETS="strangler-route strangler-hooks nginx nginx-lua" benches/callgrind.sh
 #
 # Knobs (environment, defaults in brackets):
-#   TARGETS [strangler nginx]   what to measure (also strangler-hooks, nginx-lua)
+#   TARGETS [strangler nginx]   what to measure (also strangler-route, strangler-hooks,
+#                               nginx-lua)
 #   SHORT [2], LONG [8]         seconds of the two wrk runs
 #   CONNS [8]                   wrk connections (one wrk thread)
 #   ORIGIN_PORT [28080]  PROXY_PORT [28199]  ADMIN_PORT [28198] (strangler's admin)
@@ -55,8 +58,8 @@ case " $TARGETS " in *" nginx"*) command -v nginx > /dev/null || die "nginx is n
 [ "$LONG" -gt "$SHORT" ] || die "LONG ($LONG) must be longer than SHORT ($SHORT)"
 for target in $TARGETS; do
     case $target in
-        strangler | strangler-hooks | nginx | nginx-lua) ;;
-        *) die "unknown target '$target' (strangler|strangler-hooks|nginx|nginx-lua)" ;;
+        strangler | strangler-route | strangler-hooks | nginx | nginx-lua) ;;
+        *) die "unknown target '$target' (strangler|strangler-route|strangler-hooks|nginx|nginx-lua)" ;;
     esac
 done
 ensure_ports_free "$PROXY_PORT" "$ADMIN_PORT"
@@ -136,8 +139,9 @@ measure() {
     local target=$1 seconds=$2 out="$WORK/callgrind.out.$1.$2" pid stop output
     local -a cmd
     case $target in
-        strangler | strangler-hooks)
+        strangler | strangler-route | strangler-hooks)
             local routes=passthrough.yaml
+            [ "$target" = strangler-route ] && routes=route.yaml
             [ "$target" = strangler-hooks ] && routes=hooks.yaml
             # --poll 1h: no periodic re-read of the route file, whose cost grows with time.
             cmd=("$BIN" run --routes "$WORK/$routes" --listen "127.0.0.1:$PROXY_PORT"
@@ -197,7 +201,11 @@ if [ -n "${PER_REQUEST[strangler]:-}" ] && [ -n "${PER_REQUEST[nginx]:-}" ]; the
     awk -v s="${PER_REQUEST[strangler]}" -v n="${PER_REQUEST[nginx]}" \
         'BEGIN { printf "strangler / nginx: %.2f\n", s / n }'
 fi
-for pair in "strangler strangler-hooks" "nginx nginx-lua"; do
+# The hook against the same route without it when that was measured (as nginx's is against
+# the same location without it), else against pass-through.
+hook_plain=strangler
+[ -n "${PER_REQUEST[strangler-route]:-}" ] && hook_plain=strangler-route
+for pair in "$hook_plain strangler-hooks" "nginx nginx-lua"; do
     read -r plain hooked <<< "$pair"
     if [ -n "${PER_REQUEST[$plain]:-}" ] && [ -n "${PER_REQUEST[$hooked]:-}" ]; then
         awk -v p="${PER_REQUEST[$plain]}" -v h="${PER_REQUEST[$hooked]}" -v name="$hooked" \

@@ -13,9 +13,12 @@
 #                                  then check that $BIN exists
 #   build_bench_upstream           build the shared harness's origin into $ORIGIN_BIN
 #                                  (/tmp/peers-bench-target) when it is missing
-#   route_files DIR PORT           write DIR/passthrough.yaml (`routes: []`) and
+#   route_files DIR PORT           write DIR/passthrough.yaml (`routes: []`),
 #                                  DIR/hooks.yaml (one route whose on_response hook,
-#                                  DIR/header.lua, sets x-bench: 1) for an origin on PORT
+#                                  DIR/header.lua, sets x-bench: 1) and DIR/route.yaml
+#                                  (the same route without its hook: what the hook is
+#                                  measured against, as nginx's is against the same
+#                                  location without it) for an origin on PORT
 # It reads ROOT (the repository) and sets BIN (the strangler binary: STRANGLER_BIN, else
 # the release build of CARGO_TARGET_DIR or target/), ORIGIN_BIN (unless set) and PIDS.
 
@@ -88,7 +91,7 @@ upstreams:
 default: origin
 routes: []
 EOF
-    cat > "$1/hooks.yaml" << EOF
+    cat > "$1/route.yaml" << EOF
 upstreams:
   origin: { url: "http://127.0.0.1:$2" }
 default: origin
@@ -96,7 +99,7 @@ routes:
   - name: hooked
     match: { path_prefix: / }
     to: origin
-    hooks: [header.lua]
 EOF
+    { cat "$1/route.yaml"; echo '    hooks: [header.lua]'; } > "$1/hooks.yaml"
     echo 'function on_response(req, res) res.headers:set("x-bench", "1") end' > "$1/header.lua"
 }
