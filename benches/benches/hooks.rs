@@ -24,19 +24,19 @@ fn hooks(engine: &HookEngine, source: &str) -> LuaHooks {
     engine.hooks(chain, Arc::new(NoCallouts))
 }
 
-fn request() -> HookRequest {
+fn request() -> Box<HookRequest> {
     let mut headers = HeaderMap::new();
     headers.insert("host", HeaderValue::from_static("example.com"));
     headers.insert("user-agent", HeaderValue::from_static("bench/1.0"));
     headers.insert("accept", HeaderValue::from_static("*/*"));
-    HookRequest {
+    Box::new(HookRequest {
         method: Method::GET,
         path: "/orders/7".into(),
         query: Some("a=1".into()),
         headers,
         client: "127.0.0.1:50000".parse().unwrap(),
         request_id: HeaderValue::from_static("0123456789abcdef"),
-    }
+    })
 }
 
 fn hook_call(c: &mut Criterion) {

@@ -29,7 +29,7 @@ use crate::hooks::{Flow, HookRequest, Phase, UpstreamFields};
 /// and out on every call, and an uncontended lock costs a fraction of an mlua borrow (which
 /// locks the state and checks the userdata's type). Never held while Lua code runs.
 pub(crate) struct Slot {
-    pub(crate) req: HookRequest,
+    pub(crate) req: Box<HookRequest>,
     pub(crate) route: Arc<str>,
     pub(crate) phase: Phase,
     /// Set by `req:respond(..)`.
@@ -86,7 +86,7 @@ impl Views {
     /// `req` and `res` (with their `headers`) over an empty slot.
     pub(crate) fn create(lua: &Lua) -> mlua::Result<Views> {
         let slot = Arc::new(Mutex::new(Slot {
-            req: HookRequest::default(),
+            req: Box::default(),
             route: Arc::from(""),
             phase: Phase::OnRequest,
             flow: None,

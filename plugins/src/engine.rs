@@ -231,7 +231,7 @@ impl Hooks for LuaHooks {
         self.chain.phases()
     }
 
-    fn on_request(&self, req: &mut HookRequest) -> Result<Flow, HookError> {
+    fn on_request(&self, req: &mut Box<HookRequest>) -> Result<Flow, HookError> {
         if !self.chain.phases().on_request {
             return Ok(Flow::Continue);
         }
@@ -265,7 +265,11 @@ impl Hooks for LuaHooks {
         })
     }
 
-    fn on_response(&self, req: &mut HookRequest, res: &mut HookResponse) -> Result<(), HookError> {
+    fn on_response(
+        &self,
+        req: &mut Box<HookRequest>,
+        res: &mut HookResponse,
+    ) -> Result<(), HookError> {
         if !self.chain.phases().on_response {
             return Ok(());
         }
@@ -334,7 +338,7 @@ impl Local {
     /// placeholders wait in the caller's place, so nothing is built or dropped per call.
     fn load(
         &self,
-        req: &mut HookRequest,
+        req: &mut Box<HookRequest>,
         res: Option<&mut HookResponse>,
         route: &Arc<str>,
         phase: Phase,
@@ -357,7 +361,7 @@ impl Local {
 
     /// Moves back what [`Local::load`] moved in, with what the hooks made of it; the flow a
     /// hook asked for (`req:respond`), if any.
-    fn unload(&self, req: &mut HookRequest, res: Option<&mut HookResponse>) -> Option<Flow> {
+    fn unload(&self, req: &mut Box<HookRequest>, res: Option<&mut HookResponse>) -> Option<Flow> {
         let mut slot = self.views.lock();
         std::mem::swap(req, &mut slot.req);
         if let Some(res) = res {

@@ -36,22 +36,28 @@ pub trait Hooks: Send + Sync {
     ///
     /// Keep `req` afterwards when [`Hooks::phases`] has `on_response` or `after_response`:
     /// it is their `req` (hand them the headers as forwarded, a clone if the forwarded
-    /// request took them).
+    /// request took them). It is boxed so that an implementation can move it where the
+    /// hooks see it and back by the pointer: a copy of it costs as much as a trivial hook.
     ///
     /// # Errors
     /// A hook with [`OnError::Fail`] failed or ran out of budget.
-    fn on_request(&self, req: &mut HookRequest) -> Result<Flow, HookError> {
+    fn on_request(&self, req: &mut Box<HookRequest>) -> Result<Flow, HookError> {
         let _ = req;
         Ok(Flow::Continue)
     }
 
     /// Runs the `on_response` hooks in order, before the response head is sent; they may
-    /// change `res.status` and `res.headers` (never the body, which streams untouched). `req` is read-only to the hooks (`&mut` only lets the view borrow its
-    /// fields without copying them; it is handed back unchanged).
+    /// change `res.status` and `res.headers` (never the body, which streams untouched).
+    /// `req` is read-only to the hooks (`&mut` lets the implementation move it where the
+    /// hooks see it; it is handed back unchanged).
     ///
     /// # Errors
     /// A hook with [`OnError::Fail`] failed or ran out of budget.
-    fn on_response(&self, req: &mut HookRequest, res: &mut HookResponse) -> Result<(), HookError> {
+    fn on_response(
+        &self,
+        req: &mut Box<HookRequest>,
+        res: &mut HookResponse,
+    ) -> Result<(), HookError> {
         let _ = (req, res);
         Ok(())
     }
@@ -239,7 +245,7 @@ impl UpstreamFields {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Exchange {
     /// The request as it was forwarded (after `on_request`).
-    pub request: HookRequest,
+    pub request: Box<HookRequest>,
     /// The response as the client got it (after `on_response`).
     pub response: HookResponse,
     /// A copy of the response body when it was within the route's `hook_body_limit`; `None`

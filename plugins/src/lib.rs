@@ -36,12 +36,12 @@
 //! let hooks = engine.hooks(chain, Arc::new(NoCallouts));
 //!
 //! // Per request, on the worker thread that serves it.
-//! let mut req = HookRequest {
+//! let mut req = Box::new(HookRequest {
 //!     method: Method::POST,
 //!     path: "/orders".into(),
 //!     request_id: HeaderValue::from_static("req-1"),
 //!     ..HookRequest::default()
-//! };
+//! });
 //! match hooks.on_request(&mut req) {
 //!     Ok(Flow::Continue) => {}                           // forward `req` as the hooks left it
 //!     Ok(Flow::Respond { status, .. }) => { let _ = status; } // answer without an upstream

@@ -83,7 +83,7 @@ pub enum Before<'a> {
 pub struct Later<'a> {
     hooks: &'a LuaHooks,
     hook_body_limit: u64,
-    view: HookRequest,
+    view: Box<HookRequest>,
 }
 
 /// Runs the `on_request` hooks on `request`, which is left as they made it. The request
@@ -101,14 +101,15 @@ pub fn before<'a>(
     request: &mut Request<BoxBody>,
 ) -> Result<Before<'a>, ProxyError> {
     let phases = hooks.phases();
-    let mut view = HookRequest {
+    // Boxed: the hook engine moves it in and out of its Lua views by the pointer.
+    let mut view = Box::new(HookRequest {
         method: request.method().clone(),
         path: exchange.path.clone(),
         query: request.uri().query().map(str::to_string),
         headers: std::mem::take(request.headers_mut()),
         client: exchange.conn.peer,
         request_id: exchange.request_id.clone(),
-    };
+    });
     if let Flow::Respond {
         status,
         body,
@@ -191,7 +192,7 @@ impl Later<'_> {
 /// A failing hook whose entry says `on_error: fail` (500).
 fn answer_hooks(
     hooks: &LuaHooks,
-    view: &mut HookRequest,
+    view: &mut Box<HookRequest>,
     head: &mut http::response::Parts,
 ) -> Result<(), ProxyError> {
     let mut relayed = head.extensions.get_mut::<RelayedFields>();

@@ -108,17 +108,17 @@ fn one(engine: &HookEngine, name: &str, source: &str) -> LuaHooks {
     )
 }
 
-fn request() -> HookRequest {
+fn request() -> Box<HookRequest> {
     let mut headers = HeaderMap::new();
     headers.insert("x-user", HeaderValue::from_static("ada"));
-    HookRequest {
+    Box::new(HookRequest {
         method: Method::POST,
         path: "/orders".into(),
         query: Some("a=1".into()),
         headers,
         client: "10.1.2.3:4567".parse::<SocketAddr>().unwrap(),
         request_id: HeaderValue::from_static("req-42"),
-    }
+    })
 }
 
 fn on_request_error(hooks: &LuaHooks) -> HookError {
@@ -126,7 +126,7 @@ fn on_request_error(hooks: &LuaHooks) -> HookError {
     hooks.on_request(&mut req).unwrap_err()
 }
 
-fn hooks_ok(hooks: &LuaHooks, req: &mut HookRequest) {
+fn hooks_ok(hooks: &LuaHooks, req: &mut Box<HookRequest>) {
     assert_eq!(hooks.on_request(req).unwrap(), Flow::Continue);
 }
 
