@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use crate::admin::{self, Admin, AdminConfigError, AdminToken, Readiness};
 use crate::config::{RunArgs, TlsArgs};
 use crate::cpu::SpareCpu;
-use strangler_plugins::{HookConfig, HookEngine};
+use strangler_plugins::HookEngine;
 
 use crate::decorate::HookRuns;
 use crate::difflog::DiffLog;
@@ -142,7 +142,7 @@ pub async fn serve_with_tls(
     let (trips, mut tripped) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::new()?);
     let hooks = HookEngine::new(
-        HookConfig::default(),
+        args.hooks.config(),
         Arc::new(HookRuns::new(metrics.hook_runs())),
     )
     .map_err(StartError::Hooks)?;

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use strangler_plugins::HookConfig;
 
 use crate::tls::{CertPair, TlsError};
 
@@ -103,6 +104,61 @@ pub struct RunArgs {
     /// With one, the proxy runs on a single-threaded runtime (no cross-thread scheduling).
     #[arg(long, env = "STRANGLER_WORKERS")]
     pub workers: Option<usize>,
+    /// The budgets of the Lua hooks.
+    #[command(flatten)]
+    pub hooks: HookArgs,
+}
+
+/// Budgets of the Lua hooks, the same for every route: static for the life of the process,
+/// unlike the hook scripts, which reload with the route file.
+#[derive(Debug, Args, Clone)]
+pub struct HookArgs {
+    /// Time one `on_request` or `on_response` hook call may run (and one stretch of an
+    /// `after_response` hook between callouts) before it is cut off; the hook then fails as
+    /// its `on_error` says, counted with result `timeout`.
+    #[arg(long, env = "STRANGLER_HOOK_BUDGET", value_parser = parse_positive_duration, default_value = "50ms")]
+    pub hook_budget: Duration,
+    /// Memory limit of each Lua state (one per worker thread and one for `after_response`,
+    /// each shared by every script loaded into it); at least 1MiB.
+    #[arg(long, env = "STRANGLER_HOOK_MEMORY", value_parser = parse_hook_memory, default_value = "64MiB")]
+    pub hook_memory: u64,
+    /// `after_response` jobs (one per exchange whose route has such hooks) that may be
+    /// queued or running at once; above it, jobs are dropped and counted as `dropped`.
+    #[arg(long, env = "STRANGLER_HOOK_MAX_PENDING", value_parser = parse_positive_count, default_value = "1024")]
+    pub hook_max_pending: usize,
+    /// Timeout of an `http.request` callout that sets no `timeout` of its own.
+    #[arg(long, env = "STRANGLER_HOOK_CALLOUT_TIMEOUT", value_parser = parse_positive_duration, default_value = "2s")]
+    pub hook_callout_timeout: Duration,
+    /// Wall-clock limit of the `after_response` hooks of one exchange, callouts included.
+    #[arg(long, env = "STRANGLER_HOOK_JOB_TIMEOUT", value_parser = parse_positive_duration, default_value = "10s")]
+    pub hook_job_timeout: Duration,
+}
+
+impl HookArgs {
+    /// The hook engine's configuration these flags make.
+    pub fn config(&self) -> HookConfig {
+        HookConfig {
+            call_budget: self.hook_budget,
+            memory_limit: usize::try_from(self.hook_memory).unwrap_or(usize::MAX),
+            max_pending: self.hook_max_pending,
+            callout_timeout: self.hook_callout_timeout,
+            after_response_timeout: self.hook_job_timeout,
+        }
+    }
+}
+
+impl Default for HookArgs {
+    /// The flags' defaults, which are the engine's.
+    fn default() -> Self {
+        let config = HookConfig::default();
+        HookArgs {
+            hook_budget: config.call_budget,
+            hook_memory: u64::try_from(config.memory_limit).unwrap_or(u64::MAX),
+            hook_max_pending: config.max_pending,
+            hook_callout_timeout: config.callout_timeout,
+            hook_job_timeout: config.after_response_timeout,
+        }
+    }
 }
 
 /// HTTPS listener flags of `strangler run`: addresses and certificate/key pairs.
@@ -224,6 +280,35 @@ fn parse_size(s: &str) -> Result<u64, String> {
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
     strangler_routes::units::parse_duration(s).map_err(|e| e.to_string())
+}
+
+fn parse_positive_duration(s: &str) -> Result<Duration, String> {
+    match parse_duration(s)? {
+        Duration::ZERO => Err("must be longer than 0s".to_string()),
+        duration => Ok(duration),
+    }
+}
+
+/// Smallest `--hook-memory`: a state with the sandbox's libraries takes a few hundred KiB
+/// before any script runs.
+const MIN_HOOK_MEMORY: u64 = 1024 * 1024;
+
+fn parse_hook_memory(s: &str) -> Result<u64, String> {
+    match parse_size(s)? {
+        size if size < MIN_HOOK_MEMORY => Err(
+            "must be at least 1MiB (a Lua state needs a few hundred KiB before any script runs)"
+                .to_string(),
+        ),
+        size => Ok(size),
+    }
+}
+
+fn parse_positive_count(s: &str) -> Result<usize, String> {
+    match s.trim().parse::<usize>() {
+        Ok(0) => Err("must be at least 1".to_string()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(format!("expected a whole number: {e}")),
+    }
 }
 
 #[cfg(test)]

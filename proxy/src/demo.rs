@@ -16,7 +16,7 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 
 use crate::app;
-use crate::config::{DemoArgs, LogFormat, RunArgs, Switch};
+use crate::config::{DemoArgs, HookArgs, LogFormat, RunArgs, Switch};
 
 /// Why the demo could not run.
 #[derive(Debug, thiserror::Error)]
@@ -152,6 +152,7 @@ fn demo_run_args(args: &DemoArgs, routes: PathBuf) -> RunArgs {
         header_timeout: Duration::from_secs(30),
         poll: Duration::from_secs(2),
         workers: None,
+        hooks: HookArgs::default(),
     }
 }
 

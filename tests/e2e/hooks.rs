@@ -159,6 +159,84 @@ async fn a_runaway_hook_is_cut_off_and_the_proxy_keeps_serving() {
     );
 }
 
+/// Busy for 30 ms of CPU time, then tags the request; with `x-big`, makes a 4 MiB string
+/// instead.
+const SLOW_OR_BIG: &str = r#"
+function on_request(req)
+  if req.headers:get("x-big") then
+    local big = string.rep("x", 4 * 1024 * 1024)
+    req.headers:set("x-size", tostring(#big))
+  else
+    local started = os.clock()
+    while os.clock() - started < 0.03 do end
+  end
+  req.headers:set("x-done", "yes")
+end
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hook_budgets_are_set_with_flags() {
+    let monolith = Upstream::start("monolith").await;
+    let start_with = |flags: &[&str]| {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hook.lua"), SLOW_OR_BIG).unwrap();
+        let yaml = format!(
+            "upstreams:\n  monolith: {{ url: \"{}\" }}\ndefault: monolith\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    to: monolith\n    hooks: [hook.lua]\n",
+            monolith.url()
+        );
+        std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
+        Proxy::start_in(dir, "routes.yaml", flags)
+    };
+    let runs = |metrics: &str, result: &str| {
+        let series = format!(
+            "strangler_hook_runs_total{{hook=\"hook.lua\",phase=\"on_request\",result=\"{result}\"}} "
+        );
+        metrics
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str()))
+            .map_or(0, |n| n.parse::<u64>().unwrap())
+    };
+
+    // 30 ms of Lua under a 5 ms budget is cut off, and the route fails closed.
+    let tight = start_with(&["--hook-budget", "5ms", "--hook-memory", "2MiB"]);
+    let answer = get(&tight.url("/orders"), &[]).await;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    // A 4 MiB string does not fit a 2 MiB state.
+    let answer = get(&tight.url("/orders"), &[("x-big", "1")]).await;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    let metrics = admin_get(&tight, "/metrics").await.text();
+    assert_eq!(runs(&metrics, "timeout"), 1, "{metrics}");
+    assert_eq!(runs(&metrics, "error"), 1, "{metrics}");
+    assert_eq!(monolith.hit_count(), 0);
+
+    // The same script passes with room for it.
+    let roomy = start_with(&["--hook-budget", "5s", "--hook-memory", "64MiB"]);
+    for headers in [&[][..], &[("x-big", "1")]] {
+        let answer = get(&roomy.url("/orders"), headers).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+        assert_eq!(answer.json()["headers"]["x-done"], "yes");
+    }
+    assert_eq!(monolith.hit_count(), 2);
+}
+
+#[test]
+fn hook_budget_flags_refuse_values_that_would_break_every_hook() {
+    for (flag, value, why) in [
+        ("--hook-budget", "0s", "longer than 0s"),
+        ("--hook-memory", "512KiB", "at least 1MiB"),
+        ("--hook-max-pending", "0", "at least 1"),
+        ("--hook-job-timeout", "0ms", "longer than 0s"),
+    ] {
+        let out = std::process::Command::new(binary())
+            .args(["run", "--routes", "routes.yaml", flag, value])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(flag) && stderr.contains(why), "{stderr}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sandbox_has_no_os_io_or_require_and_on_error_decides() {
     for (call, marker) in [
