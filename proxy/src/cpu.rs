@@ -27,6 +27,11 @@ use quota::{Quota, Usage};
 /// How often the CPUs' counters are read.
 pub const SAMPLE_EVERY: Duration = Duration::from_millis(100);
 
+/// Every how many samples the sampler looks again at which CPUs the process may run on and
+/// at its cgroup's quota (every 5 s): both can change under a running process (`taskset`,
+/// a Kubernetes in-place pod resize).
+const REFRESH_EVERY: u64 = 50;
+
 /// Whether the CPUs had time to spare in the last sampling period.
 #[derive(Debug)]
 pub struct SpareCpu {
@@ -56,12 +61,7 @@ impl SpareCpu {
         if self.threshold <= 0.0 {
             return None;
         }
-        let sources = Sources {
-            cpus: std::fs::read_to_string("/proc/self/status")
-                .ok()
-                .and_then(|status| allowed_cpus(&status)),
-            quota: Quota::of_this_process(),
-        };
+        let mut sources = Sources::of_this_process();
         let mut last = sources.sample();
         if last.times.is_none() && last.usage.is_none() {
             return None;
@@ -76,8 +76,18 @@ impl SpareCpu {
         Some(tokio::spawn(async move {
             let mut every = tokio::time::interval(SAMPLE_EVERY);
             every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
+            for tick in 1_u64.. {
                 every.tick().await;
+                if tick % REFRESH_EVERY == 0 {
+                    let fresh = Sources::of_this_process();
+                    if fresh != sources {
+                        fresh.log_change(&sources);
+                        sources = fresh;
+                        // Counters of other CPUs or another cgroup are no baseline.
+                        last = sources.sample();
+                        continue;
+                    }
+                }
                 let now = sources.sample();
                 if let Some(share) = sources.spare_share(&now, &last) {
                     this.busy.store(share < this.threshold, Ordering::Relaxed);
@@ -90,6 +100,7 @@ impl SpareCpu {
 
 /// Where the sampler reads how busy the CPUs are: the allowed CPUs' counters, and the
 /// cgroup's quota if it has one.
+#[derive(PartialEq)]
 struct Sources {
     cpus: Option<Vec<usize>>,
     quota: Option<Quota>,
@@ -102,6 +113,32 @@ struct Sample {
 }
 
 impl Sources {
+    /// The sources of this process as they are now.
+    fn of_this_process() -> Sources {
+        Sources {
+            cpus: std::fs::read_to_string("/proc/self/status")
+                .ok()
+                .and_then(|status| allowed_cpus(&status)),
+            quota: Quota::of_this_process(),
+        }
+    }
+
+    /// Says what changed since `before`.
+    fn log_change(&self, before: &Sources) {
+        if self.cpus != before.cpus {
+            tracing::info!(cpus = ?self.cpus, "the CPUs this process may run on changed");
+        }
+        if self.quota != before.quota {
+            match &self.quota {
+                Some(quota) => tracing::info!(
+                    cpus = quota.cpus(),
+                    "the cgroup's CPU quota changed; shadow copies wait while it has no time to spare"
+                ),
+                None => tracing::info!("the cgroup no longer has a CPU quota"),
+            }
+        }
+    }
+
     /// Read the counters now. (procfs and cgroupfs are served from memory in microseconds,
     /// ten times a second: not worth a blocking-pool thread.)
     fn sample(&self) -> Sample {

@@ -448,12 +448,22 @@ struct CpuQuota {
     dirs: Vec<std::path::PathBuf>,
     /// The `cpu.stat` with the kernel's count of throttled periods.
     stat: std::path::PathBuf,
+    /// The files and values that set the limit, in the first of `dirs`.
+    limits: Vec<(&'static str, &'static str)>,
 }
 
 impl CpuQuota {
-    fn tenth() -> Option<CpuQuota> {
+    /// A cgroup named after `test` limited to a tenth of a CPU.
+    fn tenth(test: &str) -> Option<CpuQuota> {
+        let quota = CpuQuota::unlimited(test)?;
+        quota.limit().then_some(quota)
+    }
+
+    /// A cgroup named after `test` whose limit of a tenth of a CPU is set later, by
+    /// [`CpuQuota::limit`].
+    fn unlimited(test: &str) -> Option<CpuQuota> {
         use std::path::Path;
-        let name = format!("strangler-e2e-{}", std::process::id());
+        let name = format!("strangler-e2e-{}-{test}", std::process::id());
         let v2 = Path::new("/sys/fs/cgroup");
         let v2_cpu = std::fs::read_to_string(v2.join("cgroup.subtree_control"))
             .is_ok_and(|controllers| controllers.split_whitespace().any(|c| c == "cpu"));
@@ -476,15 +486,20 @@ impl CpuQuota {
         let mut quota = CpuQuota {
             stat: homes.first()?.join("cpu.stat"),
             dirs: Vec::new(),
+            limits,
         };
         for home in homes {
             std::fs::create_dir(&home).ok()?;
             quota.dirs.push(home);
         }
-        for (file, value) in limits {
-            std::fs::write(quota.dirs[0].join(file), value).ok()?;
-        }
         Some(quota)
+    }
+
+    /// Sets the limit; whether it could be.
+    fn limit(&self) -> bool {
+        self.limits
+            .iter()
+            .all(|(file, value)| std::fs::write(self.dirs[0].join(file), value).is_ok())
     }
 
     /// A launcher that moves itself into the cgroup, then runs the program it is given.
@@ -524,7 +539,7 @@ impl Drop for CpuQuota {
 /// limit: the guard reads the quota too.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
-    let Some(quota) = CpuQuota::tenth() else {
+    let Some(quota) = CpuQuota::tenth("throttled") else {
         eprintln!("skipped: this machine does not let the test make a cgroup with a CPU quota");
         return;
     };
@@ -540,4 +555,29 @@ async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
     })
     .await;
     assert!(quota.throttled() > 0, "the kernel throttled the proxy");
+}
+
+/// A quota set on a running proxy's cgroup (a Kubernetes in-place resize) is found within
+/// seconds, without a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cpu_quota_set_while_the_proxy_runs_is_found() {
+    let Some(quota) = CpuQuota::unlimited("resized") else {
+        eprintln!("skipped: this machine does not let the test make a cgroup");
+        return;
+    };
+    let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
+    let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
+    let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &quota.launcher());
+    // The proxy answers from inside the cgroup before it has a limit.
+    assert_eq!(get(&proxy.url("/payroll/1"), &[]).await.status, 200);
+    assert!(quota.limit(), "the limit could be set");
+    until_copies_wait_for_cpu(&proxy, 16, || {
+        format!(
+            "the quota set after start ({} periods throttled)",
+            quota.throttled()
+        )
+    })
+    .await;
+    let log = proxy.logs.wait_for("CPU quota changed");
+    assert!(log.contains("cpus=0.1"), "{log}");
 }
