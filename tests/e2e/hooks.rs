@@ -14,6 +14,17 @@ use crate::support::{
 
 /// A proxy whose route `orders` (prefix /orders) runs `script` (file `hook.lua`).
 fn start(monolith: &Upstream, extra_upstreams: &str, script: &str, on_error: &str) -> Proxy {
+    start_with(monolith, extra_upstreams, script, on_error, &[])
+}
+
+/// [`start`] with more flags for `strangler run`.
+fn start_with(
+    monolith: &Upstream,
+    extra_upstreams: &str,
+    script: &str,
+    on_error: &str,
+    flags: &[&str],
+) -> Proxy {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("hook.lua"), script).unwrap();
     let yaml = format!(
@@ -21,7 +32,7 @@ fn start(monolith: &Upstream, extra_upstreams: &str, script: &str, on_error: &st
         monolith.url()
     );
     std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
-    Proxy::start_in(dir, "routes.yaml", &[])
+    Proxy::start_in(dir, "routes.yaml", flags)
 }
 
 const TAGGING: &str = r#"
@@ -177,16 +188,7 @@ end
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hook_budgets_are_set_with_flags() {
     let monolith = Upstream::start("monolith").await;
-    let start_with = |flags: &[&str]| {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("hook.lua"), SLOW_OR_BIG).unwrap();
-        let yaml = format!(
-            "upstreams:\n  monolith: {{ url: \"{}\" }}\ndefault: monolith\nroutes:\n  - name: orders\n    match: {{ path_prefix: /orders }}\n    to: monolith\n    hooks: [hook.lua]\n",
-            monolith.url()
-        );
-        std::fs::write(dir.path().join("routes.yaml"), yaml).unwrap();
-        Proxy::start_in(dir, "routes.yaml", flags)
-    };
+    let with_flags = |flags: &[&str]| start_with(&monolith, "", SLOW_OR_BIG, "fail", flags);
     let runs = |metrics: &str, result: &str| {
         let series = format!(
             "strangler_hook_runs_total{{hook=\"hook.lua\",phase=\"on_request\",result=\"{result}\"}} "
@@ -198,7 +200,7 @@ async fn hook_budgets_are_set_with_flags() {
     };
 
     // 30 ms of Lua under a 5 ms budget is cut off, and the route fails closed.
-    let tight = start_with(&["--hook-budget", "5ms", "--hook-memory", "2MiB"]);
+    let tight = with_flags(&["--hook-budget", "5ms", "--hook-memory", "2MiB"]);
     let answer = get(&tight.url("/orders"), &[]).await;
     assert_eq!(answer.status, 500, "{}", answer.text());
     // A 4 MiB string does not fit a 2 MiB state.
@@ -210,7 +212,7 @@ async fn hook_budgets_are_set_with_flags() {
     assert_eq!(monolith.hit_count(), 0);
 
     // The same script passes with room for it.
-    let roomy = start_with(&["--hook-budget", "5s", "--hook-memory", "64MiB"]);
+    let roomy = with_flags(&["--hook-budget", "5s", "--hook-memory", "64MiB"]);
     for headers in [&[][..], &[("x-big", "1")]] {
         let answer = get(&roomy.url("/orders"), headers).await;
         assert_eq!(answer.status, 200, "{}", answer.text());
