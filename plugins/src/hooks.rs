@@ -133,8 +133,8 @@ pub struct HookResponse {
     pub headers: HeaderMap,
     /// The answer's fields as the upstream sent them, for a proxy that relays them without
     /// building a header map. `res.headers` reads them before `headers`, and never changes
-    /// them: what hooks set or add goes to `headers`, and a name they set or remove is
-    /// hidden here.
+    /// their bytes: what hooks set, add or remove is recorded beside them (see
+    /// [`UpstreamFields::edits`]).
     pub upstream: Option<UpstreamFields>,
 }
 
@@ -182,7 +182,7 @@ impl UpstreamFields {
         self.kept(name).chain(added)
     }
 
-    /// Whether the fields named `name` (as it came, any case) that came are hidden.
+    /// Whether the fields that came named `name` (any case) are hidden.
     pub fn is_hidden(&self, name: &[u8]) -> bool {
         self.edits.iter().any(|(hidden, value)| {
             value.is_none() && hidden.as_str().as_bytes().eq_ignore_ascii_case(name)

@@ -185,8 +185,8 @@ impl Later<'_> {
 }
 
 /// Runs the `on_response` hooks on `head`. A head relayed as the upstream sent it stays so:
-/// the hooks read its fields (and the proxy's `Via` after them) in place, their additions
-/// go into the header map, and the writer leaves out what they hid.
+/// the hooks read its fields (and the proxy's `Via` after them) in place, what they set or
+/// add is listed beside them, and the writer leaves out what they hid.
 ///
 /// # Errors
 /// A failing hook whose entry says `on_error: fail` (500).
