@@ -63,9 +63,6 @@ pub fn route_hooks(
 }
 
 /// What the `on_request` hooks left to do.
-// Lives on the stack between the hooks and the dispatch; boxing the larger variant would cost
-// every hooked request an allocation.
-#[allow(clippy::large_enum_variant)]
 pub enum Before<'a> {
     /// A hook answered (`req:respond`): no upstream is called.
     Answered(Response<BoxBody>),
