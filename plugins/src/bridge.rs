@@ -439,10 +439,7 @@ impl Fields<'_> {
     /// The fields named `name` give way to `value` (none: they are removed).
     fn set(self, name: HeaderName, value: Option<HeaderValue>) {
         match self.upstream {
-            Some(upstream) => {
-                self.map.remove(&name);
-                upstream.set(name, value);
-            }
+            Some(upstream) => upstream.set(name, value),
             None => {
                 match value {
                     Some(value) => self.map.insert(name, value),

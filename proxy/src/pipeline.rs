@@ -141,10 +141,9 @@ impl Pipeline {
         match response.extensions_mut().get_mut::<RelayedFields>() {
             Some(relayed) => {
                 relayed.request_id = Some(request_id.clone());
-                // Hooks may have added one; the proxy's is the one that counts. (Nothing to
-                // look through in the usual empty map and list.)
+                // Hooks may have added one; the proxy's is the one that counts. (A relayed
+                // answer's header map is empty: what hooks add is listed with its fields.)
                 relayed.fields.forget_added(&headers::X_REQUEST_ID);
-                response.headers_mut().remove(headers::X_REQUEST_ID);
             }
             None => {
                 response

@@ -35,7 +35,7 @@ pub(crate) struct FieldSpans(Vec<(Range<usize>, Range<usize>)>);
 /// of the head.
 #[derive(Debug, Clone)]
 pub(crate) struct RelayedFields {
-    /// The fields, and the names hooks hid (set or removed).
+    /// The fields as they came, the proxy's `Via`, and what hooks did to them.
     pub(crate) fields: UpstreamFields,
     /// The answer's `Content-Length`, when it has one.
     pub(crate) content_length: Option<u64>,
