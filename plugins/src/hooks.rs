@@ -222,10 +222,7 @@ impl UpstreamFields {
     fn kept<'a>(&'a self, name: &'a HeaderName) -> impl Iterator<Item = &'a [u8]> + 'a {
         let wanted = name.as_str().as_bytes();
         // Names are hidden as a whole: one look at the list instead of one per field.
-        let hidden = self
-            .edits
-            .iter()
-            .any(|(hidden, value)| value.is_none() && hidden == name);
+        let hidden = self.is_hidden(wanted);
         self.all()
             .filter(move |(field, _)| !hidden && field.eq_ignore_ascii_case(wanted))
             .map(|(_, value)| value)

@@ -17,7 +17,7 @@ use crate::callout::{self, Callouts};
 use crate::config::HookConfig;
 use crate::engine::record;
 use crate::error::{HookError, HookFailure};
-use crate::hooks::{Exchange, HookObserver, Phase, Submission};
+use crate::hooks::{Exchange, HookObserver, Phase, Submission, id_text};
 use crate::script::{HookChain, HookScript};
 use crate::state::LuaState;
 
@@ -201,7 +201,6 @@ impl Worker {
             _permit,
         } = job;
         let request_id = exchange.request.request_id.clone();
-        let id_text = exchange.request.id_text().to_string();
         let views = {
             let state = state.borrow();
             job_views(&state.lua, &chain, exchange)
@@ -209,7 +208,8 @@ impl Worker {
         let (req, res) = match views {
             Ok(views) => views,
             Err(e) => {
-                return self.fail_job(&chain, &id_text, &format!("cannot build req/res: {e}"));
+                let reason = format!("cannot build req/res: {e}");
+                return self.fail_job(&chain, id_text(&request_id), &reason);
             }
         };
         let deadline = tokio::time::Instant::now() + self.config.after_response_timeout;
@@ -235,7 +235,7 @@ impl Worker {
                     Err(_) => Err(self.wall_clock_exceeded(&entry.script)),
                 }
             };
-            let id = || id_text.clone();
+            let id = || id_text(&request_id).to_string();
             record(
                 &*self.observer,
                 chain.route(),
