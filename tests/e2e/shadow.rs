@@ -440,10 +440,10 @@ async fn copies_wait_for_spare_cpu_unless_told_not_to() {
     );
 }
 
-/// A cgroup limited to a tenth of a CPU, made for one test and removed when dropped (after
-/// the processes in it): in cgroup v2 where its `cpu` controller can be had, else in the v1
-/// `cpu` and `cpuacct` hierarchies. `None` where this machine does not let the test make
-/// one (not root, no cgroup mounts).
+/// A cgroup for one test, limited to a tenth of a CPU (at once, or when the test says),
+/// removed when dropped (after the processes in it): in cgroup v2 where its `cpu`
+/// controller can be had, else in the v1 `cpu` and `cpuacct` hierarchies. `None` where this
+/// machine does not let the test make one (not root, no cgroup mounts).
 struct CpuQuota {
     dirs: Vec<std::path::PathBuf>,
     /// The `cpu.stat` with the kernel's count of throttled periods.
@@ -516,6 +516,15 @@ impl CpuQuota {
         ]
     }
 
+    /// A proxy running in this cgroup with the spare-CPU guard at 5 %, shadowing `/payroll`
+    /// to a candidate that answers at once; with its upstreams, to keep while it runs.
+    async fn shadowing_proxy(&self) -> (Upstream, Upstream, Proxy) {
+        let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
+        let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
+        let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &self.launcher());
+        (monolith, payroll, proxy)
+    }
+
     /// How many periods the kernel throttled the cgroup in.
     fn throttled(&self) -> u64 {
         std::fs::read_to_string(&self.stat)
@@ -543,9 +552,7 @@ async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
         eprintln!("skipped: this machine does not let the test make a cgroup with a CPU quota");
         return;
     };
-    let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
-    let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
-    let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &quota.launcher());
+    let (_monolith, _payroll, proxy) = quota.shadowing_proxy().await;
 
     until_copies_wait_for_cpu(&proxy, 16, || {
         format!(
@@ -565,9 +572,7 @@ async fn a_cpu_quota_set_while_the_proxy_runs_is_found() {
         eprintln!("skipped: this machine does not let the test make a cgroup");
         return;
     };
-    let (monolith, payroll) = with_slow_candidate(Duration::ZERO).await;
-    let yaml = shadow_yaml(&monolith.url(), &payroll.url(), "");
-    let proxy = Proxy::start_through(&yaml, &["--shadow-spare-cpu", "5%"], &quota.launcher());
+    let (_monolith, _payroll, proxy) = quota.shadowing_proxy().await;
     // The proxy answers from inside the cgroup before it has a limit.
     assert_eq!(get(&proxy.url("/payroll/1"), &[]).await.status, 200);
     assert!(quota.limit(), "the limit could be set");
