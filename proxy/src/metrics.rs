@@ -1,7 +1,7 @@
 //! Prometheus metrics on one explicit registry, with label handles resolved off the hot path.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::OnceLock;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 use std::time::Instant;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
@@ -32,6 +32,26 @@ pub struct Metrics {
     fallbacks: IntCounterVec,
     fallbacks_skipped: IntCounterVec,
     hook_runs: IntCounterVec,
+    retired: Arc<Retired>,
+}
+
+/// The routes a reload took out of the table, whose series are gone from `/metrics`.
+///
+/// A request still in flight on such a route finishes on its old table, and counts its
+/// answer with handles resolved from the route's name. Resolving a handle creates the
+/// series, so a late one would bring a removed route back for good. Every late resolution
+/// asks here first, under the lock that [`Metrics::forget_route`] holds while it removes
+/// the series: either the series is created before the removal (and removed with the
+/// rest) or not at all.
+#[derive(Default)]
+struct Retired(RwLock<HashSet<String>>);
+
+impl Retired {
+    /// `resolve()`, unless `route` is retired.
+    fn unless_retired<R>(&self, route: &str, resolve: impl FnOnce() -> R) -> Option<R> {
+        let retired = self.0.read().unwrap_or_else(PoisonError::into_inner);
+        (!retired.contains(route)).then(resolve)
+    }
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate or invalid names).
@@ -167,6 +187,7 @@ impl Metrics {
             fallbacks,
             fallbacks_skipped,
             hook_runs,
+            retired: Arc::default(),
         })
     }
 
@@ -175,9 +196,14 @@ impl Metrics {
         self.hook_runs.clone()
     }
 
-    /// Count an automatic rollback of `route`.
+    /// Count an automatic rollback of `route` (not counted for a route a reload removed).
     pub fn canary_rollback(&self, route: &str) {
-        self.canary_rollbacks.with_label_values(&[route]).inc();
+        let counter = self
+            .retired
+            .unless_retired(route, || self.canary_rollbacks.with_label_values(&[route]));
+        if let Some(counter) = counter {
+            counter.inc();
+        }
     }
 
     /// Pre-resolved fallback counters of one route; call when building a runtime.
@@ -208,14 +234,18 @@ impl Metrics {
         }
     }
 
-    /// The handles for one (route, upstream) pair; call when building a runtime, not per request.
+    /// The handles for one (route, upstream) pair, resolved once per table, not per request.
+    /// For a route a reload removed they count nothing (see [`Metrics::forget_route`]).
     pub fn pair(&self, route: &str, upstream: &str) -> PairMetrics {
         PairMetrics {
             route: route.to_string(),
             upstream: upstream.to_string(),
             requests: self.requests.clone(),
-            duration: self.duration.with_label_values(&[route, upstream]),
+            duration: self.retired.unless_retired(route, || {
+                self.duration.with_label_values(&[route, upstream])
+            }),
             codes: OnceLock::new(),
+            retired: Arc::clone(&self.retired),
         }
     }
 
@@ -252,8 +282,16 @@ impl Metrics {
 
     /// Drop every series labelled with `route`, a route the table no longer has: graphs,
     /// alerts and the dashboard stop showing it (its counters start from zero should it
-    /// come back, which `rate()` reads as a reset).
+    /// come back, which `rate()` reads as a reset). Requests still in flight on it count
+    /// nothing from now on, so that they do not bring its series back, until
+    /// [`Metrics::serve_routes`] names it again.
     pub fn forget_route(&self, route: &str) {
+        let mut retired = self
+            .retired
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        retired.insert(route.to_string());
         forget(&self.requests, route);
         forget(&self.duration, route);
         forget(&self.shadow_comparisons, route);
@@ -262,6 +300,21 @@ impl Metrics {
         forget(&self.canary_rollbacks, route);
         forget(&self.fallbacks, route);
         forget(&self.fallbacks_skipped, route);
+    }
+
+    /// `routes` are in the table about to serve: those a reload removed earlier count again.
+    pub fn serve_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        let mut retired = self
+            .retired
+            .0
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if retired.is_empty() {
+            return;
+        }
+        for route in routes {
+            retired.remove(route);
+        }
     }
 
     /// Requests answered so far (`strangler_requests_total` summed over status codes), by
@@ -337,30 +390,40 @@ impl Drop for InFlight {
 ///
 /// The histogram child is resolved up front; a counter per status code is resolved the
 /// first time that code is seen and then reused, so a request costs no label hashing.
+/// Neither is resolved for a route a reload removed (none: nothing is counted).
 pub struct PairMetrics {
     route: String,
     upstream: String,
     requests: IntCounterVec,
-    duration: Histogram,
+    duration: Option<Histogram>,
     codes: OnceLock<Box<[OnceLock<IntCounter>]>>,
+    retired: Arc<Retired>,
 }
 
 impl PairMetrics {
     /// Count an answer with `status` and record how long the exchange took since `started`.
     pub fn observe(&self, status: u16, started: Instant) {
-        self.counter(status).inc();
-        self.duration.observe(started.elapsed().as_secs_f64());
+        if let Some(counter) = self.counter(status) {
+            counter.inc();
+        }
+        if let Some(duration) = &self.duration {
+            duration.observe(started.elapsed().as_secs_f64());
+        }
     }
 
-    fn counter(&self, status: u16) -> &IntCounter {
+    fn counter(&self, status: u16) -> Option<&IntCounter> {
         let codes = self
             .codes
             .get_or_init(|| (100..600).map(|_| OnceLock::new()).collect());
-        let slot = usize::from(status.clamp(100, 599) - 100);
-        codes[slot].get_or_init(|| {
+        let slot = &codes[usize::from(status.clamp(100, 599) - 100)];
+        if let Some(counter) = slot.get() {
+            return Some(counter);
+        }
+        let counter = self.retired.unless_retired(&self.route, || {
             self.requests
                 .with_label_values(&[&self.route, &self.upstream, &status.to_string()])
-        })
+        })?;
+        Some(slot.get_or_init(|| counter))
     }
 }
 
@@ -403,4 +466,43 @@ pub struct FallbackMetrics {
     pub fallbacks: IntCounter,
     /// `strangler_fallbacks_skipped_total{route, reason="body_too_large"}`.
     pub skipped_body: IntCounter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_removed_route_counts_nothing_until_a_table_serves_it_again() {
+        let metrics = Metrics::new().unwrap();
+        let before_removal = metrics.pair("invoices", "service");
+        metrics.forget_route("invoices");
+        let after_removal = metrics.pair("invoices", "service");
+        for pair in [&before_removal, &after_removal] {
+            pair.observe(200, Instant::now());
+        }
+        metrics.canary_rollback("invoices");
+        assert!(
+            !metrics.render().contains("invoices"),
+            "{}",
+            metrics.render()
+        );
+
+        metrics.serve_routes(["invoices"]);
+        metrics
+            .pair("invoices", "service")
+            .observe(200, Instant::now());
+        metrics.canary_rollback("invoices");
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                r#"strangler_requests_total{code="200",route="invoices",upstream="service"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"strangler_canary_rollbacks_total{route="invoices"} 1"#),
+            "{text}"
+        );
+    }
 }

@@ -444,6 +444,9 @@ impl RuntimeStore {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
                 let changed = runtime.table().version() != old.table().version();
+                self.shared
+                    .metrics
+                    .serve_routes(runtime.table().routes().iter().map(|r| r.name.as_str()));
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);
                 if let Some(watcher) = self.watcher.get() {

@@ -2,6 +2,11 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::support::{Proxy, Upstream, admin_get, get, routes_yaml, write_atomically};
 
@@ -214,4 +219,69 @@ async fn a_removed_routes_series_leave_the_metrics() {
     let metrics = admin_get(&proxy, "/metrics").await.text();
     assert!(!metrics.contains("route=\"invoices\""), "{metrics}");
     assert_eq!(monolith_answers(&metrics), 2.0, "{metrics}");
+}
+
+/// An upstream that takes one request, says so on `arrived`, and answers it 200 once
+/// `release` fires: a request the test holds in flight for as long as it likes.
+async fn held_upstream() -> (String, oneshot::Receiver<()>, oneshot::Sender<()>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let (arrived, arrival) = oneshot::channel();
+    let (release, released) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut stream, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = stream.read(&mut buf).await.unwrap();
+            assert!(n > 0, "the proxy closed before sending its request");
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = arrived.send(());
+        let _ = released.await;
+        let _ = stream
+            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await;
+    });
+    (url, arrival, release)
+}
+
+/// A request still in flight when a reload takes its route out of the file finishes, and
+/// does not bring the route's series back to `/metrics` when it is counted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_in_flight_on_a_removed_route_brings_back_no_series() {
+    let monolith = Upstream::start("monolith").await;
+    let (held, arrival, release) = held_upstream().await;
+    let upstreams = [("monolith", monolith.url()), ("service", held)];
+    let upstreams: Vec<_> = upstreams.iter().map(|(n, u)| (*n, u.as_str())).collect();
+    let proxy = Proxy::start(&routes_yaml(&upstreams, "monolith", MOVE_INVOICES), &[]);
+    let url = proxy.url("/invoices/1");
+    let in_flight = tokio::spawn(async move { get(&url, &[]).await });
+    arrival
+        .await
+        .expect("the held upstream never got the request");
+
+    proxy.rewrite_routes_in_place(&routes_yaml(&upstreams, "monolith", ""));
+    release.send(()).unwrap();
+    assert_eq!(
+        in_flight.await.unwrap().text(),
+        "ok",
+        "the in-flight request was cut"
+    );
+    // The request is counted when it ends, before the in-flight gauge goes down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = admin_get(&proxy, "/metrics").await.text();
+        if metrics
+            .lines()
+            .any(|line| line == "strangler_inflight_requests 0")
+        {
+            break metrics;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(!metrics.contains("route=\"invoices\""), "{metrics}");
+    // The table now serving counts as before.
+    assert_eq!(served_by(&proxy, "/invoices/1").await, "monolith");
 }
