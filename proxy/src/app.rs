@@ -14,7 +14,6 @@ use crate::config::{RunArgs, TlsArgs};
 use crate::cpu::SpareCpu;
 use strangler_plugins::HookEngine;
 
-use crate::decorate::HookRuns;
 use crate::difflog::DiffLog;
 use crate::metrics::{Metrics, MetricsError};
 use crate::pipeline::{Limits, Pipeline};
@@ -141,11 +140,8 @@ pub async fn serve_with_tls(
     };
     let (trips, mut tripped) = tokio::sync::mpsc::unbounded_channel();
     let metrics = Arc::new(Metrics::new()?);
-    let hooks = HookEngine::new(
-        args.hooks.config(),
-        Arc::new(HookRuns::new(metrics.hook_runs())),
-    )
-    .map_err(StartError::Hooks)?;
+    let hooks =
+        HookEngine::new(args.hooks.config(), metrics.hook_runs()).map_err(StartError::Hooks)?;
     let spare_cpu = SpareCpu::new(args.shadow_spare_cpu);
     let cpu_sampler = spare_cpu.spawn_sampler();
     let shared = Arc::new(Shared {

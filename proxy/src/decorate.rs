@@ -3,16 +3,14 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 
 use http::{Request, Response, Uri};
-use prometheus::{IntCounter, IntCounterVec};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
-    HookEngine, HookEntry, HookObserver, HookRequest, HookResponse, HookScript, Hooks, LuaHooks,
-    OnError, Phase, PluginError, RunResult,
+    HookEngine, HookEntry, HookRequest, HookResponse, HookScript, Hooks, LuaHooks, OnError,
+    PluginError,
 };
 use strangler_routes::{Route, normalize_path};
 
@@ -295,107 +293,5 @@ impl Callouts for PoolCallouts {
                 body,
             })
         })
-    }
-}
-
-/// Counts `strangler_hook_runs_total{hook,phase,result}`; `hook` is the script's file name,
-/// a closed set taken from the route file.
-pub struct HookRuns {
-    counters: IntCounterVec,
-    /// Children already resolved, by script, phase and result: a hooked request then costs
-    /// a short scan and a comparison of paths instead of hashing three label values.
-    resolved: RwLock<Vec<Resolved>>,
-}
-
-/// One child of the counter family, with what it counts.
-struct Resolved {
-    path: PathBuf,
-    phase: Phase,
-    result: RunResult,
-    counter: IntCounter,
-}
-
-impl Resolved {
-    /// Whether this counts runs of `phase` by the script at `path` that ended in `result`.
-    /// Paths are compared as bytes: `Path`'s own equality compares component by component.
-    fn counts(&self, path: &Path, phase: Phase, result: RunResult) -> bool {
-        self.phase == phase && self.result == result && self.path.as_os_str() == path.as_os_str()
-    }
-}
-
-impl HookRuns {
-    /// Count hook runs in `counters` (`strangler_hook_runs_total{hook,phase,result}`).
-    pub fn new(counters: IntCounterVec) -> Self {
-        Self {
-            counters,
-            resolved: RwLock::new(Vec::new()),
-        }
-    }
-
-    /// Resolves the child for a run not counted before, and keeps it for the next one.
-    fn resolve(&self, path: &Path, phase: Phase, result: RunResult) -> IntCounter {
-        let name = path
-            .file_name()
-            .map(|n| n.to_string_lossy())
-            .unwrap_or_default();
-        let counter = self
-            .counters
-            .with_label_values(&[&name, phase.as_str(), result.as_str()]);
-        if let Ok(mut list) = self.resolved.write()
-            && !list.iter().any(|r| r.counts(path, phase, result))
-        {
-            list.push(Resolved {
-                path: path.to_path_buf(),
-                phase,
-                result,
-                counter: counter.clone(),
-            });
-        }
-        counter
-    }
-}
-
-impl HookObserver for HookRuns {
-    fn hook_ran(&self, script: &HookScript, phase: Phase, result: RunResult) {
-        let path = script.path();
-        if let Ok(list) = self.resolved.read()
-            && let Some(resolved) = list.iter().find(|r| r.counts(path, phase, result))
-        {
-            resolved.counter.inc();
-            return;
-        }
-        self.resolve(path, phase, result).inc();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use prometheus::Opts;
-
-    use super::*;
-
-    #[test]
-    fn hook_runs_count_each_script_phase_and_result_apart() {
-        let dir = tempfile::tempdir().unwrap();
-        let script = |name: &str| {
-            let path = dir.path().join(name);
-            std::fs::write(&path, "function on_request(req) end").unwrap();
-            HookScript::compile(&path).unwrap()
-        };
-        let (a, b) = (script("a.lua"), script("b.lua"));
-        let counters =
-            IntCounterVec::new(Opts::new("runs", "hook runs"), &["hook", "phase", "result"])
-                .unwrap();
-        let runs = HookRuns::new(counters.clone());
-        for _ in 0..3 {
-            runs.hook_ran(&a, Phase::OnRequest, RunResult::Ok);
-        }
-        runs.hook_ran(&a, Phase::OnRequest, RunResult::Error);
-        runs.hook_ran(&b, Phase::OnResponse, RunResult::Ok);
-        let count = |labels: &[&str]| counters.with_label_values(labels).get();
-        assert_eq!(count(&["a.lua", "on_request", "ok"]), 3);
-        assert_eq!(count(&["a.lua", "on_request", "error"]), 1);
-        assert_eq!(count(&["b.lua", "on_response", "ok"]), 1);
-        assert_eq!(count(&["b.lua", "on_request", "ok"]), 0);
     }
 }

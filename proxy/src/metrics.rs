@@ -1,7 +1,13 @@
 //! Prometheus metrics on one explicit registry, with label handles resolved off the hot path.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+mod hook_runs;
+mod retired;
+
+pub use hook_runs::HookRuns;
+use hook_runs::hook_label;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use prometheus::core::{Collector, MetricVec, MetricVecBuilder};
@@ -9,6 +15,9 @@ use prometheus::{
     Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
     Registry, TextEncoder,
 };
+
+use retired::Retired;
+use strangler_routes::RouteTable;
 
 /// Latency buckets in seconds: 0.5 ms to 30 s, dense where proxies live.
 const DURATION_BUCKETS: [f64; 16] = [
@@ -31,27 +40,9 @@ pub struct Metrics {
     canary_rollbacks: IntCounterVec,
     fallbacks: IntCounterVec,
     fallbacks_skipped: IntCounterVec,
-    hook_runs: IntCounterVec,
+    hook_runs: Arc<HookRuns>,
+    /// Routes a reload took out of the table (see [`Retired`]).
     retired: Arc<Retired>,
-}
-
-/// The routes a reload took out of the table, whose series are gone from `/metrics`.
-///
-/// A request still in flight on such a route finishes on its old table, and counts its
-/// answer with handles resolved from the route's name. Resolving a handle creates the
-/// series, so a late one would bring a removed route back for good. Every late resolution
-/// asks here first, under the lock that [`Metrics::forget_route`] holds while it removes
-/// the series: either the series is created before the removal (and removed with the
-/// rest) or not at all.
-#[derive(Default)]
-struct Retired(RwLock<HashSet<String>>);
-
-impl Retired {
-    /// `resolve()`, unless `route` is retired.
-    fn unless_retired<R>(&self, route: &str, resolve: impl FnOnce() -> R) -> Option<R> {
-        let retired = self.0.read().unwrap_or_else(PoisonError::into_inner);
-        (!retired.contains(route)).then(resolve)
-    }
 }
 
 /// Why the metrics could not be set up (a programming error: duplicate or invalid names).
@@ -169,6 +160,7 @@ impl Metrics {
             &["hook", "phase", "result"],
         )?;
         registry.register(Box::new(hook_runs.clone()))?;
+        let hook_runs = Arc::new(HookRuns::new(hook_runs));
         for result in ["success", "failure"] {
             reloads.with_label_values(&[result]);
         }
@@ -191,9 +183,9 @@ impl Metrics {
         })
     }
 
-    /// `strangler_hook_runs_total`, for the hook engine's observer.
-    pub fn hook_runs(&self) -> IntCounterVec {
-        self.hook_runs.clone()
+    /// `strangler_hook_runs_total`, the hook engine's observer.
+    pub fn hook_runs(&self) -> Arc<HookRuns> {
+        Arc::clone(&self.hook_runs)
     }
 
     /// Count an automatic rollback of `route` (not counted for a route a reload removed).
@@ -280,41 +272,53 @@ impl Metrics {
         }
     }
 
+    /// Call before `table` serves: the routes and hook scripts it has that a reload removed
+    /// earlier count again.
+    pub fn serve(&self, table: &RouteTable) {
+        self.serve_routes(table.routes().iter().map(|route| route.name.as_str()));
+        self.hook_runs
+            .serve(hook_labels(table).iter().map(String::as_str));
+    }
+
+    /// Call once `new` serves instead of `old`: the series of the routes and hook scripts
+    /// `old` had and `new` has not leave `/metrics`.
+    pub fn forget_removed(&self, old: &RouteTable, new: &RouteTable) {
+        for gone in old.routes().iter().filter(|r| new.route(&r.name).is_none()) {
+            self.forget_route(&gone.name);
+        }
+        for gone in hook_labels(old).difference(&hook_labels(new)) {
+            self.hook_runs.forget(gone);
+        }
+    }
+
     /// Drop every series labelled with `route`, a route the table no longer has: graphs,
     /// alerts and the dashboard stop showing it (its counters start from zero should it
     /// come back, which `rate()` reads as a reset). Requests still in flight on it count
     /// nothing from now on, so that they do not bring its series back, until
     /// [`Metrics::serve_routes`] names it again.
-    pub fn forget_route(&self, route: &str) {
-        let mut retired = self
-            .retired
-            .0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        retired.insert(route.to_string());
-        forget(&self.requests, route);
-        forget(&self.duration, route);
-        forget(&self.shadow_comparisons, route);
-        forget(&self.shadow_duration, route);
-        forget(&self.shadow_gate, route);
-        forget(&self.canary_rollbacks, route);
-        forget(&self.fallbacks, route);
-        forget(&self.fallbacks_skipped, route);
+    fn forget_route(&self, route: &str) {
+        self.retired.change(|retired| {
+            retired.insert(route.to_string());
+            forget(&self.requests, route);
+            forget(&self.duration, route);
+            forget(&self.shadow_comparisons, route);
+            forget(&self.shadow_duration, route);
+            forget(&self.shadow_gate, route);
+            forget(&self.canary_rollbacks, route);
+            forget(&self.fallbacks, route);
+            forget(&self.fallbacks_skipped, route);
+        });
     }
 
     /// `routes` are in the table about to serve: those a reload removed earlier count again.
-    pub fn serve_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
-        let mut retired = self
-            .retired
-            .0
-            .write()
-            .unwrap_or_else(PoisonError::into_inner);
-        if retired.is_empty() {
-            return;
-        }
-        for route in routes {
-            retired.remove(route);
-        }
+    fn serve_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
+        self.retired.change(|retired| {
+            if !retired.is_empty() {
+                for route in routes {
+                    retired.remove(route);
+                }
+            }
+        });
     }
 
     /// Requests answered so far (`strangler_requests_total` summed over status codes), by
@@ -354,6 +358,16 @@ impl Metrics {
         }
         out
     }
+}
+
+/// The `hook` labels of the scripts `table`'s routes run.
+fn hook_labels(table: &RouteTable) -> BTreeSet<String> {
+    table
+        .routes()
+        .iter()
+        .flat_map(|route| &route.hooks)
+        .map(|hook| hook_label(&hook.script).into_owned())
+        .collect()
 }
 
 /// Remove the series of `family` whose `route` label is `route`.

@@ -444,22 +444,15 @@ impl RuntimeStore {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
                 let changed = runtime.table().version() != old.table().version();
-                self.shared
-                    .metrics
-                    .serve_routes(runtime.table().routes().iter().map(|r| r.name.as_str()));
+                self.shared.metrics.serve(runtime.table());
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);
                 if let Some(watcher) = self.watcher.get() {
                     watcher.set_files(runtime.table().watched_files());
                 }
-                for gone in old
-                    .table()
-                    .routes()
-                    .iter()
-                    .filter(|route| runtime.table().route(&route.name).is_none())
-                {
-                    self.shared.metrics.forget_route(&gone.name);
-                }
+                self.shared
+                    .metrics
+                    .forget_removed(old.table(), runtime.table());
                 self.shared
                     .metrics
                     .reloaded(true, runtime.table().version());
@@ -600,12 +593,11 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::decorate::HookRuns;
     use strangler_plugins::HookConfig;
 
     fn shared() -> Arc<Shared> {
         let metrics = Arc::new(Metrics::new().expect("metrics"));
-        let runs = Arc::new(HookRuns::new(metrics.hook_runs()));
+        let runs = metrics.hook_runs();
         Arc::new(Shared {
             hooks: HookEngine::new(HookConfig::default(), runs).expect("hook engine"),
             metrics,

@@ -349,3 +349,43 @@ async fn on_request_can_move_a_request_to_another_path_and_query() {
         "the bad rewrite never reached the upstream"
     );
 }
+
+/// A reload that leaves no route with a hook script takes the script's series out of
+/// `/metrics`, as it does a removed route's; a script that comes back counts from zero.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_taken_out_of_the_file_takes_its_series_out_of_the_metrics() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = start(&monolith, "", TAGGING, "fail");
+    let hooked = proxy.routes_file();
+    let hooked = std::fs::read_to_string(&hooked).unwrap();
+    let runs = |metrics: &str| -> Vec<String> {
+        metrics
+            .lines()
+            .filter(|line| line.starts_with("strangler_hook_runs_total{"))
+            .map(str::to_string)
+            .collect()
+    };
+    assert_eq!(get(&proxy.url("/orders/1"), &[]).await.status, 200);
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert_eq!(runs(&metrics).len(), 2, "{metrics}");
+
+    let (kept, _) = hooked.split_once("    hooks:").unwrap();
+    proxy.rewrite_routes_in_place(kept);
+    assert_eq!(get(&proxy.url("/orders/2"), &[]).await.status, 200);
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert_eq!(runs(&metrics), Vec::<String>::new(), "{metrics}");
+    assert!(
+        metrics.contains("strangler_requests_total{code=\"200\",route=\"orders\""),
+        "the route stays: {metrics}"
+    );
+
+    proxy.rewrite_routes_in_place(&hooked);
+    assert_eq!(get(&proxy.url("/orders/3"), &[]).await.status, 200);
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "strangler_hook_runs_total{hook=\"hook.lua\",phase=\"on_request\",result=\"ok\"} 1"
+        ),
+        "{metrics}"
+    );
+}
