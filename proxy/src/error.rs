@@ -23,6 +23,10 @@ pub enum ProxyError {
     /// The request is malformed (e.g. a path that cannot be normalized).
     #[error("bad request: {0}")]
     BadRequest(String),
+    /// The request asks for something the proxy does not do, such as decoding a body under
+    /// a transfer coding other than `chunked` (RFC 9112, section 6.1).
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
     /// The request headers exceed `--max-header-bytes`.
     #[error("request headers are {size} bytes, the limit is {limit}")]
     HeadersTooLarge {
@@ -74,6 +78,7 @@ impl ProxyError {
     pub fn status(&self) -> StatusCode {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamBroken { .. } => StatusCode::BAD_GATEWAY,
@@ -85,9 +90,10 @@ impl ProxyError {
     /// Where the failure came from.
     pub fn class(&self) -> ErrorClass {
         match self {
-            Self::BadRequest(_) | Self::HeadersTooLarge { .. } | Self::BodyTooLarge { .. } => {
-                ErrorClass::Downstream
-            }
+            Self::BadRequest(_)
+            | Self::NotImplemented(_)
+            | Self::HeadersTooLarge { .. }
+            | Self::BodyTooLarge { .. } => ErrorClass::Downstream,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
             | Self::UpstreamBroken { .. } => ErrorClass::Upstream,
@@ -99,6 +105,7 @@ impl ProxyError {
     pub fn kind(&self) -> &'static str {
         match self {
             Self::BadRequest(_) => "bad_request",
+            Self::NotImplemented(_) => "not_implemented",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UpstreamConnect { .. } => "connect",

@@ -112,7 +112,9 @@ pub fn undecodable(coding: &[u8]) -> String {
 }
 
 /// [`foreign_coding`] over every `Transfer-Encoding` line of a head that hyper parsed: why
-/// the answer is refused, if it is.
+/// the message is refused, if it is. For a request too: hyper decodes a final `chunked`
+/// and hands on the body still under the codings before it, which the upstream would then
+/// take for plain content (the field naming them is hop-by-hop).
 pub fn foreign_transfer_coding(headers: &HeaderMap) -> Option<String> {
     let mut chunked = false;
     headers

@@ -223,10 +223,11 @@ impl Pipeline {
 
     /// Refuse requests over the header and declared body limits before any work is done.
     fn admit(&self, request: &Request<BoxBody>) -> Result<(), ProxyError> {
-        let (mut size, mut hosts) = (0, 0);
+        let (mut size, mut hosts, mut coded) = (0, 0, false);
         for (name, value) in request.headers() {
             size += name.as_str().len() + value.len() + 4;
             hosts += usize::from(name == header::HOST);
+            coded |= name == header::TRANSFER_ENCODING;
         }
         // RFC 9112, section 3.2: a server must refuse an HTTP/1.1 request without a Host and
         // any request with more than one, which the router and the upstream could each read
@@ -236,6 +237,12 @@ impl Pipeline {
                 "a request carries at most one Host header field, and HTTP/1.1 needs it \
                  (got {hosts})"
             )));
+        }
+        // RFC 9112, section 6.1: a transfer coding the proxy cannot decode gets 501, as
+        // nginx answers. (A coding list that does not end in `chunked` never gets here:
+        // the server refuses it with 400, section 6.3.)
+        if coded && let Some(reason) = headers::foreign_transfer_coding(request.headers()) {
+            return Err(ProxyError::NotImplemented(reason));
         }
         if size as u64 > self.limits.max_header_bytes {
             return Err(ProxyError::HeadersTooLarge {

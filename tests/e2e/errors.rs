@@ -155,6 +155,53 @@ async fn a_missing_or_repeated_host_is_a_400() {
     assert_eq!(monolith.hit_count(), 1);
 }
 
+/// A request body under a transfer coding the proxy cannot decode is refused, not passed on
+/// still coded under a field that says nothing of it (RFC 9112, sections 6.1 and 6.3).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_under_a_transfer_coding_other_than_chunked_is_refused() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    let post = |coding: &str| {
+        format!(
+            "POST /orders HTTP/1.1\r\nhost: a\r\ntransfer-encoding: {coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        )
+    };
+    for (coding, status) in [
+        ("gzip, chunked", "501"),
+        ("gzip", "400"),
+        ("identity", "400"),
+    ] {
+        let answer = raw_answer(&proxy, post(coding).as_bytes()).await;
+        assert_eq!(
+            answer.split_whitespace().nth(1),
+            Some(status),
+            "{coding}: {answer}"
+        );
+    }
+    // The 400s are hyper's, which cannot frame the body at all; the 501 is the proxy's.
+    let answer = raw_answer(&proxy, post("gzip, chunked").as_bytes()).await;
+    assert!(
+        answer.contains("transfer coding \"gzip\": only chunked is supported"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("x-request-id"),
+        "{answer}"
+    );
+    assert_eq!(
+        monolith.hit_count(),
+        0,
+        "no coded body reached the upstream"
+    );
+    // The one coding the proxy decodes goes through.
+    let answer = raw_answer(&proxy, post("chunked").as_bytes()).await;
+    assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
+    assert_eq!(monolith.hit_count(), 1);
+}
+
 /// An upstream that answers each request with keep-alive, then closes the connection anyway,
 /// the way a server with a short keep-alive timeout races a client reusing the connection.
 async fn closing_upstream() -> std::net::SocketAddr {
