@@ -128,7 +128,7 @@ pub async fn serve<H: Handler>(
             let handler = service_handler.clone();
             let conn = conn.clone();
             async move {
-                let request = request.map(body::boxed);
+                let request = request.map(body::from_client);
                 Ok::<_, Infallible>(handler.call(request, &conn).await)
             }
         });

@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use strangler_routes::{Scheme, Upstream};
 use tokio::sync::{Semaphore, TryAcquireError};
 
-use crate::body::{self, BodyTooLarge, BoxBody, Guarded};
+use crate::body::{self, BodyTooLarge, BoxBody, ClientBodyError, Guarded, root_cause};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::tls::TlsError;
@@ -286,15 +286,12 @@ impl UpstreamPool {
                     _ => err.to_string(),
                 },
             },
-            Failure::Exchange(err) => match find_source::<BodyTooLarge>(&err) {
-                Some(too_large) => ProxyError::BodyTooLarge {
-                    limit: too_large.limit,
-                },
-                None => ProxyError::UpstreamBroken {
+            Failure::Exchange(err) => {
+                client_fault(&err).unwrap_or_else(|| ProxyError::UpstreamBroken {
                     upstream: self.spec.name.clone(),
                     reason: root_cause(&err),
-                },
-            },
+                })
+            }
             Failure::Timeout => self.timeout(),
             Failure::Wire(err) => ProxyError::UpstreamBroken {
                 upstream: self.spec.name.clone(),
@@ -304,10 +301,8 @@ impl UpstreamPool {
     }
 
     fn classify(&self, err: &hyper_util::client::legacy::Error) -> ProxyError {
-        if let Some(too_large) = find_source::<BodyTooLarge>(err) {
-            return ProxyError::BodyTooLarge {
-                limit: too_large.limit,
-            };
+        if let Some(fault) = client_fault(err) {
+            return fault;
         }
         if let Some(tls) = find_source::<rustls::Error>(err) {
             return ProxyError::UpstreamConnect {
@@ -337,6 +332,18 @@ impl UpstreamPool {
             reason: root_cause(err),
         }
     }
+}
+
+/// A failure of an exchange that the client's request body caused, found anywhere in
+/// `err`'s chain: over the body limit (413), or broken off (400). Either way not the
+/// upstream's doing.
+fn client_fault(err: &(dyn StdError + 'static)) -> Option<ProxyError> {
+    if let Some(too_large) = find_source::<BodyTooLarge>(err) {
+        return Some(ProxyError::BodyTooLarge {
+            limit: too_large.limit,
+        });
+    }
+    find_source::<ClientBodyError>(err).map(|broken| ProxyError::BadRequest(broken.to_string()))
 }
 
 /// Whether a request may be replayed after a stale-connection failure.
@@ -381,13 +388,4 @@ fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> 
         };
     }
     None
-}
-
-/// The innermost message of an error chain: the most specific reason.
-fn root_cause(err: &(dyn StdError + 'static)) -> String {
-    let mut current = err;
-    while let Some(next) = current.source() {
-        current = next;
-    }
-    current.to_string()
 }

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Proxy, Upstream, client, closed_port, get, routes_yaml, send};
+use crate::support::{Proxy, Upstream, admin_get, client, closed_port, get, routes_yaml, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upstream_is_a_502_with_a_reason() {
@@ -200,6 +200,49 @@ async fn a_request_under_a_transfer_coding_other_than_chunked_is_refused() {
     let answer = raw_answer(&proxy, post("chunked").as_bytes()).await;
     assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
     assert_eq!(monolith.hit_count(), 1);
+}
+
+/// A request body the client breaks off is the client's fault: 400 with the reason, not a
+/// 502 blamed on (and counted against) the upstream it was streaming to.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_body_the_client_breaks_off_is_a_400_not_an_upstream_error() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    let broken_chunk =
+        b"POST /orders HTTP/1.1\r\nhost: a\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\nzz\r\n";
+    let answer = raw_answer(&proxy, broken_chunk).await;
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad request: request body: "), "{answer}");
+
+    // The client stops sending half-way through the length it declared.
+    let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+    stream
+        .write_all(b"POST /orders HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nhalf")
+        .await
+        .unwrap();
+    stream.shutdown().await.unwrap();
+    let mut answer = String::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_string(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("bad request: request body: "), "{answer}");
+
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        !metrics.contains("strangler_upstream_errors_total{"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"400\",route=\"default\",upstream=\"monolith\"} 2"
+        ),
+        "{metrics}"
+    );
 }
 
 /// An upstream that answers each request with keep-alive, then closes the connection anyway,
