@@ -205,9 +205,10 @@ impl Admin {
                 &serde_json::to_value(self.store.verifiers().summary()).unwrap_or_default(),
             ),
             (&Method::GET, ["diffs", name]) => {
-                let csv = request.uri().query().is_some_and(|q| {
-                    form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "format" && v == "csv")
-                });
+                let csv = match diff_format(request.uri().query().unwrap_or("")) {
+                    Ok(csv) => csv,
+                    Err(message) => return text(StatusCode::BAD_REQUEST, &message),
+                };
                 match self.store.verifiers().get(name) {
                     None => json_response(
                         StatusCode::NOT_FOUND,
@@ -227,16 +228,16 @@ impl Admin {
                     ),
                 }
             }
-            (
-                _,
-                [""]
-                | ["routes"]
-                | ["reload"]
-                | ["explain"]
-                | ["diffs", ..]
-                | ["routes", _, "rollback"],
-            ) => text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n"),
-            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+            _ => match allowed_methods(&segments) {
+                Some(allowed) => {
+                    let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+                    response
+                        .headers_mut()
+                        .insert(header::ALLOW, HeaderValue::from_static(allowed));
+                    response
+                }
+                None => text(StatusCode::NOT_FOUND, "not found\n"),
+            },
         }
     }
 
@@ -439,6 +440,35 @@ impl RouteGate {
 impl Handler for Admin {
     async fn call(&self, request: Request<BoxBody>, _conn: &ConnInfo) -> Response<BoxBody> {
         self.answer(request).await
+    }
+}
+
+/// The methods a path of the endpoint answers, for the `Allow` of a 405 (RFC 9110, section
+/// 15.5.6); none for a path it does not have.
+fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
+    match segments {
+        [""]
+        | ["healthz" | "readyz" | "metrics" | "routes" | "explain" | "diffs"]
+        | ["diffs", _] => Some("GET, HEAD"),
+        ["reload"] => Some("POST"),
+        ["routes", _, "rollback"] => Some("POST, DELETE"),
+        _ => None,
+    }
+}
+
+/// Whether `GET /diffs/{route}` is asked for CSV (`?format=csv`) rather than JSON (no
+/// `format`, or `format=json`); a message naming the choices for any other format, so that
+/// a typo is not answered with the wrong one.
+fn diff_format(query: &str) -> Result<bool, String> {
+    match form_urlencoded::parse(query.as_bytes()).find(|(key, _)| key == "format") {
+        None => Ok(false),
+        Some((_, format)) => match format.as_ref() {
+            "json" => Ok(false),
+            "csv" => Ok(true),
+            other => Err(format!(
+                "unknown format {other:?}: format=json (the default) or format=csv\n"
+            )),
+        },
     }
 }
 

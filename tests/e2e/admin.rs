@@ -401,3 +401,29 @@ async fn metrics_count_known_traffic_exactly() {
         "no raw paths in labels"
     );
 }
+
+/// Another method on a path the endpoint has is a 405 that says which methods it takes
+/// (RFC 9110, section 15.5.6); a path it does not have is a 404.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_is_a_405_naming_the_right_ones() {
+    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    for (method, path, allowed) in [
+        (Method::POST, "/healthz", "GET, HEAD"),
+        (Method::DELETE, "/metrics", "GET, HEAD"),
+        (Method::PUT, "/routes", "GET, HEAD"),
+        (Method::GET, "/reload", "POST"),
+        (Method::PUT, "/routes/invoices/rollback", "POST, DELETE"),
+        (Method::POST, "/diffs/invoices", "GET, HEAD"),
+    ] {
+        let answer = call(&proxy, method.clone(), path, None).await;
+        assert_eq!(answer.status, 405, "{method} {path}");
+        assert_eq!(answer.headers["allow"], allowed, "{method} {path}");
+    }
+    for path in ["/nope", "/diffs/a/b", "/routes/invoices"] {
+        assert_eq!(
+            call(&proxy, Method::GET, path, None).await.status,
+            404,
+            "{path}"
+        );
+    }
+}

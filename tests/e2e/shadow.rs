@@ -146,6 +146,12 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 2, "header and one record:\n{}", csv.text());
     assert!(lines[1].contains("/payroll/7"));
+    let json = admin_get(&proxy, "/diffs/payroll?format=json").await;
+    assert_eq!(json.json()["summary"]["route"], "payroll");
+    // A format it does not have is refused, not answered in another one.
+    let typo = admin_get(&proxy, "/diffs/payroll?format=cvs").await;
+    assert_eq!(typo.status, 400);
+    assert!(typo.text().contains("format=csv"), "{}", typo.text());
 
     let summary = admin_get(&proxy, "/diffs").await.json();
     assert_eq!(summary["routes"][0]["route"], "payroll");
