@@ -16,9 +16,9 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
         Err(errors) => {
             eprintln!("{errors}");
             eprintln!(
-                "{}: invalid ({} problems)",
+                "{}: invalid ({})",
                 file.display(),
-                errors.errors.len()
+                problems(errors.errors.len())
             );
             return 1;
         }
@@ -35,7 +35,7 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
         for error in &broken {
             eprintln!("{error}");
         }
-        eprintln!("{}: invalid ({} problems)", file.display(), broken.len());
+        eprintln!("{}: invalid ({})", file.display(), problems(broken.len()));
         return 1;
     }
     for warning in table.warnings() {
@@ -80,6 +80,14 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
             eprintln!("cannot explain {line:?}: {message}");
             2
         }
+    }
+}
+
+/// "1 problem", "3 problems".
+fn problems(count: usize) -> String {
+    match count {
+        1 => "1 problem".to_string(),
+        n => format!("{n} problems"),
     }
 }
 

@@ -67,6 +67,18 @@ fn an_invalid_file_fails_with_every_problem_named_by_file_line_and_key() {
         "duplicate name on line 8:\n{out}"
     );
     assert!(out.contains("path_regex"), "{out}");
+    assert!(out.contains("routes.yaml: invalid (3 problems)"), "{out}");
+
+    std::fs::write(&file, "upstreams: {}\ndefault: monolith\n").unwrap();
+    let out = text(&strangler(&["check", file.to_str().unwrap()]));
+    assert!(out.contains("routes.yaml: invalid (2 problems)"), "{out}");
+    std::fs::write(
+        &file,
+        "upstreams:\n  monolith: { url: \"http://127.0.0.1:8000\" }\ndefault: nowhere\n",
+    )
+    .unwrap();
+    let out = text(&strangler(&["check", file.to_str().unwrap()]));
+    assert!(out.contains("routes.yaml: invalid (1 problem)\n"), "{out}");
 }
 
 #[test]
