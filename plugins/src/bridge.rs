@@ -204,9 +204,7 @@ impl UserData for RequestView {
         fields.add_field_method_get("headers", |_, this| Ok(this.headers.clone()));
         fields.add_field_method_set("path", |_, this, path: LuaString| {
             let path = path.to_str()?;
-            if !path.starts_with('/') {
-                return Err(mlua::Error::runtime("req.path must start with '/'"));
-            }
+            check_path(&path).map_err(mlua::Error::runtime)?;
             let mut slot = lock(&this.slot);
             writable(&slot, "path")?;
             slot.req.path = path.to_owned();
@@ -216,6 +214,9 @@ impl UserData for RequestView {
             let query = query
                 .map(|q| q.to_str().map(|q| q.to_owned()))
                 .transpose()?;
+            if let Some(query) = &query {
+                check_query(query).map_err(mlua::Error::runtime)?;
+            }
             let mut slot = lock(&this.slot);
             writable(&slot, "query")?;
             slot.req.query = query;
@@ -261,6 +262,55 @@ fn respond(
         headers,
     });
     Ok(())
+}
+
+/// Why `path` cannot be what `req.path` forwards, if it cannot: it must be a URI path
+/// (RFC 3986, section 3.3) with well-formed escapes. Checked as the script assigns it, so
+/// that a mistake fails the hook at its line, under its `on_error`, instead of reaching the
+/// client as a bad request it never sent.
+fn check_path(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err("req.path must start with '/'".into());
+    }
+    if path.contains('?') {
+        return Err("req.path cannot hold '?': set the query with req.query".into());
+    }
+    if path.contains('#') {
+        return Err("req.path cannot hold '#': a fragment is never sent".into());
+    }
+    let bytes = path.as_bytes();
+    for (at, _) in path.match_indices('%') {
+        match bytes.get(at + 1..at + 3) {
+            Some(b"00") => return Err(format!("req.path: an encoded NUL (%00) at byte {at}")),
+            Some(hex) if hex.iter().all(u8::is_ascii_hexdigit) => {}
+            _ => return Err(format!("req.path: a malformed percent-escape at byte {at}")),
+        }
+    }
+    match http::uri::PathAndQuery::try_from(path) {
+        Ok(_) if path.is_ascii() => Ok(()),
+        Ok(_) => {
+            Err("req.path is not a URI path (a byte that is not ASCII): percent-encode it".into())
+        }
+        Err(e) => Err(format!(
+            "req.path is not a URI path ({e}): percent-encode what it holds"
+        )),
+    }
+}
+
+/// Why `query` cannot be what `req.query` forwards, if it cannot (see [`check_path`]).
+fn check_query(query: &str) -> Result<(), String> {
+    if query.contains('#') {
+        return Err("req.query cannot hold '#': a fragment is never sent".into());
+    }
+    match http::uri::PathAndQuery::try_from(format!("/?{query}")) {
+        Ok(_) if query.is_ascii() => Ok(()),
+        Ok(_) => {
+            Err("req.query is not a URI query (a byte that is not ASCII): percent-encode it".into())
+        }
+        Err(e) => Err(format!(
+            "req.query is not a URI query ({e}): percent-encode what it holds"
+        )),
+    }
 }
 
 fn writable(slot: &Slot, what: &str) -> mlua::Result<()> {
@@ -688,6 +738,40 @@ mod tests {
         assert_eq!(
             upstream.head, head,
             "the upstream's bytes are never changed"
+        );
+    }
+
+    #[test]
+    fn a_path_or_query_that_could_not_be_forwarded_fails_where_it_is_set() {
+        let (lua, views) = state(Phase::OnRequest);
+        for path in ["/a/b", "/a%2Fb/", "/x;v=1", "/@:!$&'()*+,=~"] {
+            lua.load(format!("req.path = {path:?}")).exec().unwrap();
+            assert_eq!(views.lock().req.path, path);
+        }
+        for query in ["a=1&b=2", "next=/x?y", "q=a%20b"] {
+            lua.load(format!("req.query = {query:?}")).exec().unwrap();
+            assert_eq!(views.lock().req.query.as_deref(), Some(query));
+        }
+        for (code, want) in [
+            ("req.path = 'nope'", "must start with '/'"),
+            ("req.path = '/q?x=1'", "set the query with req.query"),
+            ("req.path = '/x#top'", "a fragment is never sent"),
+            ("req.path = '/u/%zz'", "malformed percent-escape at byte 3"),
+            ("req.path = '/u/%4'", "malformed percent-escape at byte 3"),
+            ("req.path = '/%00'", "encoded NUL"),
+            ("req.path = '/a b'", "percent-encode"),
+            ("req.path = '/caf\\195\\169'", "percent-encode"),
+            ("req.query = 'a#b'", "a fragment is never sent"),
+            ("req.query = 'a b'", "percent-encode"),
+            ("req.query = 'q=caf\\195\\169'", "percent-encode"),
+        ] {
+            let err = error_of(&lua, code);
+            assert!(err.contains(want), "{code}: {err}");
+        }
+        assert_eq!(
+            views.lock().req.path,
+            "/@:!$&'()*+,=~",
+            "a refused path changes nothing"
         );
     }
 

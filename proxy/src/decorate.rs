@@ -88,7 +88,8 @@ pub struct Later<'a> {
 ///
 /// # Errors
 /// A failing hook whose entry says `on_error: fail` (500), or a path or query the hooks
-/// set that is not valid (400).
+/// left that cannot be forwarded (500 too: the hooks' fault, not the client's; the views
+/// refuse such values as they are assigned, so this is a last check).
 pub fn before<'a>(
     hooks: &'a LuaHooks,
     hook_body_limit: u64,
@@ -212,7 +213,7 @@ fn answer_hooks(
 /// new path, or `None` when they kept it (the common case, which then costs no copy).
 ///
 /// # Errors
-/// A hook set a path that does not normalize, or a query that makes no valid URI (400).
+/// A hook set a path that does not normalize, or a query that makes no valid URI (500).
 fn rewrite<'a>(
     exchange: &Exchange<'a>,
     view: &HookRequest,
@@ -222,7 +223,7 @@ fn rewrite<'a>(
         None
     } else {
         let normalized = normalize_path(&view.path)
-            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid path: {e}")))?;
+            .map_err(|e| ProxyError::Hook(format!("a hook set an invalid path: {e}")))?;
         Some(normalized.into_owned())
     };
     if view.query.as_deref() != uri.query() {
@@ -232,7 +233,7 @@ fn rewrite<'a>(
             None => path.to_string(),
         };
         *uri = Uri::try_from(target)
-            .map_err(|e| ProxyError::BadRequest(format!("hook set an invalid query: {e}")))?;
+            .map_err(|e| ProxyError::Hook(format!("a hook set an invalid query: {e}")))?;
     }
     Ok(path.map(|path| Exchange { path, ..*exchange }))
 }
