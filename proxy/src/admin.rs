@@ -2,16 +2,17 @@
 //! and the dashboard.
 
 mod dashboard;
+mod token;
+
+pub use token::AdminToken;
 
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
 use strangler_routes::{Action, RequestView, normalize_path};
-use subtle::ConstantTimeEq;
 
 use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
@@ -53,38 +54,6 @@ pub enum AdminConfigError {
          (pass --admin-insecure if the network is trusted, e.g. a Kubernetes pod for probes)"
     )]
     Exposed(SocketAddr),
-}
-
-/// The bearer token that guards the admin endpoint, read from a file.
-pub struct AdminToken(Vec<u8>);
-
-impl AdminToken {
-    /// Read the token (surrounding whitespace ignored).
-    ///
-    /// # Errors
-    /// [`AdminConfigError::Token`] when unreadable or empty.
-    pub fn read(file: &Path) -> Result<Self, AdminConfigError> {
-        let fail = |reason: String| AdminConfigError::Token {
-            file: file.display().to_string(),
-            reason,
-        };
-        let text = std::fs::read_to_string(file).map_err(|e| fail(e.to_string()))?;
-        let token = text.trim();
-        if token.is_empty() {
-            return Err(fail("the file is empty".into()));
-        }
-        Ok(Self(token.as_bytes().to_vec()))
-    }
-
-    fn accepts(&self, headers: &HeaderMap) -> bool {
-        let Some(value) = headers.get(header::AUTHORIZATION) else {
-            return false;
-        };
-        let Some(presented) = value.as_bytes().strip_prefix(b"Bearer ") else {
-            return false;
-        };
-        presented.ct_eq(&self.0).into()
-    }
 }
 
 /// Refuse a non-loopback admin address unless a token guards it or the operator insists.

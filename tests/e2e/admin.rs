@@ -8,7 +8,9 @@ use http_body_util::Full;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use crate::support::{Answer, Proxy, Upstream, binary, client, get, routes_yaml, send};
+use crate::support::{
+    Answer, Proxy, Upstream, binary, client, get, routes_yaml, send, write_atomically,
+};
 
 const ROUTES: &str = "  - name: invoices\n    match: { path_prefix: /invoices }\n    to: service\n  - name: reports\n    match: { path_prefix: /reports }\n    respond: { status: 501, body: moving }\n";
 
@@ -278,6 +280,47 @@ async fn a_token_guards_everything_but_probes_and_metrics() {
             "{open}"
         );
     }
+}
+
+/// `GET /routes` with `authorization` as the whole header value: the status.
+async fn routes_with(proxy: &Proxy, authorization: &str) -> u16 {
+    let request = Request::get(format!("http://{}/routes", proxy.admin))
+        .header("authorization", authorization)
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&client(), request).await.status.as_u16()
+}
+
+/// A rotated token file (a Kubernetes Secret swaps its files) takes effect without a
+/// restart; a rotation that leaves no token keeps the last one rather than opening the
+/// endpoint or locking the operator out.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rotated_token_takes_effect_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, "first-token\n").unwrap();
+    let (_m, _s, proxy) = started(
+        ROUTES,
+        &["--admin-token-file", token_file.to_str().unwrap()],
+    )
+    .await;
+    assert_eq!(routes_with(&proxy, "Bearer first-token").await, 200);
+    assert_eq!(
+        routes_with(&proxy, "bearer first-token").await,
+        200,
+        "the scheme is case-insensitive"
+    );
+    assert_eq!(routes_with(&proxy, "Basic first-token").await, 401);
+
+    write_atomically(&token_file, "second-token\n");
+    assert_eq!(routes_with(&proxy, "Bearer first-token").await, 401);
+    assert_eq!(routes_with(&proxy, "Bearer second-token").await, 200);
+    proxy.logs.wait_for("the new token is in force");
+
+    write_atomically(&token_file, "\n");
+    assert_eq!(routes_with(&proxy, "Bearer second-token").await, 200);
+    assert_eq!(routes_with(&proxy, "Bearer ").await, 401);
+    proxy.logs.wait_for("the previous token stays in force");
 }
 
 #[test]
