@@ -84,6 +84,9 @@ impl Pipeline {
         let runtime = self.store.snapshot();
 
         let method = request.method().clone();
+        // For the access log: the path as the client sent it (not the query, which may carry
+        // credentials), taken only when there is a log line to write.
+        let logged_path = self.access_log.then(|| request.uri().path().to_owned());
         let mut slot = DEFAULT_SLOT;
         let mut answerer = Answerer::Upstream(runtime.table().default_upstream());
         let answered_by = AnsweredBy::default();
@@ -157,10 +160,12 @@ impl Pipeline {
                 target: "strangler::access",
                 request_id = request_id.to_str().unwrap_or("-"),
                 method = %method,
+                path = logged_path.as_deref().unwrap_or("-"),
                 route = %route_name,
                 upstream = %upstream_name,
                 status,
-                duration_ms = started.elapsed().as_secs_f64() * 1000.0,
+                // To the microsecond: `1.131`, not `1.1309060000000002`.
+                duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
                 client = %conn.peer,
             );
         }

@@ -72,6 +72,41 @@ async fn a_client_request_id_is_kept() {
     assert_eq!(answer.headers["x-request-id"], "trace-abc-123");
 }
 
+/// Each request writes one access log line with what an operator looks for, and the
+/// query, which may carry credentials, stays out of it; `--access-log off` writes none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_request_writes_one_access_log_line() {
+    let monolith = Upstream::start("monolith").await;
+    let routes = routes_yaml(&[("monolith", &monolith.url())], "monolith", "");
+    let proxy = Proxy::start(&routes, &[]);
+    let answer = get(
+        &proxy.url("/orders/7?token=s3cret"),
+        &[("x-request-id", "trace-log-1")],
+    )
+    .await;
+    assert_eq!(answer.status, 200);
+    let line = proxy.logs.wait_for("trace-log-1");
+    for field in [
+        "strangler::access",
+        "method=GET",
+        "path=\"/orders/7\"",
+        "route=default",
+        "upstream=monolith",
+        "status=200",
+        "duration_ms=",
+        "client=127.0.0.1:",
+    ] {
+        assert!(line.contains(field), "{field} in {line}");
+    }
+    assert!(!line.contains("s3cret"), "{line}");
+
+    let quiet = Proxy::start(&routes, &["--access-log", "off"]);
+    get(&quiet.url("/"), &[("x-request-id", "trace-log-2")]).await;
+    // Lines are read in order: once the reload's line is in, an access line would be too.
+    quiet.rewrite_routes_in_place(&format!("{routes}# touched\n"));
+    assert_eq!(quiet.logs.count("trace-log-2"), 0, "{}", quiet.logs.all());
+}
+
 const MOVES: &str = r#"
   - name: invoices
     match: { path_prefix: /invoices }
