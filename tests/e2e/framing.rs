@@ -67,6 +67,8 @@ fn answer_for(method: &str, path: &str) -> (&'static [u8], bool) {
               X-Multi: a\r\nx-multi: b\r\nContent-Length: 2\r\n\r\nok",
             false,
         ),
+        // An HTTP/1.0 server: it closes after each answer.
+        (_, "/http10") => (b"HTTP/1.0 200 OK\r\ncontent-length: 2\r\n\r\nok", true),
         _ => (b"SMTP ready\r\n\r\n", true),
     }
 }
@@ -107,6 +109,39 @@ async fn raw_upstream() -> (std::net::SocketAddr, Arc<AtomicUsize>) {
         }
     });
     (addr, accepted)
+}
+
+/// An HTTP/1.0 upstream's answer reaches an HTTP/1.1 client as HTTP/1.1: the version is
+/// the proxy's, and the client's connection stays open. Through both of the proxy's
+/// HTTP/1.1 servers: its own loop (bodiless requests) and hyper (a request with a body).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_http10_upstream_answers_http11_clients_in_http11() {
+    let (upstream, _) = raw_upstream().await;
+    let proxy = proxy_to(upstream);
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr).await.unwrap();
+    for request in [
+        &b"GET /http10 HTTP/1.1\r\nhost: a\r\n\r\n"[..],
+        b"POST /http10 HTTP/1.1\r\nhost: a\r\ncontent-length: 1\r\n\r\nx",
+        b"GET /http10 HTTP/1.1\r\nhost: a\r\n\r\n",
+    ] {
+        stream.write_all(request).await.unwrap();
+        let mut answer = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !answer.ends_with(b"\r\n\r\nok") {
+            let n = tokio::time::timeout(std::time::Duration::from_secs(10), stream.read(&mut buf))
+                .await
+                .expect("an answer")
+                .unwrap();
+            assert!(
+                n > 0,
+                "the connection closed: {}",
+                String::from_utf8_lossy(&answer)
+            );
+            answer.extend_from_slice(&buf[..n]);
+        }
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 200 OK\r\n"), "{answer}");
+    }
 }
 
 /// A proxy whose default upstream is `upstream`.

@@ -187,12 +187,18 @@ pub(super) fn limit(exchange: &Exchange<'_>, incoming: BoxBody) -> BoxBody {
     }
 }
 
-/// An upstream answer made fit for the client: a `Content-Length` it may pass on (see
-/// [`headers::settle_content_length`]), hop-by-hop headers out, `Via` in.
+/// An upstream answer made fit for the client: the proxy's own HTTP version, a
+/// `Content-Length` it may pass on (see [`headers::settle_content_length`]), hop-by-hop
+/// headers out, `Via` in.
+///
+/// The version is hop-by-hop too (RFC 9110, section 2.5): an HTTP/1.0 upstream's answer
+/// must not go to an HTTP/1.1 client as `HTTP/1.0`, which would also end its keep-alive
+/// connection. (HTTP/2 connections ignore the field.)
 pub(super) fn clean_response(
     mut response: Response<BoxBody>,
     via: &'static HeaderValue,
 ) -> Response<BoxBody> {
+    *response.version_mut() = Version::HTTP_11;
     // A relayed head has no hop-by-hop fields left, and takes `Via` without a header map.
     if let Some(relayed) = response.extensions_mut().get_mut::<RelayedFields>() {
         relayed.fields.via = Some(via);
