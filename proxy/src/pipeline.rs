@@ -186,9 +186,12 @@ impl Pipeline {
     async fn prepare<'r>(
         &self,
         runtime: &'r Runtime,
-        request: Request<BoxBody>,
+        mut request: Request<BoxBody>,
     ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
+        // Host is checked as the client sent it (an HTTP/1.1 request needs one, in any
+        // form), then the target's host takes its place.
         self.admit(&request)?;
+        take_target_host(&mut request)?;
         let path = normalized_path(&request)?.into_owned();
         let (parts, mut body) = request.into_parts();
         let table = runtime.table();
@@ -281,6 +284,29 @@ impl Drop for Finish {
             .pair_metrics(self.slot, self.answerer)
             .observe(self.status, self.started);
     }
+}
+
+/// RFC 9112, section 3.2.2: in a request in absolute form (`GET http://host/path`), the
+/// target's host is the one that counts. It replaces the `Host` field, so that the routes
+/// and the upstream see the host the request line names (the upstream gets the origin
+/// form). A target with userinfo (`http://user@host/`) is refused (RFC 9110, section
+/// 4.2.4).
+fn take_target_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
+    if request.version() >= Version::HTTP_2 {
+        return Ok(());
+    }
+    let Some(authority) = request.uri().authority() else {
+        return Ok(());
+    };
+    if authority.as_str().contains('@') {
+        return Err(ProxyError::BadRequest(
+            "the request target carries userinfo".into(),
+        ));
+    }
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|e| ProxyError::BadRequest(format!("the request target's host: {e}")))?;
+    request.headers_mut().insert(header::HOST, host);
+    Ok(())
 }
 
 /// The request's path after normalization: what is matched and what is forwarded.

@@ -155,6 +155,43 @@ async fn a_missing_or_repeated_host_is_a_400() {
     assert_eq!(monolith.hit_count(), 1);
 }
 
+/// A request in absolute form is routed and forwarded by the host its target names, not by
+/// its `Host` field (RFC 9112, section 3.2.2); a target with userinfo is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_absolute_form_target_names_the_host() {
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let proxy = Proxy::start(
+        &routes_yaml(
+            &[("monolith", &monolith.url()), ("service", &service.url())],
+            "monolith",
+            "  - name: new\n    match: { host: new.example }\n    to: service\n",
+        ),
+        &[],
+    );
+    let answer = raw_answer(
+        &proxy,
+        b"GET http://new.example/x HTTP/1.1\r\nHost: old.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
+    assert!(answer.contains("\"upstream\":\"service\""), "{answer}");
+    assert!(answer.contains("\"host\":\"new.example\""), "{answer}");
+    assert!(answer.contains("\"target\":\"/x\""), "{answer}");
+
+    let answer = raw_answer(
+        &proxy,
+        b"GET http://user@new.example/x HTTP/1.1\r\nHost: new.example\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.split_whitespace().nth(1), Some("400"), "{answer}");
+    assert!(answer.contains("userinfo"), "{answer}");
+    assert_eq!(service.hit_count(), 1);
+    assert_eq!(monolith.hit_count(), 0);
+}
+
 /// A request body under a transfer coding the proxy cannot decode is refused, not passed on
 /// still coded under a field that says nothing of it (RFC 9112, sections 6.1 and 6.3).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
