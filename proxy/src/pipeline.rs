@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Request, Response, Version, header};
+use http::{HeaderValue, Method, Request, Response, Version, header};
 use strangler_plugins::Hooks;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
@@ -245,6 +245,13 @@ impl Pipeline {
                 "a request carries at most one Host header field, and HTTP/1.1 needs it \
                  (got {hosts})"
             )));
+        }
+        // A tunnel to wherever the client names is a forward proxy's job (RFC 9110, section
+        // 9.3.6), and a way around the routes.
+        if request.method() == Method::CONNECT {
+            return Err(ProxyError::NotImplemented(
+                "CONNECT: strangler is a reverse proxy, it opens no tunnels".into(),
+            ));
         }
         // RFC 9112, section 6.1: a transfer coding the proxy cannot decode gets 501, as
         // nginx answers. (A coding list that does not end in `chunked` never gets here:

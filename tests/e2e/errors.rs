@@ -192,10 +192,11 @@ async fn an_absolute_form_target_names_the_host() {
     assert_eq!(monolith.hit_count(), 0);
 }
 
-/// A request body under a transfer coding the proxy cannot decode is refused, not passed on
-/// still coded under a field that says nothing of it (RFC 9112, sections 6.1 and 6.3).
+/// What the proxy does not implement is refused, not passed on: a request body under a
+/// transfer coding it cannot decode (which would go on still coded under a field that says
+/// nothing of it; RFC 9112, sections 6.1 and 6.3), and CONNECT.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_request_under_a_transfer_coding_other_than_chunked_is_refused() {
+async fn what_the_proxy_does_not_implement_is_refused_not_passed_on() {
     let monolith = Upstream::start("monolith").await;
     let proxy = Proxy::start(
         &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
@@ -233,6 +234,15 @@ async fn a_request_under_a_transfer_coding_other_than_chunked_is_refused() {
         0,
         "no coded body reached the upstream"
     );
+    // Nor does the proxy open tunnels.
+    let answer = raw_answer(
+        &proxy,
+        b"CONNECT db.internal:5432 HTTP/1.1\r\nhost: db.internal:5432\r\n\r\n",
+    )
+    .await;
+    assert_eq!(answer.split_whitespace().nth(1), Some("501"), "{answer}");
+    assert!(answer.contains("opens no tunnels"), "{answer}");
+    assert_eq!(monolith.hit_count(), 0);
     // The one coding the proxy decodes goes through.
     let answer = raw_answer(&proxy, post("chunked").as_bytes()).await;
     assert_eq!(answer.split_whitespace().nth(1), Some("200"), "{answer}");
