@@ -44,7 +44,10 @@ struct Names {
 
 /// Parses and validates `text`, the content of the route file `source`.
 pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, ValidationErrors> {
-    let raw = file::parse(text);
+    // A byte order mark, which some editors and generators put first, is not YAML content
+    // (the version still hashes the file as it is).
+    let yaml = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let raw = file::parse(yaml);
     let base_dir = match source.parent() {
         Some(dir) if !dir.as_os_str().is_empty() => dir.to_path_buf(),
         _ => PathBuf::from("."),
@@ -52,7 +55,7 @@ pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, Validatio
     let mut ctx = Ctx {
         file: source,
         base_dir,
-        lines: LazyLines::new(text, raw.routes.len()),
+        lines: LazyLines::new(yaml, raw.routes.len()),
         errors: Vec::new(),
     };
     ctx.raw_problems(&raw);

@@ -289,6 +289,25 @@ fn rewrite_needs_to_and_template_rules() {
     );
 }
 
+/// Some editors and generators start a file with a byte order mark: it is not content, and
+/// line numbers do not move; the version still hashes the file as it is.
+#[test]
+fn a_byte_order_mark_is_not_content() {
+    let marked = format!("\u{feff}{UPSTREAMS}");
+    let table = self::table(&marked);
+    assert_eq!(table.upstream(table.default_upstream()).name, "monolith");
+    assert_ne!(table.version(), self::table(UPSTREAMS).version());
+    single(
+        &format!(
+            "\u{feff}{}",
+            with_routes("- name: a\n  match: { path: /x }\n  to: nowhere\n")
+        ),
+        9,
+        "routes[0].to",
+        "unknown upstream",
+    );
+}
+
 #[test]
 fn version_is_sha256_of_bytes() {
     let table = parse_str(Path::new("r.yaml"), UPSTREAMS).unwrap();
