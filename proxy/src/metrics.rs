@@ -299,14 +299,14 @@ impl Metrics {
     fn forget_route(&self, route: &str) {
         self.retired.change(|retired| {
             retired.insert(route.to_string());
-            forget(&self.requests, route);
-            forget(&self.duration, route);
-            forget(&self.shadow_comparisons, route);
-            forget(&self.shadow_duration, route);
-            forget(&self.shadow_gate, route);
-            forget(&self.canary_rollbacks, route);
-            forget(&self.fallbacks, route);
-            forget(&self.fallbacks_skipped, route);
+            forget(&self.requests, "route", route);
+            forget(&self.duration, "route", route);
+            forget(&self.shadow_comparisons, "route", route);
+            forget(&self.shadow_duration, "route", route);
+            forget(&self.shadow_gate, "route", route);
+            forget(&self.canary_rollbacks, "route", route);
+            forget(&self.fallbacks, "route", route);
+            forget(&self.fallbacks_skipped, "route", route);
         });
     }
 
@@ -370,14 +370,14 @@ fn hook_labels(table: &RouteTable) -> BTreeSet<String> {
         .collect()
 }
 
-/// Remove the series of `family` whose `route` label is `route`.
-fn forget<T: MetricVecBuilder>(family: &MetricVec<T>, route: &str) {
+/// Remove the series of `family` whose `label` is `value`.
+fn forget<T: MetricVecBuilder>(family: &MetricVec<T>, label: &str, value: &str) {
     for collected in family.collect() {
         for metric in collected.get_metric() {
             let labels = metric.get_label();
             if labels
                 .iter()
-                .any(|pair| pair.name() == "route" && pair.value() == route)
+                .any(|pair| pair.name() == label && pair.value() == value)
             {
                 let by_name: HashMap<&str, &str> = labels
                     .iter()

@@ -1,11 +1,9 @@
 //! `strangler_hook_runs_total{hook,phase,result}`: the hook engine's observer.
 
 use std::borrow::Cow;
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{PoisonError, RwLock};
 
-use prometheus::core::Collector;
 use prometheus::{IntCounter, IntCounterVec};
 use strangler_plugins::{HookObserver, HookScript, Phase, RunResult};
 
@@ -63,18 +61,7 @@ impl HookRuns {
     pub(super) fn forget(&self, name: &str) {
         self.retired.change(|retired| {
             retired.insert(name.to_string());
-            for collected in self.counters.collect() {
-                for metric in collected.get_metric() {
-                    let labels: HashMap<&str, &str> = metric
-                        .get_label()
-                        .iter()
-                        .map(|pair| (pair.name(), pair.value()))
-                        .collect();
-                    if labels.get("hook") == Some(&name) {
-                        let _ = self.counters.remove(&labels);
-                    }
-                }
-            }
+            super::forget(&self.counters, "hook", name);
             self.resolved
                 .write()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -138,6 +125,7 @@ impl HookObserver for HookRuns {
 #[cfg(test)]
 mod tests {
     use prometheus::Opts;
+    use prometheus::core::Collector;
 
     use super::*;
 
