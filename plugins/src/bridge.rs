@@ -552,11 +552,37 @@ impl Headers {
                 String::from_utf8_lossy(name)
             ))
         })?;
+        proxys_own(&name)?;
         self.with(|fields, read_only| match read_only {
             Some(why) => Err(mlua::Error::runtime(why)),
             None => f(fields, name),
         })
     }
+}
+
+/// The fields that frame a message or concern one connection (RFC 9110, section 7.6.1;
+/// RFC 9112, section 6). The proxy sets them for each hop from the body it actually sends:
+/// a hook's `content-length` over a body it cannot change would leave the client waiting
+/// for bytes that never come, or read the rest of the body as the next answer.
+const PROXYS_OWN: [HeaderName; 8] = [
+    http::header::CONTENT_LENGTH,
+    http::header::TRANSFER_ENCODING,
+    http::header::CONNECTION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::UPGRADE,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+];
+
+/// Refuses a hook's change to a field in [`PROXYS_OWN`].
+fn proxys_own(name: &HeaderName) -> mlua::Result<()> {
+    if PROXYS_OWN.contains(name) {
+        return Err(mlua::Error::runtime(format!(
+            "`{name}` is the proxy's to set: it frames the message or concerns one connection"
+        )));
+    }
+    Ok(())
 }
 
 /// A status code from Lua: an integer in 100..=999.
@@ -604,6 +630,7 @@ pub(crate) fn header_map(table: &Table) -> mlua::Result<HeaderMap> {
         let name = HeaderName::from_bytes(&name.as_bytes()).map_err(|_| {
             mlua::Error::runtime(format!("invalid header name {:?}", name.to_string_lossy()))
         })?;
+        proxys_own(&name)?;
         headers.append(name, header_value(&value.as_bytes())?);
     }
     Ok(headers)
@@ -776,6 +803,29 @@ mod tests {
     }
 
     #[test]
+    fn framing_fields_are_the_proxys_in_every_direction() {
+        let (lua, _views) = state(Phase::OnRequest);
+        for (code, want) in [
+            (
+                "req.headers:set('content-length', '1')",
+                "`content-length` is the proxy's",
+            ),
+            ("req.headers:add('TE', 'trailers')", "`te` is the proxy's"),
+            (
+                "req:respond(200, 'ok', { ['Transfer-Encoding'] = 'chunked' })",
+                "`transfer-encoding` is the proxy's",
+            ),
+        ] {
+            let err = error_of(&lua, code);
+            assert!(err.contains(want), "{code}: {err}");
+        }
+        // Reading them is fine, and so is every other field.
+        lua.load("req.headers:get('content-length'); req.headers:set('x-ok', '1')")
+            .exec()
+            .unwrap();
+    }
+
+    #[test]
     fn the_proxies_refuse_what_the_views_refuse() {
         let (lua, _views) = state(Phase::OnResponse);
         for (code, want) in [
@@ -804,6 +854,22 @@ mod tests {
                 "table expected, got userdata",
             ),
             ("res.headers:set('bad name', '1')", "invalid header name"),
+            (
+                "res.headers:set('Content-Length', '999')",
+                "`content-length` is the proxy's to set",
+            ),
+            (
+                "res.headers:add('transfer-encoding', 'chunked')",
+                "`transfer-encoding` is the proxy's to set",
+            ),
+            (
+                "res.headers:remove('connection')",
+                "`connection` is the proxy's",
+            ),
+            (
+                "res.headers:set('keep-alive', nil)",
+                "`keep-alive` is the proxy's",
+            ),
         ] {
             let err = error_of(&lua, code);
             assert!(err.contains(want), "{code}: {err}");

@@ -394,3 +394,28 @@ async fn a_hook_taken_out_of_the_file_takes_its_series_out_of_the_metrics() {
         "{metrics}"
     );
 }
+
+/// The fields that frame a message are the proxy's: a hook that sets `content-length` over
+/// a body it cannot change fails at that line, and the answer goes out framed by the body
+/// the client really gets (with `on_error: continue`, untouched), instead of leaving the
+/// client waiting for bytes that never come.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_cannot_change_how_a_message_is_framed() {
+    let monolith = Upstream::start("monolith").await;
+    let script = "function on_response(req, res)\n  res.headers:set(\"x-seen\", \"1\")\n  res.headers:set(\"content-length\", \"999\")\nend\n";
+    let proxy = start(&monolith, "", script, "continue");
+    for _ in 0..2 {
+        let answer =
+            tokio::time::timeout(Duration::from_secs(10), get(&proxy.url("/orders/1"), &[]))
+                .await
+                .expect("the answer ends");
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.json()["target"], "/orders/1");
+        assert_eq!(answer.headers["x-seen"], "1", "edits before the error stay");
+        assert_ne!(answer.headers["content-length"], "999");
+    }
+    let line = proxy
+        .logs
+        .wait_for("`content-length` is the proxy's to set");
+    assert!(line.contains("line=3"), "{line}");
+}
