@@ -585,20 +585,23 @@ fn proxys_own(name: &HeaderName) -> mlua::Result<()> {
     Ok(())
 }
 
-/// A status code from Lua: an integer in 100..=999.
+/// A final status code from Lua: an integer in 200..=599. (A 1xx is no final answer: a
+/// 101 would switch the client's connection to another protocol; codes past 599 mean
+/// nothing to clients.)
 fn status_from(value: &Value) -> mlua::Result<StatusCode> {
     let code = match value {
         Value::Integer(n) => u16::try_from(*n).ok(),
         Value::Number(n) if n.fract() == 0.0 && *n >= 0.0 && *n <= 999.0 => Some(*n as u16),
         _ => None,
     };
-    code.and_then(|c| StatusCode::from_u16(c).ok())
+    code.filter(|c| (200..=599).contains(c))
+        .and_then(|c| StatusCode::from_u16(c).ok())
         .ok_or_else(|| {
             let shown = value
                 .to_string()
                 .unwrap_or_else(|_| value.type_name().to_string());
             mlua::Error::runtime(format!(
-                "invalid status {shown} ({}), expected an integer 100..999",
+                "invalid status {shown} ({}), expected an integer 200..599",
                 value.type_name()
             ))
         })
@@ -854,6 +857,8 @@ mod tests {
                 "table expected, got userdata",
             ),
             ("res.headers:set('bad name', '1')", "invalid header name"),
+            ("res.status = 101", "expected an integer 200..599"),
+            ("res.status = 600", "expected an integer 200..599"),
             (
                 "res.headers:set('Content-Length', '999')",
                 "`content-length` is the proxy's to set",

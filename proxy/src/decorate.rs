@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response, Uri};
+use http::{Request, Response, StatusCode, Uri, header};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
     HookEngine, HookEntry, HookRequest, HookResponse, HookScript, Hooks, LuaHooks, OnError,
@@ -201,6 +201,14 @@ fn answer_hooks(
         upstream,
     };
     let outcome = hooks.on_response(view, &mut res).map_err(hook_failed);
+    // A hook that made it a 204 made it an answer without content, which must not say how
+    // long it is (RFC 9110, section 8.6); the writer sends no body with it.
+    if res.status == StatusCode::NO_CONTENT && head.status != StatusCode::NO_CONTENT {
+        res.headers.remove(header::CONTENT_LENGTH);
+        if let Some(fields) = res.upstream.as_mut() {
+            fields.set(header::CONTENT_LENGTH, None);
+        }
+    }
     head.status = res.status;
     head.headers = res.headers;
     if let (Some(relayed), Some(fields)) = (relayed, res.upstream) {

@@ -419,3 +419,38 @@ async fn a_hook_cannot_change_how_a_message_is_framed() {
         .wait_for("`content-length` is the proxy's to set");
     assert!(line.contains("line=3"), "{line}");
 }
+
+/// A hook that turns an answer into a 204 gets one without content: no body, and no
+/// `Content-Length` (RFC 9110, section 8.6), through both of the proxy's HTTP/1.1 writers,
+/// and the connection serves the next request cleanly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hook_made_204_has_no_content_and_no_length() {
+    let monolith = Upstream::start("monolith").await;
+    let script = "function on_response(req, res)\n  if req.path == \"/orders/gone\" then res.status = 204 end\nend\n";
+    let proxy = start(&monolith, "", script, "fail");
+    let client = client();
+    // A bodiless GET is served by the proxy's own loop, a POST with a body by hyper.
+    for (method, body) in [("GET", ""), ("POST", "x"), ("GET", "")] {
+        let request = Request::builder()
+            .method(method)
+            .uri(proxy.url("/orders/gone"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap();
+        let answer = send(&client, request).await;
+        assert_eq!(answer.status, 204, "{method}");
+        assert!(
+            !answer.headers.contains_key("content-length"),
+            "{method}: {:?}",
+            answer.headers
+        );
+        assert_eq!(answer.text(), "", "{method}");
+        let after = send(
+            &client,
+            Request::get(proxy.url("/orders/1"))
+                .body(Full::new(Bytes::new()))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(after.json()["target"], "/orders/1", "after a {method}");
+    }
+}
