@@ -152,9 +152,20 @@ impl Later<'_> {
             mut view,
         } = self;
         let phases = hooks.phases();
-        let (mut head, body) = response.into_parts();
+        let (mut head, mut body) = response.into_parts();
         if phases.on_response {
+            let came_as = head.status;
             answer_hooks(hooks, &mut view, &mut head)?;
+            // A status hooks set that has no content (204, 304) goes without the upstream's
+            // body: an HTTP/2 stream that sent one after such a head would be reset.
+            if head.status != came_as
+                && matches!(
+                    head.status,
+                    StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+                )
+            {
+                body = body::empty();
+            }
         }
         if !phases.after_response {
             return Ok(Response::from_parts(head, body));

@@ -9,7 +9,7 @@ use http_body_util::Full;
 use serde_json::json;
 
 use crate::support::{
-    Proxy, Reply, Upstream, admin_get, binary, client, get, send, write_atomically,
+    Proxy, Reply, Upstream, admin_get, binary, client, get, h2c_client, send, write_atomically,
 };
 
 /// A proxy whose route `orders` (prefix /orders) runs `script` (file `hook.lua`).
@@ -420,37 +420,44 @@ async fn a_hook_cannot_change_how_a_message_is_framed() {
     assert!(line.contains("line=3"), "{line}");
 }
 
-/// A hook that turns an answer into a 204 gets one without content: no body, and no
-/// `Content-Length` (RFC 9110, section 8.6), through both of the proxy's HTTP/1.1 writers,
+/// A hook that turns an answer into a 204 or a 304 gets one without content: no body, and
+/// for a 204 no `Content-Length` (RFC 9110, section 8.6). Through both of the proxy's
+/// HTTP/1.1 writers and over HTTP/2 (where a body after such a head resets the stream),
 /// and the connection serves the next request cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_hook_made_204_has_no_content_and_no_length() {
+async fn a_status_without_content_set_by_a_hook_goes_without_the_body() {
     let monolith = Upstream::start("monolith").await;
-    let script = "function on_response(req, res)\n  if req.path == \"/orders/gone\" then res.status = 204 end\nend\n";
+    let script = "function on_response(req, res)\n  if req.path == \"/orders/gone\" then res.status = 204 end\n  if req.path == \"/orders/same\" then res.status = 304 end\nend\n";
     let proxy = start(&monolith, "", script, "fail");
-    let client = client();
-    // A bodiless GET is served by the proxy's own loop, a POST with a body by hyper.
-    for (method, body) in [("GET", ""), ("POST", "x"), ("GET", "")] {
-        let request = Request::builder()
-            .method(method)
-            .uri(proxy.url("/orders/gone"))
-            .body(Full::new(Bytes::from(body)))
-            .unwrap();
-        let answer = send(&client, request).await;
-        assert_eq!(answer.status, 204, "{method}");
-        assert!(
-            !answer.headers.contains_key("content-length"),
-            "{method}: {:?}",
-            answer.headers
-        );
-        assert_eq!(answer.text(), "", "{method}");
-        let after = send(
-            &client,
-            Request::get(proxy.url("/orders/1"))
-                .body(Full::new(Bytes::new()))
-                .unwrap(),
-        )
-        .await;
-        assert_eq!(after.json()["target"], "/orders/1", "after a {method}");
+    for (protocol, client) in [("HTTP/1.1", client()), ("HTTP/2", h2c_client())] {
+        // A bodiless GET is served by the proxy's own loop, a POST with a body by hyper.
+        for (method, body) in [("GET", ""), ("POST", "x")] {
+            for (path, status) in [("/orders/gone", 204), ("/orders/same", 304)] {
+                let request = Request::builder()
+                    .method(method)
+                    .uri(proxy.url(path))
+                    .body(Full::new(Bytes::from(body)))
+                    .unwrap();
+                let answer = send(&client, request).await;
+                let case = format!("{protocol} {method} {path}");
+                assert_eq!(answer.status, status, "{case}");
+                assert_eq!(answer.text(), "", "{case}");
+                if status == 204 {
+                    assert!(
+                        !answer.headers.contains_key("content-length"),
+                        "{case}: {:?}",
+                        answer.headers
+                    );
+                }
+                let after = send(
+                    &client,
+                    Request::get(proxy.url("/orders/1"))
+                        .body(Full::new(Bytes::new()))
+                        .unwrap(),
+                )
+                .await;
+                assert_eq!(after.json()["target"], "/orders/1", "after {case}");
+            }
+        }
     }
 }
