@@ -113,7 +113,7 @@ pub fn before<'a>(
     } = hooks.on_request(&mut view).map_err(hook_failed)?
     {
         exchange.answered_by.set(Answerer::Respond);
-        let mut response = Response::new(body::full(body));
+        let mut response = Response::new(body::for_status(status, body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         return Ok(Before::Answered(response));

@@ -28,7 +28,7 @@ pub enum Action {
 /// A fixed answer (`respond:`).
 #[derive(Clone, Debug)]
 pub struct Respond {
-    /// Status code (100–599).
+    /// Status code (200–599: a final status).
     pub status: StatusCode,
     /// Body, sent as is (default empty).
     pub body: String,

@@ -337,10 +337,14 @@ fn compile_respond(
                 .as_str()
                 .parse::<u16>()
                 .ok()
-                .filter(|c| (100..=599).contains(c));
+                .filter(|c| (200..=599).contains(c));
             let code = code.and_then(|c| StatusCode::from_u16(c).ok());
             if code.is_none() {
-                let message = format!("invalid status `{}` (expected 100 to 599)", status.as_str());
+                // A 1xx is no final answer: a 101 would switch the connection's protocol.
+                let message = format!(
+                    "invalid status `{}` (expected 200 to 599, a final status)",
+                    status.as_str()
+                );
                 ctx.error(format!("{key}.status"), route, message);
             }
             code

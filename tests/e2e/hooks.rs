@@ -420,19 +420,23 @@ async fn a_hook_cannot_change_how_a_message_is_framed() {
     assert!(line.contains("line=3"), "{line}");
 }
 
-/// A hook that turns an answer into a 204 or a 304 gets one without content: no body, and
-/// for a 204 no `Content-Length` (RFC 9110, section 8.6). Through both of the proxy's
+/// A hook that turns an answer into a 204 or a 304, or answers 204 itself, gets one without
+/// content: no body, and for a 204 no `Content-Length` (RFC 9110, section 8.6). Through both of the proxy's
 /// HTTP/1.1 writers and over HTTP/2 (where a body after such a head resets the stream),
 /// and the connection serves the next request cleanly.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_status_without_content_set_by_a_hook_goes_without_the_body() {
     let monolith = Upstream::start("monolith").await;
-    let script = "function on_response(req, res)\n  if req.path == \"/orders/gone\" then res.status = 204 end\n  if req.path == \"/orders/same\" then res.status = 304 end\nend\n";
+    let script = "function on_request(req)\n  if req.path == \"/orders/told\" then return req:respond(204, \"ignored\") end\nend\nfunction on_response(req, res)\n  if req.path == \"/orders/gone\" then res.status = 204 end\n  if req.path == \"/orders/same\" then res.status = 304 end\nend\n";
     let proxy = start(&monolith, "", script, "fail");
     for (protocol, client) in [("HTTP/1.1", client()), ("HTTP/2", h2c_client())] {
         // A bodiless GET is served by the proxy's own loop, a POST with a body by hyper.
         for (method, body) in [("GET", ""), ("POST", "x")] {
-            for (path, status) in [("/orders/gone", 204), ("/orders/same", 304)] {
+            for (path, status) in [
+                ("/orders/gone", 204),
+                ("/orders/same", 304),
+                ("/orders/told", 204),
+            ] {
                 let request = Request::builder()
                     .method(method)
                     .uri(proxy.url(path))

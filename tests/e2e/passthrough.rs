@@ -4,7 +4,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 
-use crate::support::{Proxy, Upstream, client, get, routes_yaml, send};
+use crate::support::{Proxy, Upstream, client, get, h2c_client, routes_yaml, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_request_passes_through_with_forwarding_headers_added() {
@@ -127,6 +127,9 @@ const MOVES: &str = r#"
   - name: reports
     match: { path_prefix: /reports }
     respond: { status: 501, body: "reports are moving", headers: { x-why: migrating } }
+  - name: retired
+    match: { path_prefix: /retired }
+    respond: { status: 204, body: "never sent" }
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -189,6 +192,16 @@ async fn rewrite_and_respond_change_what_the_route_says() {
         1,
         "respond must not call an upstream"
     );
+    // A status without content goes without the body, over HTTP/2 too (where content
+    // after such a head resets the stream).
+    for client in [client(), h2c_client()] {
+        let request = Request::get(proxy.url("/retired"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = send(&client, request).await;
+        assert_eq!(answer.status, 204);
+        assert_eq!(answer.text(), "");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -289,6 +289,22 @@ fn rewrite_needs_to_and_template_rules() {
     );
 }
 
+/// A route answers with a final status: a 101 from the file would switch the client's
+/// connection to another protocol.
+#[test]
+fn a_respond_status_is_a_final_one() {
+    single(
+        &with_routes("- name: a\n  match: { path: /x }\n  respond: { status: 101 }\n"),
+        9,
+        "routes[0].respond.status",
+        "expected 200 to 599",
+    );
+    let table = self::table(&with_routes(
+        "- name: a\n  match: { path: /x }\n  respond: { status: 204 }\n",
+    ));
+    assert_eq!(table.routes().len(), 1);
+}
+
 /// Some editors and generators start a file with a byte order mark: it is not content, and
 /// line numbers do not move; the version still hashes the file as it is.
 #[test]
