@@ -115,7 +115,8 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
     .await;
     assert_eq!(answer.json()["total"], 1200);
     let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) >= 1).await;
-    assert_eq!(count(&report["summary"], "mismatch"), 1);
+    // Failed once in a full run, loaded, without saying what the one comparison was.
+    assert_eq!(count(&report["summary"], "mismatch"), 1, "{report:#}");
     let record = &report["records"][0];
     let text = record.to_string();
     assert!(
@@ -567,7 +568,18 @@ async fn copies_wait_while_a_cpu_quota_throttles_the_proxy() {
         )
     })
     .await;
-    assert!(quota.throttled() > 0, "the kernel throttled the proxy");
+    // When the whole suite runs, the host's CPUs can be busy enough for copies to wait
+    // before the quota bites: the load stays on until it has (that the guard reads the
+    // quota itself is shown by the next test's log line).
+    let url = proxy.url("/payroll/1");
+    let deadline = Instant::now() + PATIENCE;
+    while quota.throttled() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the kernel never throttled the proxy"
+        );
+        futures_util::future::join_all((0..16).map(|_| get(&url, &[]))).await;
+    }
 }
 
 /// A quota set on a running proxy's cgroup (a Kubernetes in-place resize) is found within
