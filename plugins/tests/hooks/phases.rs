@@ -212,63 +212,6 @@ fn bad_arguments_to_the_api_are_script_errors() {
     }
 }
 
-#[test]
-fn logs_carry_script_route_and_request_id() {
-    let (engine, _) = engine_with(HookConfig::default());
-    let talk = one(
-        &engine,
-        "talk.lua",
-        "function on_request(req)\n  log.warn('hello', 42, nil)\nend\n",
-    );
-    let fail = hooks(
-        &engine,
-        vec![(
-            script(
-                "oops.lua",
-                "function on_request(req)\n\n  error('oops')\nend\n",
-            ),
-            OnError::Continue,
-        )],
-        Arc::new(NoCallouts),
-    );
-    let captured = Captured::default();
-    let subscriber = tracing_subscriber::fmt()
-        .with_writer(captured.clone())
-        .with_ansi(false)
-        .finish();
-    tracing::subscriber::with_default(subscriber, || {
-        // Tests on other threads may have hit the same log sites with no subscriber while
-        // this one was being set, leaving them cached as uninteresting: ask again.
-        tracing::callsite::rebuild_interest_cache();
-        let mut req = request();
-        talk.on_request(&mut req).unwrap();
-        fail.on_request(&mut req).unwrap();
-    });
-    let text = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<&str> = text.lines().collect();
-    assert_eq!(lines.len(), 2, "{text}");
-    for want in [
-        "WARN",
-        "hello 42 nil",
-        "script=talk.lua",
-        "route=\"orders\"",
-        "request_id=\"req-42\"",
-    ] {
-        assert!(lines[0].contains(want), "{want} in {}", lines[0]);
-    }
-    for want in [
-        "WARN",
-        "oops",
-        "script=oops.lua",
-        "phase=on_request",
-        "line=3",
-        "request_id=req-42",
-        "result=error",
-    ] {
-        assert!(lines[1].contains(want), "{want} in {}", lines[1]);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn hooks_run_on_many_worker_threads_at_once() {
     let (engine, runs) = engine_with(HookConfig::default());
