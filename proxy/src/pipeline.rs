@@ -189,9 +189,9 @@ impl Pipeline {
         mut request: Request<BoxBody>,
     ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
         // Host is checked as the client sent it (an HTTP/1.1 request needs one, in any
-        // form), then the target's host takes its place.
+        // form), then the target's host settles it.
         self.admit(&request)?;
-        take_target_host(&mut request)?;
+        settle_host(&mut request)?;
         let path = normalized_path(&request)?.into_owned();
         let (parts, mut body) = request.into_parts();
         let table = runtime.table();
@@ -293,18 +293,27 @@ impl Drop for Finish {
     }
 }
 
-/// RFC 9112, section 3.2.2: in a request in absolute form (`GET http://host/path`), the
-/// target's host is the one that counts. It replaces the `Host` field, so that the routes
-/// and the upstream see the host the request line names (the upstream gets the origin
-/// form). A target with userinfo (`http://user@host/`) is refused (RFC 9110, section
-/// 4.2.4).
-fn take_target_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
-    if request.version() >= Version::HTTP_2 {
-        return Ok(());
-    }
+/// Puts the host the request names in its `Host` field, where routes, hooks and upstreams
+/// look for it:
+/// - in HTTP/1.x absolute form (`GET http://host/path`) the target's host replaces `Host`
+///   (RFC 9112, section 3.2.2): the routes and the upstream see the host the request line
+///   names (the upstream gets the origin form). A target with userinfo
+///   (`http://user@host/`) is refused (RFC 9110, section 4.2.4);
+/// - an HTTP/2 request names its host in `:authority`, copied into `Host` when the client
+///   sent none (what RFC 9113, section 8.3.1, asks of an intermediary forwarding over
+///   HTTP/1.1 anyway), so that a hook reading `host` finds it whatever the protocol.
+fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
     let Some(authority) = request.uri().authority() else {
         return Ok(());
     };
+    if request.version() >= Version::HTTP_2 {
+        if !request.headers().contains_key(header::HOST)
+            && let Ok(host) = HeaderValue::from_str(authority.as_str())
+        {
+            request.headers_mut().insert(header::HOST, host);
+        }
+        return Ok(());
+    }
     if authority.as_str().contains('@') {
         return Err(ProxyError::BadRequest(
             "the request target carries userinfo".into(),

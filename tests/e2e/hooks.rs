@@ -465,3 +465,21 @@ async fn a_status_without_content_set_by_a_hook_goes_without_the_body() {
         }
     }
 }
+
+/// A hook reads the request's host in `host` whatever the client's protocol: an HTTP/2
+/// client names it in `:authority`, which the proxy puts in `Host` before hooks run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_find_the_host_over_http2_too() {
+    let monolith = Upstream::start("monolith").await;
+    let script = "function on_request(req)\n  req.headers:set(\"x-seen-host\", req.headers:get(\"host\") or \"none\")\nend\n";
+    let proxy = start(&monolith, "", script, "fail");
+    let host = proxy.addr.to_string();
+    for (protocol, client) in [("HTTP/1.1", client()), ("HTTP/2", h2c_client())] {
+        let request = Request::get(proxy.url("/orders/1"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let seen = send(&client, request).await.json();
+        assert_eq!(seen["headers"]["x-seen-host"], host.as_str(), "{protocol}");
+        assert_eq!(seen["headers"]["host"], host.as_str(), "{protocol}");
+    }
+}
