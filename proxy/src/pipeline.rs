@@ -192,6 +192,7 @@ impl Pipeline {
         // form), then the target's host settles it.
         self.admit(&request)?;
         settle_host(&mut request)?;
+        join_cookie_crumbs(&mut request);
         let path = normalized_path(&request)?.into_owned();
         let (parts, mut body) = request.into_parts();
         let table = runtime.table();
@@ -323,6 +324,33 @@ fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
         .map_err(|e| ProxyError::BadRequest(format!("the request target's host: {e}")))?;
     request.headers_mut().insert(header::HOST, host);
     Ok(())
+}
+
+/// HTTP/2 clients may send `Cookie` as several fields, one crumb each (browsers do, as it
+/// compresses better). RFC 9113 (section 8.2.3) says they must be joined with `"; "`
+/// before the request goes on over HTTP/1.1, where many servers read only the first field
+/// and the rest of the session is lost. Joined here, so that hooks and upstreams see one
+/// field, as an HTTP/1.1 client sends it.
+fn join_cookie_crumbs(request: &mut Request<BoxBody>) {
+    if request.version() < Version::HTTP_2 {
+        return;
+    }
+    let headers = request.headers_mut();
+    let mut crumbs = headers.get_all(header::COOKIE).iter();
+    if crumbs.next().is_none() || crumbs.next().is_none() {
+        return;
+    }
+    let mut joined = Vec::new();
+    for crumb in &headers.get_all(header::COOKIE) {
+        if !joined.is_empty() {
+            joined.extend_from_slice(b"; ");
+        }
+        joined.extend_from_slice(crumb.as_bytes());
+    }
+    // Field values that were valid one by one are valid joined by "; ".
+    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+        headers.insert(header::COOKIE, joined);
+    }
 }
 
 /// The request's path after normalization: what is matched and what is forwarded.

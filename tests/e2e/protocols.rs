@@ -34,6 +34,36 @@ async fn h2c_clients_are_served_and_forwarded_as_http1() {
     assert_eq!(seen["headers"]["via"], "2 strangler");
 }
 
+/// HTTP/2 clients (browsers) may send `Cookie` as several crumbs; an HTTP/1.1 upstream,
+/// which may read only the first `Cookie` field, gets them joined into one (RFC 9113,
+/// section 8.2.3), and a route matching on a cookie finds it in any crumb.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookie_crumbs_of_an_h2_client_reach_the_upstream_as_one_field() {
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let proxy = Proxy::start(
+        &routes_yaml(
+            &[("monolith", &monolith.url()), ("service", &service.url())],
+            "monolith",
+            "  - name: gold\n    match: { path_prefix: /account, cookie: { tier: gold } }\n    to: service\n",
+        ),
+        &[],
+    );
+    let request = Request::get(proxy.url("/account"))
+        .header("cookie", "session=abc")
+        .header("cookie", "tier=gold")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let seen = send(&h2c_client(), request).await.json();
+    assert_eq!(seen["upstream"], "service", "{seen}");
+    assert_eq!(
+        seen["headers"]["cookie"], "session=abc; tier=gold",
+        "{seen}"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_h2c_to_the_proxy() {
     let monolith = Upstream::start("monolith").await;
