@@ -302,16 +302,32 @@ impl Drop for Finish {
 ///   (`http://user@host/`) is refused (RFC 9110, section 4.2.4);
 /// - an HTTP/2 request names its host in `:authority`, copied into `Host` when the client
 ///   sent none (what RFC 9113, section 8.3.1, asks of an intermediary forwarding over
-///   HTTP/1.1 anyway), so that a hook reading `host` finds it whatever the protocol.
+///   HTTP/1.1 anyway), so that a hook reading `host` finds it whatever the protocol. A
+///   `Host` naming another host is refused as that section advises: the routes would
+///   follow `:authority` and the upstream `Host`, and a route matching on the host could
+///   be walked around.
 fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
     let Some(authority) = request.uri().authority() else {
         return Ok(());
     };
     if request.version() >= Version::HTTP_2 {
-        if !request.headers().contains_key(header::HOST)
-            && let Ok(host) = HeaderValue::from_str(authority.as_str())
-        {
-            request.headers_mut().insert(header::HOST, host);
+        match request.headers().get(header::HOST) {
+            Some(host)
+                if !host
+                    .as_bytes()
+                    .eq_ignore_ascii_case(authority.as_str().as_bytes()) =>
+            {
+                return Err(ProxyError::BadRequest(format!(
+                    "the Host field ({}) names another host than :authority ({authority})",
+                    String::from_utf8_lossy(host.as_bytes())
+                )));
+            }
+            Some(_) => {}
+            None => {
+                if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                    request.headers_mut().insert(header::HOST, host);
+                }
+            }
         }
         return Ok(());
     }

@@ -64,6 +64,39 @@ async fn cookie_crumbs_of_an_h2_client_reach_the_upstream_as_one_field() {
     );
 }
 
+/// An HTTP/2 request whose `Host` names another host than its `:authority` is refused
+/// (RFC 9113, section 8.3.1): the routes follow `:authority`, the upstream would follow
+/// `Host`, and a route matching on the host could be walked around.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_host_field_that_contradicts_the_authority_is_refused() {
+    let (monolith, admin) = (
+        Upstream::start("monolith").await,
+        Upstream::start("admin").await,
+    );
+    let proxy = Proxy::start(
+        &routes_yaml(
+            &[("monolith", &monolith.url()), ("admin", &admin.url())],
+            "monolith",
+            "  - name: admin\n    match: { host: admin.example }\n    to: admin\n",
+        ),
+        &[],
+    );
+    let request = Request::get(proxy.url("/users"))
+        .header("host", "admin.example")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(&h2c_client(), request).await;
+    assert_eq!(answer.status, 400, "{}", answer.text());
+    assert!(answer.text().contains("names another host than :authority"));
+    assert_eq!(monolith.hit_count() + admin.hit_count(), 0);
+    // The same host in both is fine.
+    let request = Request::get(proxy.url("/users"))
+        .header("host", proxy.addr.to_string())
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    assert_eq!(send(&h2c_client(), request).await.status, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_h2c_to_the_proxy() {
     let monolith = Upstream::start("monolith").await;
