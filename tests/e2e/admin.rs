@@ -9,7 +9,8 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use crate::support::{
-    Answer, Proxy, Upstream, binary, client, get, routes_yaml, send, write_atomically,
+    Answer, Proxy, Upstream, binary, client, get, monolith_and_service, routes_yaml, send,
+    write_atomically,
 };
 
 const ROUTES: &str = "  - name: invoices\n    match: { path_prefix: /invoices }\n    to: service\n  - name: reports\n    match: { path_prefix: /reports }\n    respond: { status: 501, body: moving }\n";
@@ -24,20 +25,6 @@ async fn call(proxy: &Proxy, method: Method, path: &str, token: Option<&str>) ->
     send(&client(), builder.body(Full::new(Bytes::new())).unwrap()).await
 }
 
-async fn started(routes: &str, extra: &[&str]) -> (Upstream, Upstream, Proxy) {
-    let (monolith, service) = (
-        Upstream::start("monolith").await,
-        Upstream::start("service").await,
-    );
-    let yaml = routes_yaml(
-        &[("monolith", &monolith.url()), ("service", &service.url())],
-        "monolith",
-        routes,
-    );
-    let proxy = Proxy::start(&yaml, extra);
-    (monolith, service, proxy)
-}
-
 fn sha256_of(path: &std::path::Path) -> String {
     let digest = Sha256::digest(std::fs::read(path).unwrap());
     digest.iter().map(|b| format!("{b:02x}")).collect()
@@ -45,7 +32,7 @@ fn sha256_of(path: &std::path::Path) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_answers_like_get_without_a_body() {
-    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let (_m, _s, proxy) = monolith_and_service(ROUTES, &[]).await;
     for path in ["/healthz", "/readyz", "/metrics", "/routes", "/diffs", "/"] {
         let got = call(&proxy, Method::GET, path, None).await;
         let head = call(&proxy, Method::HEAD, path, None).await;
@@ -63,7 +50,7 @@ async fn head_answers_like_get_without_a_body() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routes_shows_the_active_table() {
-    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let (_m, _s, proxy) = monolith_and_service(ROUTES, &[]).await;
     let answer = call(&proxy, Method::GET, "/routes", None).await;
     assert_eq!(answer.status, 200);
     let table = answer.json();
@@ -106,7 +93,7 @@ async fn routes_shows_the_active_table() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_reload_is_a_422_and_the_old_version_keeps_serving() {
-    let (_m, _s, proxy) = started(ROUTES, &["--poll", "1h"]).await;
+    let (_m, _s, proxy) = monolith_and_service(ROUTES, &["--poll", "1h"]).await;
     let before = call(&proxy, Method::GET, "/routes", None).await.json()["version"].clone();
     std::fs::write(
         proxy.routes_file(),
@@ -157,7 +144,7 @@ async fn a_bad_reload_is_a_422_and_the_old_version_keeps_serving() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollback_pin_survives_reloads_until_cleared() {
-    let (monolith, service, proxy) = started(ROUTES, &[]).await;
+    let (monolith, service, proxy) = monolith_and_service(ROUTES, &[]).await;
     assert_eq!(
         get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
         "service"
@@ -214,7 +201,7 @@ async fn a_rollback_pin_survives_reloads_until_cleared() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_which_route_takes_a_request() {
-    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let (_m, _s, proxy) = monolith_and_service(ROUTES, &[]).await;
     let matched = call(
         &proxy,
         Method::GET,
@@ -249,7 +236,7 @@ async fn a_token_guards_everything_but_probes_and_metrics() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "s3cret-token\n").unwrap();
-    let (_m, _s, proxy) = started(
+    let (_m, _s, proxy) = monolith_and_service(
         ROUTES,
         &["--admin-token-file", token_file.to_str().unwrap()],
     )
@@ -299,7 +286,7 @@ async fn a_rotated_token_takes_effect_without_a_restart() {
     let dir = tempfile::tempdir().unwrap();
     let token_file = dir.path().join("token");
     std::fs::write(&token_file, "first-token\n").unwrap();
-    let (_m, _s, proxy) = started(
+    let (_m, _s, proxy) = monolith_and_service(
         ROUTES,
         &["--admin-token-file", token_file.to_str().unwrap()],
     )
@@ -449,7 +436,7 @@ async fn metrics_count_known_traffic_exactly() {
 /// (RFC 9110, section 15.5.6); a path it does not have is a 404.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_method_is_a_405_naming_the_right_ones() {
-    let (_m, _s, proxy) = started(ROUTES, &[]).await;
+    let (_m, _s, proxy) = monolith_and_service(ROUTES, &[]).await;
     for (method, path, allowed) in [
         (Method::POST, "/healthz", "GET, HEAD"),
         (Method::DELETE, "/metrics", "GET, HEAD"),

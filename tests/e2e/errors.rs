@@ -8,7 +8,9 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Proxy, Upstream, admin_get, client, closed_port, get, routes_yaml, send};
+use crate::support::{
+    Proxy, Upstream, admin_get, client, closed_port, get, monolith_and_service, routes_yaml, send,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_upstream_is_a_502_with_a_reason() {
@@ -159,18 +161,11 @@ async fn a_missing_or_repeated_host_is_a_400() {
 /// its `Host` field (RFC 9112, section 3.2.2); a target with userinfo is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_absolute_form_target_names_the_host() {
-    let (monolith, service) = (
-        Upstream::start("monolith").await,
-        Upstream::start("service").await,
-    );
-    let proxy = Proxy::start(
-        &routes_yaml(
-            &[("monolith", &monolith.url()), ("service", &service.url())],
-            "monolith",
-            "  - name: new\n    match: { host: new.example }\n    to: service\n",
-        ),
+    let (monolith, service, proxy) = monolith_and_service(
+        "  - name: new\n    match: { host: new.example }\n    to: service\n",
         &[],
-    );
+    )
+    .await;
     let answer = raw_answer(
         &proxy,
         b"GET http://new.example/x HTTP/1.1\r\nHost: old.example\r\n\r\n",

@@ -8,7 +8,9 @@ use http_body_util::Full;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::support::{Proxy, Upstream, h2c_client, routes_yaml, send, write_atomically};
+use crate::support::{
+    Proxy, Upstream, h2c_client, monolith_and_service, routes_yaml, send, write_atomically,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn h2c_clients_are_served_and_forwarded_as_http1() {
@@ -39,18 +41,11 @@ async fn h2c_clients_are_served_and_forwarded_as_http1() {
 /// section 8.2.3), and a route matching on a cookie finds it in any crumb.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cookie_crumbs_of_an_h2_client_reach_the_upstream_as_one_field() {
-    let (monolith, service) = (
-        Upstream::start("monolith").await,
-        Upstream::start("service").await,
-    );
-    let proxy = Proxy::start(
-        &routes_yaml(
-            &[("monolith", &monolith.url()), ("service", &service.url())],
-            "monolith",
-            "  - name: gold\n    match: { path_prefix: /account, cookie: { tier: gold } }\n    to: service\n",
-        ),
+    let (_monolith, _service, proxy) = monolith_and_service(
+        "  - name: gold\n    match: { path_prefix: /account, cookie: { tier: gold } }\n    to: service\n",
         &[],
-    );
+    )
+    .await;
     let request = Request::get(proxy.url("/account"))
         .header("cookie", "session=abc")
         .header("cookie", "tier=gold")
@@ -69,18 +64,11 @@ async fn cookie_crumbs_of_an_h2_client_reach_the_upstream_as_one_field() {
 /// `Host`, and a route matching on the host could be walked around.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_h2_host_field_that_contradicts_the_authority_is_refused() {
-    let (monolith, admin) = (
-        Upstream::start("monolith").await,
-        Upstream::start("admin").await,
-    );
-    let proxy = Proxy::start(
-        &routes_yaml(
-            &[("monolith", &monolith.url()), ("admin", &admin.url())],
-            "monolith",
-            "  - name: admin\n    match: { host: admin.example }\n    to: admin\n",
-        ),
+    let (monolith, admin, proxy) = monolith_and_service(
+        "  - name: admin\n    match: { host: admin.example }\n    to: service\n",
         &[],
-    );
+    )
+    .await;
     let request = Request::get(proxy.url("/users"))
         .header("host", "admin.example")
         .body(Full::new(Bytes::new()))

@@ -482,6 +482,22 @@ fn listening(line: &str) -> SocketAddr {
     rest[..end].parse().unwrap()
 }
 
+/// Echo upstreams `monolith` (the default) and `service`, and a proxy in front of them
+/// with `routes` (route-file lines under `routes:`) and the `extra` flags.
+pub async fn monolith_and_service(routes: &str, extra: &[&str]) -> (Upstream, Upstream, Proxy) {
+    let (monolith, service) = (
+        Upstream::start("monolith").await,
+        Upstream::start("service").await,
+    );
+    let yaml = routes_yaml(
+        &[("monolith", &monolith.url()), ("service", &service.url())],
+        "monolith",
+        routes,
+    );
+    let proxy = Proxy::start(&yaml, extra);
+    (monolith, service, proxy)
+}
+
 /// A pooled HTTP/1.1 client, like any application's.
 pub fn client() -> Client<HttpConnector, Full<Bytes>> {
     Client::builder(TokioExecutor::new()).build_http()
