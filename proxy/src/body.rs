@@ -53,21 +53,6 @@ pub fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
     current.to_string()
 }
 
-/// The body of an answer the proxy makes itself (a route's `respond:`, a hook's
-/// `req:respond`) with `status`: `content`, or nothing for a status that has none (204,
-/// 304; RFC 9110, section 6.4.1). An HTTP/2 stream that sent content after such a head
-/// would be reset, and HTTP/1.1 writers leave it out anyway.
-pub fn for_status(status: http::StatusCode, content: impl Into<Bytes>) -> BoxBody {
-    if matches!(
-        status,
-        http::StatusCode::NO_CONTENT | http::StatusCode::NOT_MODIFIED
-    ) {
-        empty()
-    } else {
-        full(content)
-    }
-}
-
 /// A body held entirely in memory.
 pub fn full(data: impl Into<Bytes>) -> BoxBody {
     Full::new(data.into())

@@ -6,7 +6,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response, StatusCode, Uri, header};
+use http::{Request, Response, Uri};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
     HookEngine, HookEntry, HookRequest, HookResponse, HookScript, Hooks, LuaHooks, OnError,
@@ -113,7 +113,7 @@ pub fn before<'a>(
     } = hooks.on_request(&mut view).map_err(hook_failed)?
     {
         exchange.answered_by.set(Answerer::Respond);
-        let mut response = Response::new(body::for_status(status, body));
+        let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         return Ok(Before::Answered(response));
@@ -152,20 +152,9 @@ impl Later<'_> {
             mut view,
         } = self;
         let phases = hooks.phases();
-        let (mut head, mut body) = response.into_parts();
+        let (mut head, body) = response.into_parts();
         if phases.on_response {
-            let came_as = head.status;
             answer_hooks(hooks, &mut view, &mut head)?;
-            // A status hooks set that has no content (204, 304) goes without the upstream's
-            // body: an HTTP/2 stream that sent one after such a head would be reset.
-            if head.status != came_as
-                && matches!(
-                    head.status,
-                    StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-                )
-            {
-                body = body::empty();
-            }
         }
         if !phases.after_response {
             return Ok(Response::from_parts(head, body));
@@ -212,14 +201,6 @@ fn answer_hooks(
         upstream,
     };
     let outcome = hooks.on_response(view, &mut res).map_err(hook_failed);
-    // A hook that made it a 204 made it an answer without content, which must not say how
-    // long it is (RFC 9110, section 8.6); the writer sends no body with it.
-    if res.status == StatusCode::NO_CONTENT && head.status != StatusCode::NO_CONTENT {
-        res.headers.remove(header::CONTENT_LENGTH);
-        if let Some(fields) = res.upstream.as_mut() {
-            fields.set(header::CONTENT_LENGTH, None);
-        }
-    }
     head.status = res.status;
     head.headers = res.headers;
     if let (Some(relayed), Some(fields)) = (relayed, res.upstream) {

@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use http::{HeaderValue, Method, Request, Response, Version, header};
+use http::{HeaderValue, Method, Request, Response, StatusCode, Version, header};
 use strangler_plugins::Hooks;
 use strangler_routes::{RequestView, Route, normalize::normalize_path};
 
@@ -141,6 +141,7 @@ impl Pipeline {
             }
             err.to_response(&request_id)
         });
+        without_content(&mut response);
         match response.extensions_mut().get_mut::<RelayedFields>() {
             Some(relayed) => {
                 relayed.request_id = Some(request_id.clone());
@@ -291,6 +292,27 @@ impl Drop for Finish {
         self.runtime
             .pair_metrics(self.slot, self.answerer)
             .observe(self.status, self.started);
+    }
+}
+
+/// A 204 or a 304 has no content (RFC 9110, section 6.4.1), whoever made it: an upstream,
+/// a route's `respond:`, a hook that set the status or answered with `req:respond`. A body
+/// that has not ended goes (an HTTP/2 stream that sent it after such a head would be reset;
+/// the HTTP/1.1 writers leave it out anyway), and a 204 says no length (section 8.6).
+/// One check of the status for every other answer.
+fn without_content(response: &mut Response<BoxBody>) {
+    let status = response.status();
+    if status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
+        return;
+    }
+    if !hyper::body::Body::is_end_stream(response.body()) {
+        *response.body_mut() = body::empty();
+    }
+    if status == StatusCode::NO_CONTENT {
+        response.headers_mut().remove(header::CONTENT_LENGTH);
+        if let Some(relayed) = response.extensions_mut().get_mut::<RelayedFields>() {
+            relayed.fields.set(header::CONTENT_LENGTH, None);
+        }
     }
 }
 

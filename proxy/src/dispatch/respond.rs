@@ -7,7 +7,7 @@ use crate::body::{self, BoxBody};
 
 /// The answer configured by `respond:`.
 pub(super) fn respond(spec: &Respond) -> Response<BoxBody> {
-    let mut response = Response::new(body::for_status(spec.status, spec.body.clone()));
+    let mut response = Response::new(body::full(spec.body.clone()));
     *response.status_mut() = spec.status;
     let headers = response.headers_mut();
     if !spec
