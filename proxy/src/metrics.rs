@@ -275,7 +275,8 @@ impl Metrics {
     /// Call before `table` serves: the routes and hook scripts it has that a reload removed
     /// earlier count again.
     pub fn serve(&self, table: &RouteTable) {
-        self.serve_routes(table.routes().iter().map(|route| route.name.as_str()));
+        self.retired
+            .serve(table.routes().iter().map(|route| route.name.as_str()));
         self.hook_runs
             .serve(hook_labels(table).iter().map(String::as_str));
     }
@@ -295,10 +296,9 @@ impl Metrics {
     /// alerts and the dashboard stop showing it (its counters start from zero should it
     /// come back, which `rate()` reads as a reset). Requests still in flight on it count
     /// nothing from now on, so that they do not bring its series back, until
-    /// [`Metrics::serve_routes`] names it again.
+    /// [`Metrics::serve`] gets a table that has it again.
     fn forget_route(&self, route: &str) {
-        self.retired.change(|retired| {
-            retired.insert(route.to_string());
+        self.retired.retire(route, || {
             forget(&self.requests, "route", route);
             forget(&self.duration, "route", route);
             forget(&self.shadow_comparisons, "route", route);
@@ -307,17 +307,6 @@ impl Metrics {
             forget(&self.canary_rollbacks, "route", route);
             forget(&self.fallbacks, "route", route);
             forget(&self.fallbacks_skipped, "route", route);
-        });
-    }
-
-    /// `routes` are in the table about to serve: those a reload removed earlier count again.
-    fn serve_routes<'a>(&self, routes: impl IntoIterator<Item = &'a str>) {
-        self.retired.change(|retired| {
-            if !retired.is_empty() {
-                for route in routes {
-                    retired.remove(route);
-                }
-            }
         });
     }
 
@@ -502,7 +491,7 @@ mod tests {
             metrics.render()
         );
 
-        metrics.serve_routes(["invoices"]);
+        metrics.retired.serve(["invoices"]);
         metrics
             .pair("invoices", "service")
             .observe(200, Instant::now());

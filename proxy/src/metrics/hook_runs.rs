@@ -59,8 +59,7 @@ impl HookRuns {
     /// table about to serve has; its runs still to come are not counted until
     /// [`HookRuns::serve`] names it again.
     pub(super) fn forget(&self, name: &str) {
-        self.retired.change(|retired| {
-            retired.insert(name.to_string());
+        self.retired.retire(name, || {
             super::forget(&self.counters, "hook", name);
             self.resolved
                 .write()
@@ -72,13 +71,7 @@ impl HookRuns {
     /// `names` are the scripts of the table about to serve: those a reload removed earlier
     /// count again.
     pub(super) fn serve<'a>(&self, names: impl IntoIterator<Item = &'a str>) {
-        self.retired.change(|retired| {
-            if !retired.is_empty() {
-                for name in names {
-                    retired.remove(name);
-                }
-            }
-        });
+        self.retired.serve(names);
     }
 
     /// Resolves the child for a run not counted before, and keeps it for the next one; none

@@ -21,8 +21,22 @@ impl Retired {
         (!retired.contains(value)).then(resolve)
     }
 
-    /// Runs `change` on the retired values, with late resolutions waiting until it is done.
-    pub(super) fn change<R>(&self, change: impl FnOnce(&mut HashSet<String>) -> R) -> R {
-        change(&mut self.0.write().unwrap_or_else(PoisonError::into_inner))
+    /// Retires `value` and runs `drop_series` (which removes its series), with late
+    /// resolutions waiting until both are done.
+    pub(super) fn retire(&self, value: &str, drop_series: impl FnOnce()) {
+        let mut retired = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        retired.insert(value.to_string());
+        drop_series();
+    }
+
+    /// `values` are in the table about to serve: those retired earlier count again.
+    pub(super) fn serve<'a>(&self, values: impl IntoIterator<Item = &'a str>) {
+        let mut retired = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        if retired.is_empty() {
+            return;
+        }
+        for value in values {
+            retired.remove(value);
+        }
     }
 }
