@@ -286,15 +286,7 @@ fn check_path(path: &str) -> Result<(), String> {
             _ => return Err(format!("req.path: a malformed percent-escape at byte {at}")),
         }
     }
-    match http::uri::PathAndQuery::try_from(path) {
-        Ok(_) if path.is_ascii() => Ok(()),
-        Ok(_) => {
-            Err("req.path is not a URI path (a byte that is not ASCII): percent-encode it".into())
-        }
-        Err(e) => Err(format!(
-            "req.path is not a URI path ({e}): percent-encode what it holds"
-        )),
-    }
+    uri_characters("req.path", "path", path, path)
 }
 
 /// Why `query` cannot be what `req.query` forwards, if it cannot (see [`check_path`]).
@@ -302,13 +294,20 @@ fn check_query(query: &str) -> Result<(), String> {
     if query.contains('#') {
         return Err("req.query cannot hold '#': a fragment is never sent".into());
     }
-    match http::uri::PathAndQuery::try_from(format!("/?{query}")) {
-        Ok(_) if query.is_ascii() => Ok(()),
-        Ok(_) => {
-            Err("req.query is not a URI query (a byte that is not ASCII): percent-encode it".into())
-        }
+    uri_characters("req.query", "query", query, &format!("/?{query}"))
+}
+
+/// Why `value`, assigned to `what` and forwarded in `target`, holds characters a URI `part`
+/// cannot: any `http` refuses in `target`, or bytes that are not ASCII (which `http` lets
+/// through but RFC 3986 wants percent-encoded).
+fn uri_characters(what: &str, part: &str, value: &str, target: &str) -> Result<(), String> {
+    match http::uri::PathAndQuery::try_from(target) {
+        Ok(_) if value.is_ascii() => Ok(()),
+        Ok(_) => Err(format!(
+            "{what} is not a URI {part} (a byte that is not ASCII): percent-encode it"
+        )),
         Err(e) => Err(format!(
-            "req.query is not a URI query ({e}): percent-encode what it holds"
+            "{what} is not a URI {part} ({e}): percent-encode what it holds"
         )),
     }
 }

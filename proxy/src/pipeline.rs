@@ -374,8 +374,7 @@ fn join_cookie_crumbs(request: &mut Request<BoxBody>) {
         return;
     }
     let headers = request.headers_mut();
-    let mut crumbs = headers.get_all(header::COOKIE).iter();
-    if crumbs.next().is_none() || crumbs.next().is_none() {
+    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
         return;
     }
     let mut joined = Vec::new();

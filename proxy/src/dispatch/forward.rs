@@ -148,7 +148,8 @@ pub(super) fn prepare(
         _ if spec.host_rewrite => {
             headers.remove(header::HOST);
         }
-        // HTTP/1 clients sent it already; HTTP/2 ones only have `:authority`.
+        // The request path put it there (from `:authority` for HTTP/2), unless an
+        // `on_request` hook removed it: the upstream still gets the client's host.
         Some(host) if !headers.contains_key(header::HOST) => {
             headers.insert(header::HOST, host.clone());
         }
