@@ -141,7 +141,12 @@ impl Pipeline {
             }
             err.to_response(&request_id)
         });
-        without_content(&mut response);
+        if matches!(
+            response.status(),
+            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+        ) {
+            without_content(&mut response);
+        }
         match response.extensions_mut().get_mut::<RelayedFields>() {
             Some(relayed) => {
                 relayed.request_id = Some(request_id.clone());
@@ -190,10 +195,14 @@ impl Pipeline {
         mut request: Request<BoxBody>,
     ) -> Result<(Request<BoxBody>, String, Option<&'r Route>), ProxyError> {
         // Host is checked as the client sent it (an HTTP/1.1 request needs one, in any
-        // form), then the target's host settles it.
+        // form), then the host the request names settles it. An HTTP/1.1 request in origin
+        // form, nearly every one, takes the two checks and nothing else.
         self.admit(&request)?;
-        settle_host(&mut request)?;
-        join_cookie_crumbs(&mut request);
+        if request.version() >= Version::HTTP_2 {
+            from_http2(&mut request)?;
+        } else if request.uri().authority().is_some() {
+            absolute_form(&mut request)?;
+        }
         let path = normalized_path(&request)?.into_owned();
         let (parts, mut body) = request.into_parts();
         let table = runtime.table();
@@ -295,20 +304,16 @@ impl Drop for Finish {
     }
 }
 
-/// A 204 or a 304 has no content (RFC 9110, section 6.4.1), whoever made it: an upstream,
-/// a route's `respond:`, a hook that set the status or answered with `req:respond`. A body
-/// that has not ended goes (an HTTP/2 stream that sent it after such a head would be reset;
-/// the HTTP/1.1 writers leave it out anyway), and a 204 says no length (section 8.6).
-/// One check of the status for every other answer.
+/// A 204 or a 304 (the caller checks) has no content (RFC 9110, section 6.4.1), whoever
+/// made it: an upstream, a route's `respond:`, a hook that set the status or answered with
+/// `req:respond`. A body that has not ended goes (an HTTP/2 stream that sent it after such
+/// a head would be reset; the HTTP/1.1 writers leave it out anyway), and a 204 says no
+/// length (section 8.6).
 fn without_content(response: &mut Response<BoxBody>) {
-    let status = response.status();
-    if status != StatusCode::NO_CONTENT && status != StatusCode::NOT_MODIFIED {
-        return;
-    }
     if !hyper::body::Body::is_end_stream(response.body()) {
         *response.body_mut() = body::empty();
     }
-    if status == StatusCode::NO_CONTENT {
+    if response.status() == StatusCode::NO_CONTENT {
         response.headers_mut().remove(header::CONTENT_LENGTH);
         if let Some(relayed) = response.extensions_mut().get_mut::<RelayedFields>() {
             relayed.fields.set(header::CONTENT_LENGTH, None);
@@ -316,23 +321,17 @@ fn without_content(response: &mut Response<BoxBody>) {
     }
 }
 
-/// Puts the host the request names in its `Host` field, where routes, hooks and upstreams
-/// look for it:
-/// - in HTTP/1.x absolute form (`GET http://host/path`) the target's host replaces `Host`
-///   (RFC 9112, section 3.2.2): the routes and the upstream see the host the request line
-///   names (the upstream gets the origin form). A target with userinfo
-///   (`http://user@host/`) is refused (RFC 9110, section 4.2.4);
-/// - an HTTP/2 request names its host in `:authority`, copied into `Host` when the client
-///   sent none (what RFC 9113, section 8.3.1, asks of an intermediary forwarding over
-///   HTTP/1.1 anyway), so that a hook reading `host` finds it whatever the protocol. A
-///   `Host` naming another host is refused as that section advises: the routes would
-///   follow `:authority` and the upstream `Host`, and a route matching on the host could
-///   be walked around.
-fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
-    let Some(authority) = request.uri().authority() else {
-        return Ok(());
-    };
-    if request.version() >= Version::HTTP_2 {
+/// An HTTP/2 request as an HTTP/1.1 one would come, for routes, hooks and upstreams alike:
+/// - its host, named in `:authority`, is copied into `Host` when the client sent none
+///   (what RFC 9113, section 8.3.1, asks of an intermediary forwarding over HTTP/1.1), so
+///   that a hook reading `host` finds it whatever the protocol. A `Host` naming another
+///   host is refused as that section advises: the routes would follow `:authority` and the
+///   upstream `Host`, and a route matching on the host could be walked around;
+/// - `Cookie` sent as several fields, one crumb each (browsers do, as it compresses
+///   better), is joined with `"; "` (section 8.2.3): over HTTP/1.1 many servers read only
+///   the first field, and the rest of the session would be lost.
+fn from_http2(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
+    if let Some(authority) = request.uri().authority() {
         match request.headers().get(header::HOST) {
             Some(host)
                 if !host
@@ -351,8 +350,32 @@ fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
                 }
             }
         }
-        return Ok(());
     }
+    let headers = request.headers_mut();
+    if headers.get_all(header::COOKIE).iter().nth(1).is_some() {
+        let mut joined = Vec::new();
+        for crumb in &headers.get_all(header::COOKIE) {
+            if !joined.is_empty() {
+                joined.extend_from_slice(b"; ");
+            }
+            joined.extend_from_slice(crumb.as_bytes());
+        }
+        // Field values that were valid one by one are valid joined by "; ".
+        if let Ok(joined) = HeaderValue::from_bytes(&joined) {
+            headers.insert(header::COOKIE, joined);
+        }
+    }
+    Ok(())
+}
+
+/// An HTTP/1.x request in absolute form (`GET http://host/path`): the target's host
+/// replaces `Host` (RFC 9112, section 3.2.2), so that the routes and the upstream see the
+/// host the request line names (the upstream gets the origin form). A target with userinfo
+/// (`http://user@host/`) is refused (RFC 9110, section 4.2.4).
+fn absolute_form(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
+    let Some(authority) = request.uri().authority() else {
+        return Ok(());
+    };
     if authority.as_str().contains('@') {
         return Err(ProxyError::BadRequest(
             "the request target carries userinfo".into(),
@@ -362,32 +385,6 @@ fn settle_host(request: &mut Request<BoxBody>) -> Result<(), ProxyError> {
         .map_err(|e| ProxyError::BadRequest(format!("the request target's host: {e}")))?;
     request.headers_mut().insert(header::HOST, host);
     Ok(())
-}
-
-/// HTTP/2 clients may send `Cookie` as several fields, one crumb each (browsers do, as it
-/// compresses better). RFC 9113 (section 8.2.3) says they must be joined with `"; "`
-/// before the request goes on over HTTP/1.1, where many servers read only the first field
-/// and the rest of the session is lost. Joined here, so that hooks and upstreams see one
-/// field, as an HTTP/1.1 client sends it.
-fn join_cookie_crumbs(request: &mut Request<BoxBody>) {
-    if request.version() < Version::HTTP_2 {
-        return;
-    }
-    let headers = request.headers_mut();
-    if headers.get_all(header::COOKIE).iter().nth(1).is_none() {
-        return;
-    }
-    let mut joined = Vec::new();
-    for crumb in &headers.get_all(header::COOKIE) {
-        if !joined.is_empty() {
-            joined.extend_from_slice(b"; ");
-        }
-        joined.extend_from_slice(crumb.as_bytes());
-    }
-    // Field values that were valid one by one are valid joined by "; ".
-    if let Ok(joined) = HeaderValue::from_bytes(&joined) {
-        headers.insert(header::COOKIE, joined);
-    }
 }
 
 /// The request's path after normalization: what is matched and what is forwarded.
