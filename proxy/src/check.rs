@@ -18,7 +18,7 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
             eprintln!(
                 "{}: invalid ({})",
                 file.display(),
-                problems(errors.errors.len())
+                counted(errors.errors.len(), "problem")
             );
             return 1;
         }
@@ -35,17 +35,21 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
         for error in &broken {
             eprintln!("{error}");
         }
-        eprintln!("{}: invalid ({})", file.display(), problems(broken.len()));
+        eprintln!(
+            "{}: invalid ({})",
+            file.display(),
+            counted(broken.len(), "problem")
+        );
         return 1;
     }
     for warning in table.warnings() {
         eprintln!("{warning}");
     }
     println!(
-        "{}: ok ({} routes, {} upstreams, version {})",
+        "{}: ok ({}, {}, version {})",
         file.display(),
-        table.routes().len(),
-        table.upstreams().len(),
+        counted(table.routes().len(), "route"),
+        counted(table.upstreams().len(), "upstream"),
         &table.version()[..12.min(table.version().len())]
     );
     let Some(line) = explain else { return 0 };
@@ -83,11 +87,11 @@ pub fn check(file: &Path, explain: Option<&str>, headers: &[String]) -> i32 {
     }
 }
 
-/// "1 problem", "3 problems".
-fn problems(count: usize) -> String {
+/// "1 problem", "3 problems": `count` of `noun` (a noun whose plural takes an "s").
+fn counted(count: usize, noun: &str) -> String {
     match count {
-        1 => "1 problem".to_string(),
-        n => format!("{n} problems"),
+        1 => format!("1 {noun}"),
+        n => format!("{n} {noun}s"),
     }
 }
 

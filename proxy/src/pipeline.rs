@@ -141,10 +141,12 @@ impl Pipeline {
             }
             err.to_response(&request_id)
         });
-        if matches!(
-            response.status(),
-            StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
-        ) {
+        if method == Method::HEAD
+            || matches!(
+                response.status(),
+                StatusCode::NO_CONTENT | StatusCode::NOT_MODIFIED
+            )
+        {
             without_content(&mut response);
         }
         match response.extensions_mut().get_mut::<RelayedFields>() {
@@ -304,13 +306,26 @@ impl Drop for Finish {
     }
 }
 
-/// A 204 or a 304 (the caller checks) has no content (RFC 9110, section 6.4.1), whoever
-/// made it: an upstream, a route's `respond:`, a hook that set the status or answered with
-/// `req:respond`. A body that has not ended goes (an HTTP/2 stream that sent it after such
-/// a head would be reset; the HTTP/1.1 writers leave it out anyway), and a 204 says no
-/// length (section 8.6).
+/// An answer to HEAD, a 204 or a 304 (the caller checks) has no content (RFC 9110,
+/// sections 9.3.2 and 6.4.1), whoever made it: an upstream, a route's `respond:`, a hook
+/// that set the status or answered with `req:respond`, an error. A body that has not ended
+/// goes (an HTTP/2 stream that sent it after such a head would be reset; the HTTP/1.1
+/// writers leave it out anyway). An answer to HEAD keeps the length the same GET would have
+/// (from the body it drops, when the head names none), and a 204 says no length (section
+/// 8.6).
 fn without_content(response: &mut Response<BoxBody>) {
-    if !hyper::body::Body::is_end_stream(response.body()) {
+    let body = response.body();
+    if !hyper::body::Body::is_end_stream(body) {
+        let length = hyper::body::Body::size_hint(body).exact();
+        let headers = response.headers();
+        if let Some(length) = length
+            && !headers.contains_key(header::CONTENT_LENGTH)
+            && response.extensions().get::<RelayedFields>().is_none()
+        {
+            response
+                .headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(length));
+        }
         *response.body_mut() = body::empty();
     }
     if response.status() == StatusCode::NO_CONTENT {

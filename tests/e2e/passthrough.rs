@@ -201,6 +201,15 @@ async fn rewrite_and_respond_change_what_the_route_says() {
         let answer = send(&client, request).await;
         assert_eq!(answer.status, 204);
         assert_eq!(answer.text(), "");
+        // HEAD gets the head a GET would, with its length and without the body.
+        let request = Request::head(proxy.url("/reports/q3"))
+            .body(Full::new(Bytes::new()))
+            .unwrap();
+        let answer = send(&client, request).await;
+        assert_eq!(answer.status, 501);
+        assert_eq!(answer.headers["content-length"], "18");
+        assert_eq!(answer.headers["x-why"], "migrating");
+        assert_eq!(answer.text(), "");
     }
 }
 
