@@ -19,7 +19,7 @@ use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -151,19 +151,26 @@ pub async fn serve<H: Handler>(
                 let acceptor = acceptor.clone();
                 let builder = builder.clone();
                 tokio::spawn(async move {
+                    let mut stream = stream;
+                    let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
+                    if tokio::time::timeout_at(deadline, refused_plain_http(&mut stream, peer))
+                        .await
+                        .unwrap_or(true)
+                    {
+                        return;
+                    }
                     let accept = acceptor.accept(stream);
-                    let stream =
-                        match tokio::time::timeout(settings.handshake_timeout, accept).await {
-                            Ok(Ok(stream)) => stream,
-                            Ok(Err(err)) => {
-                                tracing::debug!(%peer, error = %err, "tls handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(%peer, "tls handshake timed out");
-                                return;
-                            }
-                        };
+                    let stream = match tokio::time::timeout_at(deadline, accept).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(err)) => {
+                            tracing::debug!(%peer, error = %err, "tls handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "tls handshake timed out");
+                            return;
+                        }
+                    };
                     serve_with_hyper(&builder, stream, service, watcher, peer).await;
                 });
             }
@@ -179,6 +186,38 @@ pub async fn serve<H: Handler>(
     {
         tracing::warn!(listener = ?local, grace = ?settings.grace, "grace period over; closing the remaining connections");
     }
+}
+
+/// The answer to a plain HTTP request on an HTTPS listener.
+const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
+    content-type: text/plain; charset=utf-8\r\n\
+    content-length: 57\r\n\
+    connection: close\r\n\r\n\
+    bad request: a plain HTTP request was sent to HTTPS port\n";
+
+/// Whether `stream`, accepted on an HTTPS listener, was dealt with before any handshake:
+/// the client left, or it sent a plain HTTP request (an `http://` URL for an `https://`
+/// port, a health check with the wrong scheme). That one gets a 400 saying so, as nginx
+/// does, instead of TLS alert bytes the client shows as garbage or "HTTP/0.9".
+async fn refused_plain_http(stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> bool {
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(1) => {}
+        _ => return true,
+    }
+    // A TLS connection opens with a handshake record (0x16); a request line with a method.
+    if !first[0].is_ascii_uppercase() {
+        return false;
+    }
+    tracing::debug!(%peer, "plain HTTP request on an HTTPS listener");
+    if stream.write_all(PLAIN_HTTP_ON_HTTPS).await.is_ok() && stream.shutdown().await.is_ok() {
+        // Read what the client sent until it closes (the caller's deadline bounds this):
+        // closing with its request unread would reset the connection, and the reset could
+        // destroy the answer before the client reads it.
+        let mut sink = [0u8; 4096];
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    }
+    true
 }
 
 /// Serve `io` with hyper (HTTP/1.1 with upgrades, or HTTP/2), counted by `watcher` so the

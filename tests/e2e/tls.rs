@@ -69,6 +69,28 @@ async fn https_requests_reach_a_plain_upstream_marked_as_https() {
     assert_eq!(plain.json()["headers"]["x-forwarded-proto"], "http");
 }
 
+/// An `http://` URL for the HTTPS port (a typo, a health check with the wrong scheme) gets
+/// a 400 that says so, as with nginx, rather than TLS bytes shown as garbage.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_http_request_on_the_https_port_is_told_why_it_failed() {
+    let ca = TestCa::new("test ca");
+    let dir = tempfile::tempdir().unwrap();
+    let (monolith, proxy) = proxy_with(&ca.leaf(&["localhost"]), dir.path()).await;
+    let plain = get(&format!("http://{}/orders", proxy.tls_addr()), &[]).await;
+    assert_eq!(plain.status, 400);
+    assert_eq!(
+        plain.text(),
+        "bad request: a plain HTTP request was sent to HTTPS port\n"
+    );
+    assert_eq!(plain.headers["connection"], "close");
+    assert_eq!(monolith.hit_count(), 0);
+    // TLS clients are served as before.
+    let url = format!("https://{}/orders", proxy.tls_addr());
+    let request = Request::get(url).body(Full::new(Bytes::new())).unwrap();
+    let answer = send_with(&https_client(&ca, "localhost"), request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_negotiates_h2_and_http1_by_alpn() {
     let ca = TestCa::new("test ca");
