@@ -28,8 +28,7 @@ impl DiffLog {
             .await?;
         let (lines, mut queue) = mpsc::channel::<String>(QUEUE);
         tokio::spawn(async move {
-            while let Some(mut line) = queue.recv().await {
-                line.push('\n');
+            while let Some(line) = queue.recv().await {
                 if let Err(err) = file.write_all(line.as_bytes()).await {
                     tracing::error!(file = %path.display(), error = %err, "cannot write the diff log");
                 }
@@ -42,7 +41,10 @@ impl DiffLog {
         })
     }
 
-    /// Queue one JSON line; when the writer is behind, drop it and count it.
+    /// Queue one JSON line, newline included ([`MismatchRecord::to_json_line`]); when the
+    /// writer is behind, drop it and count it.
+    ///
+    /// [`MismatchRecord::to_json_line`]: crate::verify::MismatchRecord::to_json_line
     pub fn append(&self, line: String) {
         if self.lines.try_send(line).is_err() {
             let dropped = self.dropped.fetch_add(1, Ordering::Relaxed) + 1;

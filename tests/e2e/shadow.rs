@@ -165,8 +165,13 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    let line: Value = serde_json::from_str(logged.lines().next().unwrap()).unwrap();
-    assert_eq!(line["path"], "/payroll/7");
+    // JSON Lines: every line a record, none blank (a reader that parses each line would
+    // stop at a blank one).
+    let records: Vec<Value> = logged
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {logged:?}")))
+        .collect();
+    assert_eq!(records[0]["path"], "/payroll/7");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
