@@ -180,6 +180,13 @@ impl Runtime {
         })
     }
 
+    /// Counts a failed exchange with `upstream` (`strangler_upstream_errors_total`) that
+    /// the client never saw, as when a fallback answered in its place.
+    pub fn upstream_error(&self, upstream: UpstreamId, kind: &str) {
+        let name = &self.table.upstream(upstream).name;
+        self.cells.metrics.upstream_error(name, kind);
+    }
+
     /// The route and upstream names that logs and metrics use: `default` for unmatched
     /// requests, `respond` for answers the proxy gave itself.
     pub fn names(&self, route: RouteSlot, answerer: Answerer) -> (&str, &str) {

@@ -188,6 +188,17 @@ async fn a_failing_new_service_falls_back_to_the_monolith() {
         ),
         "the skipped fallback's timeout is the slow service's:\n{metrics}"
     );
+    // The failures the fallbacks hid are still the new services' errors: a dead service
+    // must show as one, not only as fallbacks. (The slow one also timed out for the
+    // upload, which nothing hid.)
+    for (upstream, kind, count) in [("dead", "connect", 1), ("slow", "timeout", 2)] {
+        assert!(
+            metrics.contains(&format!(
+                "strangler_upstream_errors_total{{kind=\"{kind}\",upstream=\"{upstream}\"}} {count}"
+            )),
+            "{upstream}:\n{metrics}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

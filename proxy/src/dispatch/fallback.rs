@@ -8,7 +8,7 @@ use strangler_routes::{Rewrite, UpstreamId};
 use super::Exchange;
 use super::forward::{self, Origin, copy_head};
 use crate::body::{self, BoxBody, Buffered};
-use crate::error::ProxyError;
+use crate::error::{ErrorClass, ProxyError};
 use crate::metrics::FallbackMetrics;
 use crate::runtime::Answerer;
 
@@ -88,7 +88,14 @@ pub(super) async fn forward_with_fallback(
                 first_failed: false,
             };
         }
-        Err(err) => err.to_string(),
+        Err(err) => {
+            // The client gets the fallback's answer, so the pipeline never sees this error;
+            // the operator must, or a dead new service shows only as fallbacks.
+            if err.class() == ErrorClass::Upstream {
+                exchange.runtime.upstream_error(upstream, err.kind());
+            }
+            err.to_string()
+        }
     };
     fallback.metrics.fallbacks.inc();
     tracing::warn!(
@@ -127,6 +134,6 @@ async fn send(
 pub(super) fn failed(result: &Result<Response<BoxBody>, ProxyError>) -> bool {
     match result {
         Ok(response) => response.status().is_server_error(),
-        Err(err) => err.class() == crate::error::ErrorClass::Upstream,
+        Err(err) => err.class() == ErrorClass::Upstream,
     }
 }
