@@ -101,17 +101,19 @@ impl Admin {
             method => method.clone(),
         };
         let path = request.uri().path().to_string();
+        // `/routes/` is `/routes`, and so on: leading and trailing slashes do not count.
+        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         // Probes and scrapes stay open: kubelets and Prometheus carry no token.
-        match (&method, path.as_str()) {
-            (&Method::GET, "/healthz") => return text(StatusCode::OK, "ok\n"),
-            (&Method::GET, "/readyz") => {
+        match (&method, segments.as_slice()) {
+            (&Method::GET, ["healthz"]) => return text(StatusCode::OK, "ok\n"),
+            (&Method::GET, ["readyz"]) => {
                 return if self.readiness.get() {
                     text(StatusCode::OK, "ready\n")
                 } else {
                     text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
                 };
             }
-            (&Method::GET, "/metrics") => {
+            (&Method::GET, ["metrics"]) => {
                 let mut response = Response::new(body::full(self.store.metrics().render()));
                 response.headers_mut().insert(
                     header::CONTENT_TYPE,
@@ -130,7 +132,6 @@ impl Admin {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             return response;
         }
-        let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
         match (&method, segments.as_slice()) {
             (&Method::GET, [""]) => self.dashboard(),
             (&Method::GET, ["routes"]) => json_response(StatusCode::OK, &self.routes_json()),
@@ -316,11 +317,22 @@ impl Admin {
             headers: &headers,
             body: None,
         };
-        let explanation = runtime.table().explain(&view);
+        let table = runtime.table();
+        let mut explanation = table.explain(&view);
         let pinned = explanation
             .chosen
             .as_deref()
-            .and_then(|name| runtime.pins().get(name));
+            .and_then(|name| Some((runtime.pins().get(name)?, table.route(name)?)));
+        // A pinned route of any kind is served by its `rollback_to`: say what traffic does.
+        let mut text = explanation.to_string();
+        if let Some((pin, route)) = pinned {
+            explanation.upstream = table.upstream(route.rollback_to).name.clone();
+            text = format!(
+                "{explanation}\npinned to `{}`: {}",
+                explanation.upstream, pin.reason
+            );
+        }
+        let pinned = pinned.map(|(pin, _)| pin);
         json_response(
             StatusCode::OK,
             &json!({
@@ -329,7 +341,7 @@ impl Admin {
                 "upstream": explanation.upstream,
                 "pinned": pinned,
                 "steps": explanation.steps,
-                "text": explanation.to_string(),
+                "text": text,
             }),
         )
     }

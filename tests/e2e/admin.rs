@@ -155,6 +155,18 @@ async fn a_rollback_pin_survives_reloads_until_cleared() {
         get(&proxy.url("/invoices/1"), &[]).await.json()["upstream"],
         "monolith"
     );
+    // Explain says where traffic goes now, not where the route file would send it.
+    let explained = call(&proxy, Method::GET, "/explain?path=/invoices/1", None)
+        .await
+        .json();
+    assert_eq!(explained["route"], "invoices");
+    assert_eq!(explained["upstream"], "monolith", "{explained}");
+    let text = explained["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("route `invoices` → upstream `monolith`"),
+        "{text}"
+    );
+    assert!(text.contains("pinned to `monolith`: "), "{text}");
 
     let yaml = routes_yaml(
         &[("monolith", &monolith.url()), ("service", &service.url())],
@@ -260,13 +272,18 @@ async fn a_token_guards_everything_but_probes_and_metrics() {
             .status,
         200
     );
-    for open in ["/healthz", "/readyz", "/metrics"] {
+    // A trailing slash is the same page, open or guarded.
+    for open in ["/healthz", "/readyz", "/metrics", "/healthz/", "/metrics/"] {
         assert_eq!(
             call(&proxy, Method::GET, open, None).await.status,
             200,
             "{open}"
         );
     }
+    assert_eq!(
+        call(&proxy, Method::GET, "/routes/", None).await.status,
+        401
+    );
 }
 
 /// `GET /routes` with `authorization` as the whole header value: the status.
