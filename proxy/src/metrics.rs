@@ -17,7 +17,9 @@ use prometheus::{
 };
 
 use retired::Retired;
-use strangler_routes::RouteTable;
+use strangler_routes::{Action, Route, RouteTable};
+
+use crate::verify::CandidateErrorKind;
 
 /// Latency buckets in seconds: 0.5 ms to 30 s, dense where proxies live.
 const DURATION_BUCKETS: [f64; 16] = [
@@ -209,10 +211,12 @@ impl Metrics {
     }
 
     /// Pre-resolved handles for one shadowed route; call when building a runtime.
-    pub fn shadow(&self, route: &str) -> ShadowMetrics {
+    pub fn shadow(&self, route: &str, candidate: &str) -> ShadowMetrics {
         let outcome = |label: &str| self.shadow_comparisons.with_label_values(&[route, label]);
         let role = |label: &str| self.shadow_duration.with_label_values(&[route, label]);
         ShadowMetrics {
+            candidate_errors: ["connect", "timeout", "broken"]
+                .map(|kind| self.upstream_errors.with_label_values(&[candidate, kind])),
             matched: outcome("match"),
             mismatch: outcome("mismatch"),
             noise: outcome("noise"),
@@ -282,10 +286,21 @@ impl Metrics {
     }
 
     /// Call once `new` serves instead of `old`: the series of the routes and hook scripts
-    /// `old` had and `new` has not leave `/metrics`.
+    /// `old` had and `new` has not leave `/metrics`, and so do the parallel-run series of
+    /// routes no longer shadowed (promoted, say): a gate gauge left at `failing` would keep
+    /// an alert firing for a comparison that has ended.
     pub fn forget_removed(&self, old: &RouteTable, new: &RouteTable) {
-        for gone in old.routes().iter().filter(|r| new.route(&r.name).is_none()) {
-            self.forget_route(&gone.name);
+        let shadowed = |route: &Route| matches!(route.action, Action::Shadow(_));
+        for route in old.routes() {
+            match new.route(&route.name) {
+                None => self.forget_route(&route.name),
+                Some(now) if shadowed(route) && !shadowed(now) => {
+                    forget(&self.shadow_comparisons, "route", &route.name);
+                    forget(&self.shadow_duration, "route", &route.name);
+                    forget(&self.shadow_gate, "route", &route.name);
+                }
+                Some(_) => {}
+            }
         }
         for gone in hook_labels(old).difference(&hook_labels(new)) {
             self.hook_runs.forget(gone);
@@ -451,6 +466,8 @@ pub struct ShadowMetrics {
     pub baseline: Histogram,
     /// `strangler_shadow_gate{state}` for inconclusive, passing, failing.
     gate: [IntGauge; 3],
+    /// `strangler_upstream_errors_total{upstream=<candidate>}` for connect, timeout, broken.
+    candidate_errors: [IntCounter; 3],
 }
 
 impl ShadowMetrics {
@@ -458,6 +475,17 @@ impl ShadowMetrics {
     pub fn gate_state(&self, state: &str) {
         for (gauge, name) in self.gate.iter().zip(["inconclusive", "passing", "failing"]) {
             gauge.set(i64::from(name == state));
+        }
+    }
+
+    /// Count a copy the candidate failed as the candidate's upstream error: a failed
+    /// exchange like any other, though no client saw it.
+    pub fn candidate_failed(&self, kind: CandidateErrorKind) {
+        let [connect, timeout, broken] = &self.candidate_errors;
+        match kind {
+            CandidateErrorKind::Connect => connect.inc(),
+            CandidateErrorKind::Timeout => timeout.inc(),
+            CandidateErrorKind::Exchange => broken.inc(),
         }
     }
 }

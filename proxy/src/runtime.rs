@@ -309,7 +309,9 @@ fn route_extras(
                     extras.shadow = Some(Arc::new(ShadowRoute::new(
                         spec.clone(),
                         verifier,
-                        shared.metrics.shadow(&route.name),
+                        shared
+                            .metrics
+                            .shadow(&route.name, &table.upstream(spec.candidate).name),
                         shared.diff_log.clone(),
                         shared.spare_cpu.clone(),
                         before,

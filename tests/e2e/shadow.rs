@@ -269,6 +269,75 @@ async fn a_dead_candidate_is_a_candidate_error_the_client_never_notices() {
         report["summary"]["counts"]["candidate_errors_by_kind"]["connect"],
         3
     );
+    // A failed exchange with the candidate is one of its upstream errors, as with any
+    // upstream.
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics
+            .contains("strangler_upstream_errors_total{kind=\"connect\",upstream=\"payroll\"} 3"),
+        "{metrics}"
+    );
+}
+
+/// The series `strangler_shadow_gate{route="payroll", state}`, as `state value` pairs.
+async fn gate_series(proxy: &Proxy) -> Vec<String> {
+    let metrics = admin_get(proxy, "/metrics").await.text();
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix("strangler_shadow_gate{route=\"payroll\",state=\""))
+        .map(|rest| rest.replace("\"} ", " "))
+        .collect()
+}
+
+/// Waits until [`gate_series`] is `expected` (the gauge is set once a comparison is
+/// counted, so it may trail `/diffs` a little).
+async fn wait_for_gate(proxy: &Proxy, expected: &[&str]) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let series = gate_series(proxy).await;
+        if series == expected {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "gate series {series:?}, expected {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The gate's gauge says `inconclusive` before the first comparison (an alert on it must
+/// see a route whose copies all get dropped), `failing` once the mismatches say so, and
+/// leaves `/metrics` when the route is promoted: an alert must not keep firing for a
+/// comparison that has ended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gate_gauge_has_a_state_from_the_start_and_ends_with_the_comparison() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"total": 1}))).await;
+    let payroll = Upstream::scripted("payroll", |_| Reply::json(json!({"total": 2}))).await;
+    let gate = "      gate: { min_comparisons: 2, max_mismatch_rate: 10% }\n";
+    let proxy = Proxy::start(&shadow_yaml(&monolith.url(), &payroll.url(), gate), &[]);
+    assert_eq!(
+        gate_series(&proxy).await,
+        ["failing 0", "inconclusive 1", "passing 0"]
+    );
+    for _ in 0..2 {
+        get(&proxy.url("/payroll/1"), &[]).await;
+    }
+    wait_for_gate(&proxy, &["failing 1", "inconclusive 0", "passing 0"]).await;
+
+    let promoted = format!(
+        "upstreams:\n  monolith: {{ url: \"{}\" }}\n  payroll: {{ url: \"{}\" }}\ndefault: monolith\nroutes:\n  - name: payroll\n    match: {{ path_prefix: /payroll }}\n    to: payroll\n",
+        monolith.url(),
+        payroll.url()
+    );
+    proxy.rewrite_routes_in_place(&promoted);
+    assert_eq!(gate_series(&proxy).await, Vec::<String>::new());
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        !metrics
+            .contains("strangler_shadow_comparisons_total{outcome=\"mismatch\",route=\"payroll\"}"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -331,16 +400,25 @@ async fn noise_is_learned_from_the_old_system_answering_twice() {
         ),
         &[],
     );
+    // The first comparison already knows: its own baseline answer showed the noise.
     get(&proxy.url("/payroll/7"), &[]).await;
-    wait_for_diffs(&proxy, "payroll", |s| {
-        !s["noise"]["fields"].as_array().is_none_or(Vec::is_empty)
-            || s.to_string().contains("/nonce")
+    let first = wait_for_diffs(&proxy, "payroll", |s| {
+        count(s, "noise") + count(s, "mismatch") >= 1
     })
     .await;
+    assert_eq!(
+        (
+            count(&first["summary"], "noise"),
+            count(&first["summary"], "mismatch")
+        ),
+        (1, 0),
+        "{first:#}"
+    );
     for _ in 0..3 {
         get(&proxy.url("/payroll/7"), &[]).await;
     }
-    let report = wait_for_diffs(&proxy, "payroll", |s| count(s, "noise") >= 3).await;
+    let report = wait_for_diffs(&proxy, "payroll", |s| count(s, "noise") >= 4).await;
+    assert_eq!(count(&report["summary"], "mismatch"), 0, "{report:#}");
     assert!(
         report["summary"]["noise"].to_string().contains("/nonce"),
         "{report:#}"

@@ -87,7 +87,7 @@ impl ShadowRoute {
                 Arc::new(Pace::new(spec.max_in_flight)),
             ),
         };
-        Self {
+        let route = Self {
             in_flight,
             pace,
             spec,
@@ -95,7 +95,11 @@ impl ShadowRoute {
             metrics,
             diff_log,
             spare_cpu,
-        }
+        };
+        // The gate has a state before the first comparison (and after a reload): an alert on
+        // `state="inconclusive"` must see a route whose copies are all being dropped.
+        route.publish_gate();
+        route
     }
 
     /// Count a shadow that was skipped. (Drops do not move the gate: it judges comparisons.)
@@ -289,7 +293,15 @@ async fn judge(job: Job) {
         // The client went away or the primary failed before the body was read.
         _ => return route.dropped(DropReason::PrimaryError),
     };
-    let (candidate, primary) = tokio::join!(
+    // The old system's second answer, when this request is sampled for it, is taken at the
+    // same time: what differs between its two answers is noise in this very comparison.
+    let baseline = async {
+        let (pool, head) = job.baseline?;
+        call(&pool, head, request_body.clone(), timeout, job.max_body)
+            .await
+            .ok()
+    };
+    let (candidate, primary, baseline) = tokio::join!(
         call(
             &job.candidate_pool,
             job.candidate_head,
@@ -298,10 +310,18 @@ async fn judge(job: Job) {
             job.max_body
         ),
         primary_observed(job.primary),
+        baseline,
     );
     let Some(primary) = primary else {
         return route.dropped(DropReason::PrimaryError);
     };
+    if let Some(baseline) = baseline {
+        route
+            .metrics
+            .baseline
+            .observe(baseline.latency.as_secs_f64());
+        route.verifier.learn(&primary, &baseline);
+    }
     let judgement = match candidate {
         Ok(candidate) => {
             route
@@ -315,6 +335,7 @@ async fn judge(job: Job) {
                 .metrics
                 .candidate
                 .observe(failure.latency.as_secs_f64());
+            route.metrics.candidate_failed(failure.kind);
             route
                 .verifier
                 .candidate_failed(&job.info, &primary, &failure)
@@ -332,15 +353,6 @@ async fn judge(job: Job) {
         log.append(record.to_json_line());
     }
     route.publish_gate();
-    if let Some((pool, head)) = job.baseline
-        && let Ok(baseline) = call(&pool, head, request_body, timeout, job.max_body).await
-    {
-        route
-            .metrics
-            .baseline
-            .observe(baseline.latency.as_secs_f64());
-        route.verifier.learn(&primary, &baseline);
-    }
 }
 
 /// The primary's full answer, once the client has read it (or `None` if it never did).
