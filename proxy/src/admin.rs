@@ -170,10 +170,34 @@ impl Admin {
                 }
             },
             (&Method::GET, ["explain"]) => self.explain(request.uri().query().unwrap_or("")),
-            (&Method::GET, ["diffs"]) => json_response(
-                StatusCode::OK,
-                &serde_json::to_value(self.store.verifiers().summary()).unwrap_or_default(),
-            ),
+            (&Method::GET, ["diffs"]) => match diff_format(request.uri().query().unwrap_or("")) {
+                Ok(false) => json_response(
+                    StatusCode::OK,
+                    &serde_json::to_value(self.store.verifiers().summary()).unwrap_or_default(),
+                ),
+                Ok(true) => text(
+                    StatusCode::BAD_REQUEST,
+                    "the summary is JSON only: format=csv is for /diffs/{route}\n",
+                ),
+                Err(message) => text(StatusCode::BAD_REQUEST, &message),
+            },
+            (&Method::DELETE, ["diffs", name]) => match self.store.verifiers().get(name) {
+                None => json_response(
+                    StatusCode::NOT_FOUND,
+                    &json!({ "error": format!("no shadowed route named {name:?}") }),
+                ),
+                Some(verifier) => {
+                    verifier.reset();
+                    let runtime = self.store.snapshot();
+                    if let Some(shadow) =
+                        runtime.table().route(name).and_then(|r| runtime.shadow(r))
+                    {
+                        shadow.publish_gate();
+                    }
+                    tracing::info!(route = %name, "parallel-run results reset (admin API)");
+                    json_response(StatusCode::OK, &json!({ "route": name, "reset": true }))
+                }
+            },
             (&Method::GET, ["diffs", name]) => {
                 let csv = match diff_format(request.uri().query().unwrap_or("")) {
                     Ok(csv) => csv,
@@ -428,9 +452,10 @@ impl Handler for Admin {
 /// 15.5.6); none for a path it does not have.
 fn allowed_methods(segments: &[&str]) -> Option<&'static str> {
     match segments {
-        [""]
-        | ["healthz" | "readyz" | "metrics" | "routes" | "explain" | "diffs"]
-        | ["diffs", _] => Some("GET, HEAD"),
+        [""] | ["healthz" | "readyz" | "metrics" | "routes" | "explain" | "diffs"] => {
+            Some("GET, HEAD")
+        }
+        ["diffs", _] => Some("GET, HEAD, DELETE"),
         ["reload"] => Some("POST"),
         ["routes", _, "rollback"] => Some("POST, DELETE"),
         _ => None,

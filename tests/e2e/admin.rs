@@ -460,7 +460,7 @@ async fn a_wrong_method_is_a_405_naming_the_right_ones() {
         (Method::PUT, "/routes", "GET, HEAD"),
         (Method::GET, "/reload", "POST"),
         (Method::PUT, "/routes/invoices/rollback", "POST, DELETE"),
-        (Method::POST, "/diffs/invoices", "GET, HEAD"),
+        (Method::POST, "/diffs/invoices", "GET, HEAD, DELETE"),
     ] {
         let answer = call(&proxy, method.clone(), path, None).await;
         assert_eq!(answer.status, 405, "{method} {path}");

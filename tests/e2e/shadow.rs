@@ -156,6 +156,7 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
 
     let summary = admin_get(&proxy, "/diffs").await.json();
     assert_eq!(summary["routes"][0]["route"], "payroll");
+    assert_eq!(admin_get(&proxy, "/diffs?format=xml").await.status, 400);
     // The diff log gets the same record as one JSON line.
     let deadline = Instant::now() + Duration::from_secs(10);
     let logged = loop {
@@ -338,6 +339,68 @@ async fn the_gate_gauge_has_a_state_from_the_start_and_ends_with_the_comparison(
             .contains("strangler_shadow_comparisons_total{outcome=\"mismatch\",route=\"payroll\"}"),
         "{metrics}"
     );
+}
+
+/// `DELETE /diffs/{route}` starts a comparison over (a new candidate version is out), and
+/// so does a reload that changes the compare rules: the outcomes so far were judged by
+/// rules that no longer apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn results_start_over_on_reset_and_when_the_compare_rules_change() {
+    let monolith = Upstream::scripted("monolith", |_| Reply::json(json!({"total": 1}))).await;
+    let payroll = Upstream::scripted("payroll", |_| Reply::json(json!({"total": 2}))).await;
+    let routes = |compare: &str| {
+        shadow_yaml(
+            &monolith.url(),
+            &payroll.url(),
+            &format!("      gate: {{ min_comparisons: 2, max_mismatch_rate: 10% }}\n{compare}"),
+        )
+    };
+    let proxy = Proxy::start(&routes(""), &[]);
+    for _ in 0..2 {
+        get(&proxy.url("/payroll/1"), &[]).await;
+    }
+    wait_for_gate(&proxy, &["failing 1", "inconclusive 0", "passing 0"]).await;
+
+    let reset = send(
+        &client(),
+        Request::delete(format!("http://{}/diffs/payroll", proxy.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(reset.status, 200, "{}", reset.text());
+    assert_eq!(reset.json()["reset"], true);
+    let report = admin_get(&proxy, "/diffs/payroll").await.json();
+    assert_eq!(comparisons(&report["summary"]), 0, "{report:#}");
+    assert_eq!(
+        report["records"].as_array().map(Vec::len),
+        Some(0),
+        "{report:#}"
+    );
+    assert_eq!(
+        report["summary"]["gate"]["state"], "inconclusive",
+        "{report:#}"
+    );
+    wait_for_gate(&proxy, &["failing 0", "inconclusive 1", "passing 0"]).await;
+    get(&proxy.url("/payroll/1"), &[]).await;
+    wait_for_diffs(&proxy, "payroll", |s| count(s, "mismatch") == 1).await;
+
+    // Ignoring the field that differed: the mismatch above no longer counts.
+    proxy.rewrite_routes_in_place(&routes("      compare: { ignore_json: [/total] }\n"));
+    let report = admin_get(&proxy, "/diffs/payroll").await.json();
+    assert_eq!(comparisons(&report["summary"]), 0, "{report:#}");
+    get(&proxy.url("/payroll/1"), &[]).await;
+    let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) == 1).await;
+    assert_eq!(count(&report["summary"], "match"), 1, "{report:#}");
+
+    let unknown = send(
+        &client(),
+        Request::delete(format!("http://{}/diffs/nope", proxy.admin))
+            .body(Full::new(Bytes::new()))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(unknown.status, 404);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,7 +108,8 @@ impl ShadowRoute {
         self.metrics.dropped.inc();
     }
 
-    fn publish_gate(&self) {
+    /// Set `strangler_shadow_gate` to the gate's state now (after a comparison, a reset).
+    pub fn publish_gate(&self) {
         if let Some(report) = self.verifier.gate() {
             self.metrics.gate_state(report.state.as_str());
         }

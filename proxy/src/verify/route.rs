@@ -34,6 +34,8 @@ pub struct VerifyConfig {
 #[derive(Debug, Clone)]
 pub struct RouteVerifier {
     route: Arc<str>,
+    /// The rules as configured, to tell whether a reload changed them.
+    configured: Arc<CompareRules>,
     rules: Arc<CompiledRules>,
     gate: Option<ShadowGate>,
     state: Arc<RouteState>,
@@ -124,6 +126,7 @@ impl RouteVerifier {
     pub fn new(route: &str, config: &VerifyConfig) -> Result<Self, RulesError> {
         Ok(Self {
             route: Arc::from(route),
+            configured: Arc::new(config.rules.clone()),
             rules: Arc::new(config.rules.compile()?),
             gate: config.gate,
             state: Arc::new(RouteState {
@@ -134,14 +137,23 @@ impl RouteVerifier {
         })
     }
 
-    /// A verifier with new settings and this one's state (reload of the same route).
+    /// A verifier with new settings and this one's state (reload of the same route), or
+    /// with fresh state when the compare rules changed: the outcomes so far were judged by
+    /// other rules (a field now ignored counted as a mismatch), and a gate fed with them
+    /// would judge the candidate by what no longer applies.
     ///
     /// # Errors
     /// [`RulesError`] when the compare rules do not compile.
     pub fn reconfigured(&self, config: &VerifyConfig) -> Result<Self, RulesError> {
+        if *self.configured != config.rules {
+            let fresh = Self::new(&self.route, config)?;
+            tracing::info!(route = %self.route, "compare rules changed: the comparison starts over");
+            return Ok(fresh);
+        }
         Ok(Self {
             route: Arc::clone(&self.route),
-            rules: Arc::new(config.rules.compile()?),
+            configured: Arc::clone(&self.configured),
+            rules: Arc::clone(&self.rules),
             gate: config.gate,
             state: Arc::clone(&self.state),
         })

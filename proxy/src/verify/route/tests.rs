@@ -160,11 +160,10 @@ fn registry_keeps_state_across_reloads_and_forgets_removed_routes() {
     first.judge(&request("1"), &json(200, "{}", 1), &json(200, "[]", 1));
     assert_eq!(verifiers.routes(), ["a", "b"]);
 
-    // Reload: new rules for "a", same state; "b" removed.
-    let mut changed = config();
-    changed.rules.ignore_json = vec![String::new()];
-    changed.gate = None;
-    let reloaded = verifiers.prepare("a", &changed).unwrap();
+    // Reload with another gate: same state; "b" removed.
+    let mut regated = config();
+    regated.gate = None;
+    let reloaded = verifiers.prepare("a", &regated).unwrap();
     assert_eq!(reloaded.summary().counts.mismatch, 1);
     // Not committed yet: the registry still shows the old settings.
     assert!(verifiers.get("a").unwrap().gate().is_some());
@@ -173,12 +172,30 @@ fn registry_keeps_state_across_reloads_and_forgets_removed_routes() {
     assert!(verifiers.get("a").unwrap().gate().is_none());
     assert_eq!(
         reloaded
-            .judge(&request("2"), &json(200, "{}", 1), &json(200, "[]", 1))
+            .judge(&request("2"), &json(200, "{}", 1), &json(200, "{}", 1))
             .outcome,
         Outcome::Match
     );
     // The old verifier (an in-flight request on the old runtime) shares the counters.
     assert_eq!(first.summary().counts.matched, 1);
+
+    // New compare rules: the outcomes so far were judged by other rules, so the
+    // comparison starts over (and the new rules apply).
+    let mut changed = regated.clone();
+    changed.rules.ignore_json = vec![String::new()];
+    let rejudged = verifiers.prepare("a", &changed).unwrap();
+    assert_eq!(rejudged.summary().comparisons, 0);
+    assert_eq!(
+        rejudged
+            .judge(&request("3"), &json(200, "{}", 1), &json(200, "[]", 1))
+            .outcome,
+        Outcome::Match
+    );
+    assert_eq!(
+        reloaded.summary().counts.matched,
+        1,
+        "the old state is its own"
+    );
 
     // A route that comes back later starts afresh.
     let b_again = verifiers.prepare("b", &config()).unwrap();
