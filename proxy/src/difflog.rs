@@ -1,8 +1,10 @@
 //! `--diff-log FILE`: mismatch records appended as JSON lines by one writer task.
 
-use std::path::PathBuf;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use tokio::fs::File;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
@@ -21,14 +23,21 @@ impl DiffLog {
     /// # Errors
     /// The I/O error when the file cannot be opened.
     pub async fn open(path: PathBuf) -> std::io::Result<Self> {
-        let mut file = tokio::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&path)
-            .await?;
+        let mut file = append_to(&path).await?;
         let (lines, mut queue) = mpsc::channel::<String>(QUEUE);
         tokio::spawn(async move {
             while let Some(line) = queue.recv().await {
+                // logrotate (without copytruncate) renames the file away and expects the
+                // writer to start a new one; a deleted file, likewise. Records are rare
+                // (mismatches only): one look at the path per record costs nothing.
+                if moved_away(&path, &file).await {
+                    match append_to(&path).await {
+                        Ok(reopened) => file = reopened,
+                        Err(err) => {
+                            tracing::error!(file = %path.display(), error = %err, "cannot reopen the diff log");
+                        }
+                    }
+                }
                 if let Err(err) = file.write_all(line.as_bytes()).await {
                     tracing::error!(file = %path.display(), error = %err, "cannot write the diff log");
                 }
@@ -52,5 +61,22 @@ impl DiffLog {
                 tracing::warn!(dropped, "diff log writer is behind; records dropped");
             }
         }
+    }
+}
+
+/// `path` opened for appending, created if needed.
+async fn append_to(path: &Path) -> std::io::Result<File> {
+    tokio::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .await
+}
+
+/// Whether `path` no longer names `file`: renamed away (rotated) or deleted.
+async fn moved_away(path: &Path, file: &File) -> bool {
+    match (tokio::fs::metadata(path).await, file.metadata().await) {
+        (Ok(named), Ok(open)) => (named.dev(), named.ino()) != (open.dev(), open.ino()),
+        _ => true,
     }
 }

@@ -158,21 +158,42 @@ async fn a_changed_field_is_one_mismatch_naming_the_path_and_both_values() {
     assert_eq!(summary["routes"][0]["route"], "payroll");
     assert_eq!(admin_get(&proxy, "/diffs?format=xml").await.status, 400);
     // The diff log gets the same record as one JSON line.
-    let deadline = Instant::now() + Duration::from_secs(10);
+    let records = diff_log_records(diff_log.path()).await;
+    assert_eq!(records[0]["path"], "/payroll/7");
+
+    // Rotated away (logrotate without copytruncate): the next record starts a new file.
+    let rotated = diff_log.path().with_extension("1");
+    std::fs::rename(diff_log.path(), &rotated).unwrap();
+    get(&proxy.url("/payroll/8"), &[]).await;
+    let records = diff_log_records(diff_log.path()).await;
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["path"], "/payroll/8");
+    assert_eq!(
+        std::fs::read_to_string(&rotated).unwrap().lines().count(),
+        1
+    );
+    std::fs::remove_file(rotated).unwrap();
+}
+
+/// The records of the diff log at `path`, once it has some. JSON Lines: every line a
+/// record, none blank (a reader that parses each line would stop at a blank one).
+async fn diff_log_records(path: &std::path::Path) -> Vec<Value> {
+    let deadline = Instant::now() + PATIENCE;
     let logged = loop {
-        let text = std::fs::read_to_string(diff_log.path()).unwrap();
-        if !text.is_empty() || Instant::now() > deadline {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.ends_with('\n') {
             break text;
         }
+        assert!(
+            Instant::now() < deadline,
+            "nothing in the diff log {path:?}"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    // JSON Lines: every line a record, none blank (a reader that parses each line would
-    // stop at a blank one).
-    let records: Vec<Value> = logged
+    logged
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {logged:?}")))
-        .collect();
-    assert_eq!(records[0]["path"], "/payroll/7");
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
