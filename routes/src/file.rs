@@ -3,7 +3,9 @@
 //! The file is first read as a generic YAML tree (syntax errors carry their location),
 //! then every upstream and every route is deserialized on its own, so that one bad route
 //! does not hide the problems of the next. Scalars are kept as text ([`Scalar`]) so that
-//! type problems become semantic errors that name their key.
+//! type problems become semantic errors that name their key; a value of the wrong shape
+//! (a text where a list goes) is named by its key path and said in plain words
+//! ([`expected`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,11 +15,20 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml::Value;
 
+use expected::Item;
+use item::item;
+
+mod expected;
+mod item;
+
 /// A problem found while mirroring the YAML, before any semantic check.
 #[derive(Debug, Clone)]
 pub(crate) struct RawProblem {
-    /// Dotted key of the item (or top-level key) the problem was found in.
+    /// Dotted key of the problem: the value at fault when known, else the item (or
+    /// top-level key) it was found in.
     pub key: String,
+    /// The name of the route the problem is in, when it has one.
+    pub route: Option<String>,
     /// Lowercase message without location.
     pub message: String,
     /// A line reported by the YAML parser itself (syntax errors).
@@ -201,11 +212,7 @@ pub(crate) struct RawMatch {
 }
 
 /// `routes[N].match.headers.NAME`: a value, or `{ regex }` / `{ present }`.
-#[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a string, `{ regex: ... }` or `{ present: true|false }`"
-)]
+#[derive(Debug)]
 pub(crate) enum RawHeaderMatch {
     Exact(Scalar),
     Rule(RawHeaderRule),
@@ -301,6 +308,7 @@ pub(crate) fn parse(text: &str) -> RawFile {
         Err(err) => {
             file.problems.push(RawProblem {
                 key: "yaml".into(),
+                route: None,
                 message: strip_location(&err.to_string()),
                 line: err.location().map(|l| l.line()),
                 field: None,
@@ -325,20 +333,18 @@ pub(crate) fn parse(text: &str) -> RawFile {
         };
         match name {
             "upstreams" => parse_upstreams(value, &mut file),
-            "default" => match from_value::<Option<Scalar>>(value) {
+            "default" => match item::<Option<Scalar>>("default", Item::Default, &value) {
                 Ok(scalar) => file.default = scalar,
-                Err(err) => file.problems.push(item_problem("default", &err)),
+                Err(problem) => file.problems.push(problem),
             },
             "routes" => parse_routes(value, &mut file),
-            other => file.problems.push(RawProblem {
-                key: other.to_owned(),
-                message: format!(
+            other => file.problems.push(problem(
+                other,
+                format!(
                     "unknown key `{other}` (expected one of: {})",
                     TOP_LEVEL_KEYS.join(", ")
                 ),
-                line: None,
-                field: None,
-            }),
+            )),
         }
     }
     file
@@ -364,10 +370,10 @@ fn parse_upstreams(value: Value, file: &mut RawFile) {
             }
         };
         let item_key = format!("upstreams.{name}");
-        let upstream = match from_value::<RawUpstream>(value) {
+        let upstream = match item::<RawUpstream>(&item_key, Item::Upstream, &value) {
             Ok(upstream) => Some(upstream),
-            Err(err) => {
-                file.problems.push(item_problem(&item_key, &err));
+            Err(problem) => {
+                file.problems.push(problem);
                 None
             }
         };
@@ -385,12 +391,11 @@ fn parse_routes(value: Value, file: &mut RawFile) {
             return;
         }
     };
-    for (index, value) in sequence.into_iter().enumerate() {
-        let route = match from_value::<RawRoute>(value) {
+    for (index, value) in sequence.iter().enumerate() {
+        let route = match item::<RawRoute>(&format!("routes[{index}]"), Item::Route, value) {
             Ok(route) => Some(route),
-            Err(err) => {
-                file.problems
-                    .push(item_problem(&format!("routes[{index}]"), &err));
+            Err(problem) => {
+                file.problems.push(problem);
                 None
             }
         };
@@ -398,34 +403,13 @@ fn parse_routes(value: Value, file: &mut RawFile) {
     }
 }
 
-fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, serde_yaml::Error> {
-    serde_yaml::from_value(value)
-}
-
 fn problem(key: &str, message: String) -> RawProblem {
     RawProblem {
         key: key.to_owned(),
+        route: None,
         message,
         line: None,
         field: None,
-    }
-}
-
-/// Turns a deserializer error inside one item into a problem, keeping the field it names.
-fn item_problem(key: &str, err: &serde_yaml::Error) -> RawProblem {
-    let message = strip_location(&err.to_string());
-    let field = ["unknown field `", "missing field `", "duplicate field `"]
-        .iter()
-        .find_map(|marker| {
-            let start = message.find(marker)? + marker.len();
-            let len = message[start..].find('`')?;
-            Some(message[start..start + len].to_owned())
-        });
-    RawProblem {
-        key: key.to_owned(),
-        message,
-        line: None,
-        field,
     }
 }
 
@@ -437,6 +421,7 @@ fn strip_location(message: &str) -> String {
     }
 }
 
+/// The text of a scalar YAML value (a key or a name).
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -446,34 +431,71 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Reads a YAML scalar (string, number or boolean) as its text.
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+}
+
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawHeaderMatch {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged`, which buffers the value and loses the key
+        // and message of a problem inside the map form (`present: "yes"`).
+        struct HeaderVisitor;
+        impl<'de> Visitor<'de> for HeaderVisitor {
+            type Value = RawHeaderMatch;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("a string, `{ regex: ... }` or `{ present: true|false }`")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_str(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar(v))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_bool(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_i64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_u64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_f64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawHeaderMatch, A::Error> {
+                RawHeaderRule::deserialize(MapAccessDeserializer::new(map))
+                    .map(RawHeaderMatch::Rule)
             }
         }
-        deserializer.deserialize_any(ScalarVisitor)
+        deserializer.deserialize_any(HeaderVisitor)
     }
 }
 

@@ -94,6 +94,8 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
         ctx.error("upstreams", None, "at least one upstream is required");
     }
     match &raw.default {
+        // A `default` of the wrong type is already reported (and so not missing).
+        None if raw.problems.iter().any(|problem| problem.key == "default") => {}
         None => ctx.error(
             "default",
             None,
@@ -446,7 +448,7 @@ impl Ctx<'_> {
             self.errors.push(ConfigError {
                 file: self.file.to_path_buf(),
                 line,
-                route: None,
+                route: problem.route.clone(),
                 key,
                 message: problem.message.clone(),
             });

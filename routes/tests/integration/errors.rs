@@ -48,8 +48,82 @@ fn unknown_key_in_route_match() {
             .split(": unknown")
             .next()
             .unwrap(),
-        "routes.yaml:9: routes[0].match.pth"
+        "routes.yaml:9: routes[0] (a).match.pth"
     );
+}
+
+/// A value of the wrong shape is reported at its own key and line, with the route's
+/// name, in words of the file (no Rust type names); the other routes are still checked.
+#[test]
+fn wrong_types_name_their_key_and_line_in_plain_words() {
+    let yaml = with_routes(concat!(
+        "- name: a\n  match: { headers: { a: [1, 2] } }\n  to: svc\n",
+        "- name: b\n  match:\n    headers: { x: { present: \"yes\" } }\n  to: svc\n",
+        "- name: c\n  match:\n    query: { v: [1] }\n  to: svc\n",
+        "- name: y\n  match: { path: /y, methods: GET }\n  to: svc\n",
+        "- match: /x\n  to: svc\n",
+        "- name: z\n  to: nowhere\n",
+    ));
+    let got: Vec<String> = errors(&yaml).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "routes.yaml:8: routes[0] (a).match.headers.a: expected a header value like \"true\", { regex: ... } or { present: true|false } (found a list)",
+            "routes.yaml:12: routes[1] (b).match.headers.x.present: expected true or false (found `yes`)",
+            "routes.yaml:16: routes[2] (c).match.query.v: expected a single value (text, a number or true/false), like \"2\" (found a list)",
+            "routes.yaml:19: routes[3] (y).match.methods: expected a list of methods, like [GET, POST] (found `GET`)",
+            "routes.yaml:21: routes[4].match: expected a mapping of predicates, like { path_prefix: /invoices } (found `/x`)",
+            "routes.yaml:24: routes[5] (z).to: unknown upstream `nowhere` (defined: monolith, svc)",
+        ]
+    );
+}
+
+/// (file, the one error it has): wrong shapes outside `match`.
+const WRONG_TYPES: &[(&str, &str)] = &[
+    (
+        "upstreams:\n  monolith: { url: \"http://h:1\" }\n  n: \"http://a\"\ndefault: monolith\n",
+        "routes.yaml:3: upstreams.n: expected a mapping with url, like { url: \"http://host:port\" } (found `http://a`)",
+    ),
+    (
+        "upstreams:\n  n:\n    url: http://a\n    tls: yes\ndefault: n\n",
+        "routes.yaml:4: upstreams.n.tls: expected a mapping, like { ca: ca.pem, server_name: host } (found `yes`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: [n]\n",
+        "routes.yaml:3: default: expected an upstream name, like monolith (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  to: [n]\n",
+        "routes.yaml:6: routes[0] (a).to: expected an upstream name, like monolith (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  canary:\n    split: [n, n]\n",
+        "routes.yaml:7: routes[0] (a).canary.split: expected a mapping of upstream to weight, like { monolith: 90, invoices: 10 } (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  to: n\n  hooks: plugins/a.lua\n",
+        "routes.yaml:7: routes[0] (a).hooks: expected a list of hooks, like [plugins/auth.lua] (found `plugins/a.lua`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  shadow:\n    primary: n\n    candidate: n\n    compare: { ignore_headers: date }\n",
+        "routes.yaml:9: routes[0] (a).shadow.compare.ignore_headers: expected a list of header names, like [date, x-request-id] (found `date`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  match:\n    methods: [GET, [POST]]\n  to: n\n",
+        "routes.yaml:7: routes[0] (a).match.methods[1]: expected a method, like GET (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  respond:\n    status: 200\n    headers: [x]\n",
+        "routes.yaml:8: routes[0] (a).respond.headers: expected a mapping of header name to value, like { content-type: \"text/plain\" } (found a list)",
+    ),
+];
+
+#[test]
+fn wrong_types_outside_match_are_plain_words_too() {
+    for (yaml, expected) in WRONG_TYPES {
+        let got: Vec<String> = errors(yaml).iter().map(ToString::to_string).collect();
+        assert_eq!(got, [*expected], "{yaml}");
+    }
 }
 
 #[test]
