@@ -35,6 +35,10 @@ pub(crate) struct RawProblem {
     pub line: Option<usize>,
     /// A field named by the deserializer (`unknown field `x``), to be located under `key`.
     pub field: Option<String>,
+    /// The file could not be read as YAML at all, so nothing else was checked.
+    pub fatal: bool,
+    /// `key` appears twice in its mapping: the problem is at its second occurrence.
+    pub repeated: bool,
 }
 
 /// The whole file, item by item; items that failed to deserialize are `None` (their
@@ -306,13 +310,7 @@ pub(crate) fn parse(text: &str) -> RawFile {
     let root: Value = match serde_yaml::from_str(text) {
         Ok(value) => value,
         Err(err) => {
-            file.problems.push(RawProblem {
-                key: "yaml".into(),
-                route: None,
-                message: strip_location(&err.to_string()),
-                line: err.location().map(|l| l.line()),
-                field: None,
-            });
+            file.problems.push(syntax_problem(&err));
             return file;
         }
     };
@@ -410,7 +408,44 @@ fn problem(key: &str, message: String) -> RawProblem {
         message,
         line: None,
         field: None,
+        fatal: false,
+        repeated: false,
     }
+}
+
+/// A file that does not read as YAML, at the line the parser gives. A duplicate key,
+/// which the parser refuses once the whole mapping is read and so places at the
+/// mapping's start, is keyed by its path instead, to be located at the duplicate itself.
+fn syntax_problem(err: &serde_yaml::Error) -> RawProblem {
+    let message = strip_location(&err.to_string());
+    let duplicate = duplicate_key(&message);
+    RawProblem {
+        repeated: duplicate.is_some(),
+        key: duplicate.unwrap_or_else(|| "yaml".to_owned()),
+        route: None,
+        message,
+        line: err.location().map(|l| l.line()),
+        field: None,
+        fatal: true,
+    }
+}
+
+/// The dotted key of serde_yaml's `PATH: duplicate entry with key "K"` (`PATH.K`).
+fn duplicate_key(message: &str) -> Option<String> {
+    const MARKER: &str = "duplicate entry with key ";
+    let at = message.find(MARKER)?;
+    let name = &message[at + MARKER.len()..];
+    // Text keys are written quoted (`"to"`), numbers as they are, booleans in backticks.
+    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('\\') => quoted,
+        Some(_) => return None,
+        None => name.trim_matches('`'),
+    };
+    let path = message[..at].strip_suffix(": ").unwrap_or("");
+    Some(match path {
+        "" => name.to_owned(),
+        path => format!("{path}.{name}"),
+    })
 }
 
 /// serde_yaml appends "at line L column C"; we report the line ourselves.

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 
 use crate::action::{Action, Respond};
 use crate::error::{ConfigError, ValidationErrors};
-use crate::file::{self, RawFile, RawRespond, RawRewrite, RawRoute, Scalar};
+use crate::file::{self, RawFile, RawProblem, RawRespond, RawRewrite, RawRoute, Scalar};
 use crate::index::RouteIndex;
 use crate::lint;
 use crate::locate::LazyLines;
@@ -74,7 +74,7 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     if raw
         .problems
         .iter()
-        .any(|problem| problem.key == "yaml" || problem.key == "file")
+        .any(|problem| problem.fatal || problem.key == "file")
     {
         return None;
     }
@@ -434,6 +434,10 @@ impl Ctx<'_> {
 
     fn raw_problems(&mut self, raw: &RawFile) {
         for problem in &raw.problems {
+            if problem.repeated {
+                self.repeated_key(problem);
+                continue;
+            }
             let (key, line) = match &problem.field {
                 Some(field) if problem.message.contains("unknown field") => {
                     match self.lines.find_field(&problem.key, field) {
@@ -453,6 +457,27 @@ impl Ctx<'_> {
                 message: problem.message.clone(),
             });
         }
+    }
+
+    /// A key given twice in one mapping, at its second occurrence when that is found
+    /// (else where the parser placed it: the mapping's start).
+    fn repeated_key(&mut self, problem: &RawProblem) {
+        let key = problem.key.clone();
+        let (line, message) = match (self.lines.repeat_of(&key), self.lines.line_of(&key)) {
+            (Some(again), Some(first)) => {
+                let name = key.rsplit('.').next().unwrap_or(&key);
+                let message = format!("duplicate key `{name}` (first given on line {first})");
+                (Some(again), message)
+            }
+            _ => (problem.line, problem.message.clone()),
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            route: None,
+            key,
+            message,
+        });
     }
 
     fn upstream_ref(

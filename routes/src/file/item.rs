@@ -53,6 +53,8 @@ fn item_problem(
         message,
         line: None,
         field,
+        fatal: false,
+        repeated: false,
     }
 }
 

@@ -172,6 +172,37 @@ fn duplicate_route_name() {
     );
 }
 
+/// A key written twice is reported at its second occurrence, not where its mapping
+/// starts (which is where the YAML parser places it).
+#[test]
+fn duplicate_keys_are_reported_where_they_repeat() {
+    let cases = [
+        (
+            with_routes("- name: y\n  to: svc\n  match: { path: /a }\n  to: monolith\n"),
+            "routes.yaml:10: routes[0].to: duplicate key `to` (first given on line 8)",
+        ),
+        (
+            with_routes(
+                "- name: x\n  to: svc\n- name: y\n  match: { path: /a,\n    path: /b }\n  to: svc\n",
+            ),
+            "routes.yaml:11: routes[1].match.path: duplicate key `path` (first given on line 10)",
+        ),
+        (
+            "upstreams:\n  n: { url: \"http://a\" }\n  n: { url: \"http://b\" }\ndefault: n\n"
+                .to_owned(),
+            "routes.yaml:3: upstreams.n: duplicate key `n` (first given on line 2)",
+        ),
+        (
+            "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\ndefault: n\n".to_owned(),
+            "routes.yaml:4: default: duplicate key `default` (first given on line 3)",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let got: Vec<String> = errors(&yaml).iter().map(ToString::to_string).collect();
+        assert_eq!(got, [expected], "{yaml}");
+    }
+}
+
 #[test]
 fn bad_units() {
     let yaml = "upstreams:\n  m:\n    url: http://h:1\n    timeout: 10\n    connect_timeout: 5parsecs\ndefault: m\n";
