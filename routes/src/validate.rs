@@ -189,16 +189,7 @@ fn compile_route(
         Some(rewrite) => compile_rewrite(ctx, &format!("{key}.rewrite"), route, rewrite),
         None => None,
     };
-    let fallback = raw.fallback.as_ref().and_then(|fallback| {
-        let fallback_key = format!("{key}.fallback");
-        if let Some(kind @ ("respond" | "shadow")) = kind {
-            let message =
-                format!("`fallback` only applies to `to` and `canary` routes, not `{kind}`");
-            ctx.error(&fallback_key, route, message);
-            return None;
-        }
-        ctx.upstream_ref(&fallback_key, route, fallback, &names.upstreams)
-    });
+    let fallback = compile_fallback(ctx, &key, route, raw, action.as_ref(), names);
     let hooks = match &raw.hooks {
         Some(hooks) => action::compile_hooks(ctx, &format!("{key}.hooks"), route, hooks),
         None => Some(Vec::new()),
@@ -236,6 +227,39 @@ fn compile_route(
         fingerprint: hex_sha256(format!("{raw:?}").as_bytes()),
     };
     Some((route, matcher))
+}
+
+/// `fallback`, on `to` and `canary` routes only. On a `to` route it must name another
+/// upstream than `to`: the replay of a failed request would go to the upstream that just
+/// failed it (and repeat a `POST`'s side effects there). A canary's fallback may be one
+/// of its split, since it covers the other sides.
+fn compile_fallback(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    route: Option<&str>,
+    raw: &RawRoute,
+    action: Option<&Action>,
+    names: &Names,
+) -> Option<UpstreamId> {
+    let fallback = raw.fallback.as_ref()?;
+    let fallback_key = format!("{key}.fallback");
+    if let Some(kind @ ("respond" | "shadow")) = action_kind(raw) {
+        let message = format!("`fallback` only applies to `to` and `canary` routes, not `{kind}`");
+        ctx.error(&fallback_key, route, message);
+        return None;
+    }
+    let id = ctx.upstream_ref(&fallback_key, route, fallback, &names.upstreams)?;
+    if let Some(Action::Forward(to)) = action
+        && *to == id
+    {
+        let message = format!(
+            "`fallback` must differ from `to` (both are `{}`): a failed request would be replayed to the upstream that just failed it",
+            fallback.as_str()
+        );
+        ctx.error(&fallback_key, route, message);
+        return None;
+    }
+    Some(id)
 }
 
 /// Which action key the route uses, when it uses exactly one.

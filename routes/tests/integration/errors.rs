@@ -161,6 +161,27 @@ fn unknown_upstream_reference() {
     );
 }
 
+/// A `to` route's fallback replays a failed request: to the same upstream it would
+/// meet the same failure (and repeat a POST's side effects there).
+#[test]
+fn a_fallback_is_another_upstream_than_to() {
+    let error = single(
+        &with_routes("- name: y\n  to: svc\n  fallback: svc\n"),
+        9,
+        "routes[0].fallback",
+        "must differ from `to`",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:9: routes[0] (y).fallback: `fallback` must differ from `to` (both are `svc`): a failed request would be replayed to the upstream that just failed it"
+    );
+    // A canary's fallback covers its other sides, so it may be part of the split.
+    let table = table(&with_routes(
+        "- name: a\n  to: svc\n  fallback: monolith\n- name: c\n  canary: { split: { monolith: 9, svc: 1 } }\n  fallback: monolith\n",
+    ));
+    assert_eq!(table.routes().len(), 2);
+}
+
 #[test]
 fn duplicate_route_name() {
     let yaml = with_routes("- name: a\n  to: svc\n- name: a\n  to: svc\n");
