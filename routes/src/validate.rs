@@ -25,6 +25,13 @@ mod upstream;
 #[cfg(test)]
 mod tests;
 
+/// The route label value that metrics and logs give requests no route matched
+/// (`strangler_requests_total{route="default"}`): no route may be named so.
+const UNMATCHED_ROUTE: &str = "default";
+/// The upstream label value that metrics and logs give answers the proxy gave itself
+/// (`respond` routes, errors): no upstream may be named so.
+const SELF_ANSWER_UPSTREAM: &str = "respond";
+
 const DEFAULT_HOOK_BODY_LIMIT: u64 = 64 << 10;
 const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
 
@@ -156,6 +163,13 @@ fn compile_route(
             format!("{key}.name"),
             route,
             format!("invalid route name `{name}` (use letters, digits, `.`, `_`, `-`)"),
+        ),
+        Some(name) if name == UNMATCHED_ROUTE => ctx.error(
+            format!("{key}.name"),
+            route,
+            format!(
+                "route name `{name}` is reserved: metrics and logs say route=\"{name}\" for requests that no route matched"
+            ),
         ),
         Some(name) => {
             if let Some(first) = seen.get(name) {

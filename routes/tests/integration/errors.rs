@@ -182,6 +182,36 @@ fn a_fallback_is_another_upstream_than_to() {
     assert_eq!(table.routes().len(), 2);
 }
 
+/// Metrics and logs label unmatched requests route="default" and the proxy's own answers
+/// upstream="respond": a route or upstream of that name would be counted with them.
+#[test]
+fn names_that_metrics_reserve_are_errors() {
+    let error = single(
+        &with_routes("- name: default\n  to: svc\n"),
+        7,
+        "routes[0].name",
+        "reserved",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:7: routes[0] (default).name: route name `default` is reserved: metrics and logs say route=\"default\" for requests that no route matched"
+    );
+    let error = single(
+        "upstreams:\n  monolith: { url: \"http://h:1\" }\n  respond: { url: \"http://h:2\" }\ndefault: monolith\n",
+        3,
+        "upstreams.respond",
+        "reserved",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:3: upstreams.respond: upstream name `respond` is reserved: metrics and logs say upstream=\"respond\" for answers the proxy gave itself"
+    );
+    // The other label values are ordinary names.
+    table(
+        "upstreams:\n  default: { url: \"http://h:1\" }\ndefault: default\nroutes:\n- name: respond\n  respond: { status: 204 }\n",
+    );
+}
+
 #[test]
 fn duplicate_route_name() {
     let yaml = with_routes("- name: a\n  to: svc\n- name: a\n  to: svc\n");
