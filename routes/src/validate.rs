@@ -8,7 +8,7 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::action::{Action, Respond};
-use crate::error::{ConfigError, ValidationErrors};
+use crate::error::{ConfigError, ValidationErrors, Warning};
 use crate::file::{self, RawFile, RawProblem, RawRespond, RawRewrite, RawRoute, Scalar};
 use crate::index::RouteIndex;
 use crate::lint;
@@ -35,12 +35,13 @@ const SELF_ANSWER_UPSTREAM: &str = "respond";
 const DEFAULT_HOOK_BODY_LIMIT: u64 = 64 << 10;
 const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
 
-/// Collects errors, each located by its dotted key.
+/// Collects errors and warnings, each located by its dotted key.
 pub(crate) struct Ctx<'a> {
     file: &'a Path,
     base_dir: PathBuf,
     lines: LazyLines<'a>,
     errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
 }
 
 /// What a route may refer to.
@@ -64,6 +65,7 @@ pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, Validatio
         base_dir,
         lines: LazyLines::new(yaml, raw.routes.len()),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     ctx.raw_problems(&raw);
     let table = build(&mut ctx, raw, source, text);
@@ -127,7 +129,9 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     let upstreams: Vec<_> = upstreams.into_iter().collect::<Option<_>>()?;
     let default = names.default?;
     let index = RouteIndex::build(matchers.iter().map(|m| m.path.as_ref()));
-    let warnings = lint::unreachable(&routes, &matchers, &index);
+    let mut warnings = std::mem::take(&mut ctx.warnings);
+    warnings.extend(lint::unreachable(source, &routes, &matchers, &index));
+    warnings.sort_by_key(|warning| warning.line.unwrap_or(usize::MAX));
     let body_predicates = matchers.iter().any(|m| m.has_body_predicates());
     Some(RouteTable {
         body_predicates,
@@ -462,6 +466,17 @@ impl Ctx<'_> {
             route: route.map(str::to_owned),
             key,
             message: message.into(),
+        });
+    }
+
+    /// Records a warning at `key` (its line is looked up): legal, but probably a mistake.
+    pub(crate) fn warn(&mut self, key: String, route: Option<&str>, message: String) {
+        self.warnings.push(Warning {
+            file: self.file.to_path_buf(),
+            line: self.lines.line_of(&key),
+            route: route.map(str::to_owned),
+            key,
+            message,
         });
     }
 

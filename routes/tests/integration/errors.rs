@@ -212,6 +212,32 @@ fn names_that_metrics_reserve_are_errors() {
     );
 }
 
+/// Extension methods are legal HTTP, so an unknown method is no error; but a typo would
+/// never match, so it is a warning, named like an error.
+#[test]
+fn a_nonstandard_method_is_a_warning_at_its_key() {
+    let table = table(&with_routes(
+        "- name: y\n  match: { path: /y, methods: [get, GETT, \"3\"] }\n  to: svc\n- name: z\n  match:\n    path: /z\n    methods:\n      - PATCH\n      - propfind\n  to: svc\n- name: w\n  match: { path: /z, methods: [patch] }\n  to: svc\n",
+    ));
+    let got: Vec<String> = table.warnings().iter().map(ToString::to_string).collect();
+    let standard = "(standard: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)";
+    assert_eq!(
+        got,
+        [
+            format!(
+                "routes.yaml:8: warning: routes[0] (y).match.methods[1]: method `GETT` is not a standard method; a typo would never match {standard}"
+            ),
+            format!(
+                "routes.yaml:8: warning: routes[0] (y).match.methods[2]: method `3` is not a standard method; a typo would never match {standard}"
+            ),
+            format!(
+                "routes.yaml:15: warning: routes[1] (z).match.methods[1]: method `PROPFIND` is not a standard method; a typo would never match {standard}"
+            ),
+            "routes.yaml:17: warning: routes[2] (w): unreachable: earlier route `z` (line 10, PATCH,PROPFIND path=/z) matches every request this route matches".to_owned(),
+        ]
+    );
+}
+
 #[test]
 fn duplicate_route_name() {
     let yaml = with_routes("- name: a\n  to: svc\n- name: a\n  to: svc\n");
