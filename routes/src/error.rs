@@ -27,13 +27,19 @@ pub struct ValidationErrors {
     pub errors: Vec<ConfigError>,
 }
 
-/// Something legal but probably wrong, e.g. a route that can never be reached.
+/// Something legal but probably wrong, e.g. a route that can never be reached or a
+/// method name that is likely a typo. Named like a [`ConfigError`], so that the author
+/// finds it the same way.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Warning {
+    /// The route file, as given by the caller.
+    pub file: PathBuf,
     /// 1-based line the warning is about.
     pub line: Option<usize>,
     /// The route concerned, if any.
     pub route: Option<String>,
+    /// Dotted key the warning is about, e.g. `routes[2].match.methods[0]`.
+    pub key: String,
     /// Human message.
     pub message: String,
 }
@@ -41,12 +47,23 @@ pub struct Warning {
 impl ConfigError {
     /// The key with the route name inserted after its index: `routes[2] (payroll).match`.
     pub fn display_key(&self) -> String {
-        match (&self.route, self.key.find(']')) {
-            (Some(route), Some(end)) if self.key.starts_with("routes[") => {
-                format!("{} ({route}){}", &self.key[..=end], &self.key[end + 1..])
-            }
-            _ => self.key.clone(),
+        display_key(&self.key, self.route.as_deref())
+    }
+}
+
+impl Warning {
+    /// The key with the route name inserted after its index, as in [`ConfigError`].
+    pub fn display_key(&self) -> String {
+        display_key(&self.key, self.route.as_deref())
+    }
+}
+
+fn display_key(key: &str, route: Option<&str>) -> String {
+    match (route, key.find(']')) {
+        (Some(route), Some(end)) if key.starts_with("routes[") => {
+            format!("{} ({route}){}", &key[..=end], &key[end + 1..])
         }
+        _ => key.to_owned(),
     }
 }
 
@@ -86,15 +103,14 @@ impl fmt::Display for ValidationErrors {
 impl std::error::Error for ValidationErrors {}
 
 impl fmt::Display for Warning {
+    /// `routes.yaml:8: warning: routes[0] (a).match.methods[0]: message`: an error's
+    /// shape, with the severity where compilers put it.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "warning")?;
+        write!(f, "{}", self.file.display())?;
         if let Some(line) = self.line {
-            write!(f, ": line {line}")?;
+            write!(f, ":{line}")?;
         }
-        if let Some(route) = &self.route {
-            write!(f, ": route `{route}`")?;
-        }
-        write!(f, ": {}", self.message)
+        write!(f, ": warning: {}: {}", self.display_key(), self.message)
     }
 }
 
@@ -122,5 +138,20 @@ mod tests {
             ..error
         };
         assert_eq!(error.to_string(), "routes.yaml: default: invalid regex: x");
+    }
+
+    #[test]
+    fn warning_display_is_an_error_shape_with_its_severity() {
+        let warning = Warning {
+            file: PathBuf::from("routes.yaml"),
+            line: Some(8),
+            route: Some("a".into()),
+            key: "routes[0].match.methods[0]".into(),
+            message: "m".into(),
+        };
+        assert_eq!(
+            warning.to_string(),
+            "routes.yaml:8: warning: routes[0] (a).match.methods[0]: m"
+        );
     }
 }

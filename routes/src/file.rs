@@ -3,7 +3,9 @@
 //! The file is first read as a generic YAML tree (syntax errors carry their location),
 //! then every upstream and every route is deserialized on its own, so that one bad route
 //! does not hide the problems of the next. Scalars are kept as text ([`Scalar`]) so that
-//! type problems become semantic errors that name their key.
+//! type problems become semantic errors that name their key; a value of the wrong shape
+//! (a text where a list goes) is named by its key path and said in plain words
+//! ([`expected`]).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -13,17 +15,30 @@ use serde::de::value::MapAccessDeserializer;
 use serde::de::{self, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_yaml::Value;
 
+use expected::Item;
+use item::item;
+
+mod expected;
+mod item;
+
 /// A problem found while mirroring the YAML, before any semantic check.
 #[derive(Debug, Clone)]
 pub(crate) struct RawProblem {
-    /// Dotted key of the item (or top-level key) the problem was found in.
+    /// Dotted key of the problem: the value at fault when known, else the item (or
+    /// top-level key) it was found in.
     pub key: String,
+    /// The name of the route the problem is in, when it has one.
+    pub route: Option<String>,
     /// Lowercase message without location.
     pub message: String,
     /// A line reported by the YAML parser itself (syntax errors).
     pub line: Option<usize>,
     /// A field named by the deserializer (`unknown field `x``), to be located under `key`.
     pub field: Option<String>,
+    /// The file could not be read as YAML at all, so nothing else was checked.
+    pub fatal: bool,
+    /// `key` appears twice in its mapping: the problem is at its second occurrence.
+    pub repeated: bool,
 }
 
 /// The whole file, item by item; items that failed to deserialize are `None` (their
@@ -201,11 +216,7 @@ pub(crate) struct RawMatch {
 }
 
 /// `routes[N].match.headers.NAME`: a value, or `{ regex }` / `{ present }`.
-#[derive(Debug, Deserialize)]
-#[serde(
-    untagged,
-    expecting = "a string, `{ regex: ... }` or `{ present: true|false }`"
-)]
+#[derive(Debug)]
 pub(crate) enum RawHeaderMatch {
     Exact(Scalar),
     Rule(RawHeaderRule),
@@ -299,12 +310,7 @@ pub(crate) fn parse(text: &str) -> RawFile {
     let root: Value = match serde_yaml::from_str(text) {
         Ok(value) => value,
         Err(err) => {
-            file.problems.push(RawProblem {
-                key: "yaml".into(),
-                message: strip_location(&err.to_string()),
-                line: err.location().map(|l| l.line()),
-                field: None,
-            });
+            file.problems.push(syntax_problem(&err));
             return file;
         }
     };
@@ -325,20 +331,18 @@ pub(crate) fn parse(text: &str) -> RawFile {
         };
         match name {
             "upstreams" => parse_upstreams(value, &mut file),
-            "default" => match from_value::<Option<Scalar>>(value) {
+            "default" => match item::<Option<Scalar>>("default", Item::Default, &value) {
                 Ok(scalar) => file.default = scalar,
-                Err(err) => file.problems.push(item_problem("default", &err)),
+                Err(problem) => file.problems.push(problem),
             },
             "routes" => parse_routes(value, &mut file),
-            other => file.problems.push(RawProblem {
-                key: other.to_owned(),
-                message: format!(
+            other => file.problems.push(problem(
+                other,
+                format!(
                     "unknown key `{other}` (expected one of: {})",
                     TOP_LEVEL_KEYS.join(", ")
                 ),
-                line: None,
-                field: None,
-            }),
+            )),
         }
     }
     file
@@ -364,10 +368,10 @@ fn parse_upstreams(value: Value, file: &mut RawFile) {
             }
         };
         let item_key = format!("upstreams.{name}");
-        let upstream = match from_value::<RawUpstream>(value) {
+        let upstream = match item::<RawUpstream>(&item_key, Item::Upstream, &value) {
             Ok(upstream) => Some(upstream),
-            Err(err) => {
-                file.problems.push(item_problem(&item_key, &err));
+            Err(problem) => {
+                file.problems.push(problem);
                 None
             }
         };
@@ -385,12 +389,11 @@ fn parse_routes(value: Value, file: &mut RawFile) {
             return;
         }
     };
-    for (index, value) in sequence.into_iter().enumerate() {
-        let route = match from_value::<RawRoute>(value) {
+    for (index, value) in sequence.iter().enumerate() {
+        let route = match item::<RawRoute>(&format!("routes[{index}]"), Item::Route, value) {
             Ok(route) => Some(route),
-            Err(err) => {
-                file.problems
-                    .push(item_problem(&format!("routes[{index}]"), &err));
+            Err(problem) => {
+                file.problems.push(problem);
                 None
             }
         };
@@ -398,35 +401,51 @@ fn parse_routes(value: Value, file: &mut RawFile) {
     }
 }
 
-fn from_value<T: de::DeserializeOwned>(value: Value) -> Result<T, serde_yaml::Error> {
-    serde_yaml::from_value(value)
-}
-
 fn problem(key: &str, message: String) -> RawProblem {
     RawProblem {
         key: key.to_owned(),
+        route: None,
         message,
         line: None,
         field: None,
+        fatal: false,
+        repeated: false,
     }
 }
 
-/// Turns a deserializer error inside one item into a problem, keeping the field it names.
-fn item_problem(key: &str, err: &serde_yaml::Error) -> RawProblem {
+/// A file that does not read as YAML, at the line the parser gives. A duplicate key,
+/// which the parser refuses once the whole mapping is read and so places at the
+/// mapping's start, is keyed by its path instead, to be located at the duplicate itself.
+fn syntax_problem(err: &serde_yaml::Error) -> RawProblem {
     let message = strip_location(&err.to_string());
-    let field = ["unknown field `", "missing field `", "duplicate field `"]
-        .iter()
-        .find_map(|marker| {
-            let start = message.find(marker)? + marker.len();
-            let len = message[start..].find('`')?;
-            Some(message[start..start + len].to_owned())
-        });
+    let duplicate = duplicate_key(&message);
     RawProblem {
-        key: key.to_owned(),
+        repeated: duplicate.is_some(),
+        key: duplicate.unwrap_or_else(|| "yaml".to_owned()),
+        route: None,
         message,
-        line: None,
-        field,
+        line: err.location().map(|l| l.line()),
+        field: None,
+        fatal: true,
     }
+}
+
+/// The dotted key of serde_yaml's `PATH: duplicate entry with key "K"` (`PATH.K`).
+fn duplicate_key(message: &str) -> Option<String> {
+    const MARKER: &str = "duplicate entry with key ";
+    let at = message.find(MARKER)?;
+    let name = &message[at + MARKER.len()..];
+    // Text keys are written quoted (`"to"`), numbers as they are, booleans in backticks.
+    let name = match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(quoted) if !quoted.contains('\\') => quoted,
+        Some(_) => return None,
+        None => name.trim_matches('`'),
+    };
+    let path = message[..at].strip_suffix(": ").unwrap_or("");
+    Some(match path {
+        "" => name.to_owned(),
+        path => format!("{path}.{name}"),
+    })
 }
 
 /// serde_yaml appends "at line L column C"; we report the line ourselves.
@@ -437,6 +456,7 @@ fn strip_location(message: &str) -> String {
     }
 }
 
+/// The text of a scalar YAML value (a key or a name).
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(s) => Some(s.clone()),
@@ -446,34 +466,71 @@ fn scalar_text(value: &Value) -> Option<String> {
     }
 }
 
+/// Reads a YAML scalar (string, number or boolean) as its text.
+struct ScalarVisitor;
+
+impl Visitor<'_> for ScalarVisitor {
+    type Value = Scalar;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a string, number or boolean")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_owned()))
+    }
+    fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
+        Ok(Scalar(v))
+    }
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
+        Ok(Scalar(v.to_string()))
+    }
+}
+
 impl<'de> Deserialize<'de> for Scalar {
     fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct ScalarVisitor;
-        impl Visitor<'_> for ScalarVisitor {
-            type Value = Scalar;
+        deserializer.deserialize_any(ScalarVisitor)
+    }
+}
+
+impl<'de> Deserialize<'de> for RawHeaderMatch {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        // Hand-written rather than `untagged`, which buffers the value and loses the key
+        // and message of a problem inside the map form (`present: "yes"`).
+        struct HeaderVisitor;
+        impl<'de> Visitor<'de> for HeaderVisitor {
+            type Value = RawHeaderMatch;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string, number or boolean")
+                f.write_str("a string, `{ regex: ... }` or `{ present: true|false }`")
             }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_owned()))
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_str(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Scalar, E> {
-                Ok(Scalar(v))
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_bool(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_i64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_u64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<RawHeaderMatch, E> {
+                ScalarVisitor.visit_f64(v).map(RawHeaderMatch::Exact)
             }
-            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Scalar, E> {
-                Ok(Scalar(v.to_string()))
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<RawHeaderMatch, A::Error> {
+                RawHeaderRule::deserialize(MapAccessDeserializer::new(map))
+                    .map(RawHeaderMatch::Rule)
             }
         }
-        deserializer.deserialize_any(ScalarVisitor)
+        deserializer.deserialize_any(HeaderVisitor)
     }
 }
 

@@ -1,5 +1,7 @@
 //! Warnings about legal but suspicious tables: routes that an earlier route shadows.
 
+use std::path::Path;
+
 use http::Method;
 
 use crate::error::Warning;
@@ -14,6 +16,7 @@ use crate::table::Route;
 /// one's (a walk of the later route's path shape), so a 10,000-route file is checked in
 /// roughly linear time instead of comparing every pair; `covers` then decides exactly.
 pub(crate) fn unreachable(
+    file: &Path,
     routes: &[Route],
     matchers: &[RouteMatch],
     index: &RouteIndex,
@@ -32,8 +35,10 @@ pub(crate) fn unreachable(
             .and_then(|i| routes.get(i));
         if let Some(earlier) = earlier {
             warnings.push(Warning {
+                file: file.to_path_buf(),
                 line: Some(later.line),
                 route: Some(later.name.clone()),
+                key: format!("routes[{}]", later.index),
                 message: format!(
                     "unreachable: earlier route `{}` (line {}, {}) matches every request this route matches",
                     earlier.name, earlier.line, earlier.match_summary

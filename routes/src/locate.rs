@@ -14,6 +14,8 @@ use std::collections::HashMap;
 #[derive(Debug, Default)]
 pub(crate) struct LineIndex {
     lines: HashMap<String, usize>,
+    /// Keys written twice in their mapping → the line of the second time.
+    repeats: HashMap<String, usize>,
 }
 
 /// A [`LineIndex`] built only when first needed (a valid file needs only the lines of
@@ -42,6 +44,11 @@ impl<'a> LazyLines<'a> {
     /// See [`LineIndex::line_of`].
     pub(crate) fn line_of(&self, key: &str) -> Option<usize> {
         self.index().line_of(key)
+    }
+
+    /// See [`LineIndex::repeat_of`].
+    pub(crate) fn repeat_of(&self, key: &str) -> Option<usize> {
+        self.index().repeat_of(key)
     }
 
     /// See [`LineIndex::find_field`].
@@ -147,8 +154,23 @@ impl LineIndex {
             .map(|(key, line)| (key.clone(), *line))
     }
 
+    /// The line where `key` is written a second time in its mapping (a duplicate key,
+    /// which the YAML parser places at the mapping's start), exactly: no ancestor.
+    pub(crate) fn repeat_of(&self, key: &str) -> Option<usize> {
+        self.repeats.get(key).copied()
+    }
+
     fn record(&mut self, path: &str, line: usize) {
         self.lines.entry(path.to_owned()).or_insert(line);
+    }
+
+    /// Records a mapping key, remembering where it is first written again.
+    fn record_key(&mut self, path: &str, line: usize) {
+        if self.lines.contains_key(path) {
+            self.repeats.entry(path.to_owned()).or_insert(line);
+        } else {
+            self.lines.insert(path.to_owned(), line);
+        }
     }
 }
 
@@ -201,7 +223,7 @@ impl Scanner {
             }
             let parent = self.block.last().map_or("", |top| top.path.as_str());
             let path = join_key(parent, key);
-            self.index.record(&path, number);
+            self.index.record_key(&path, number);
             let value = skip_properties(value);
             self.block.push(BlockFrame {
                 indent,
@@ -321,7 +343,7 @@ impl Scanner {
             {
                 let path = join_key(&top.path, token);
                 top.key = Some(token.to_owned());
-                self.index.record(&path, number);
+                self.index.record_key(&path, number);
             }
             end = j + 1;
         }
@@ -501,6 +523,17 @@ routes:
         assert_eq!(lazy.route_line(2), 25);
         assert!(lazy.index.get().is_none(), "route lines need no full scan");
         assert_eq!(item_lines("routes: []\n", "routes"), None);
+    }
+
+    #[test]
+    fn repeated_keys_keep_their_first_line_and_note_the_second() {
+        let text = "a:\n  b: 1\n  c: { d: 1, d: 2 }\n  b: 2\n  b: 3\nl:\n- b: 1\n- b: 2\n";
+        let index = LineIndex::new(text);
+        assert_eq!(index.line_of("a.b"), Some(2));
+        assert_eq!(index.repeat_of("a.b"), Some(4));
+        assert_eq!(index.repeat_of("a.c.d"), Some(3));
+        assert_eq!(index.repeat_of("l[1].b"), None);
+        assert_eq!(index.repeat_of("a.b.x"), None);
     }
 
     #[test]

@@ -8,8 +8,8 @@ use http::{HeaderName, HeaderValue, StatusCode};
 use sha2::{Digest, Sha256};
 
 use crate::action::{Action, Respond};
-use crate::error::{ConfigError, ValidationErrors};
-use crate::file::{self, RawFile, RawRespond, RawRewrite, RawRoute, Scalar};
+use crate::error::{ConfigError, ValidationErrors, Warning};
+use crate::file::{self, RawFile, RawProblem, RawRespond, RawRewrite, RawRoute, Scalar};
 use crate::index::RouteIndex;
 use crate::lint;
 use crate::locate::LazyLines;
@@ -25,15 +25,23 @@ mod upstream;
 #[cfg(test)]
 mod tests;
 
+/// The route label value that metrics and logs give requests no route matched
+/// (`strangler_requests_total{route="default"}`): no route may be named so.
+const UNMATCHED_ROUTE: &str = "default";
+/// The upstream label value that metrics and logs give answers the proxy gave itself
+/// (`respond` routes, errors): no upstream may be named so.
+const SELF_ANSWER_UPSTREAM: &str = "respond";
+
 const DEFAULT_HOOK_BODY_LIMIT: u64 = 64 << 10;
 const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
 
-/// Collects errors, each located by its dotted key.
+/// Collects errors and warnings, each located by its dotted key.
 pub(crate) struct Ctx<'a> {
     file: &'a Path,
     base_dir: PathBuf,
     lines: LazyLines<'a>,
     errors: Vec<ConfigError>,
+    warnings: Vec<Warning>,
 }
 
 /// What a route may refer to.
@@ -57,6 +65,7 @@ pub(crate) fn compile(source: &Path, text: &str) -> Result<RouteTable, Validatio
         base_dir,
         lines: LazyLines::new(yaml, raw.routes.len()),
         errors: Vec::new(),
+        warnings: Vec::new(),
     };
     ctx.raw_problems(&raw);
     let table = build(&mut ctx, raw, source, text);
@@ -74,7 +83,7 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     if raw
         .problems
         .iter()
-        .any(|problem| problem.key == "yaml" || problem.key == "file")
+        .any(|problem| problem.fatal || problem.key == "file")
     {
         return None;
     }
@@ -94,6 +103,8 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
         ctx.error("upstreams", None, "at least one upstream is required");
     }
     match &raw.default {
+        // A `default` of the wrong type is already reported (and so not missing).
+        None if raw.problems.iter().any(|problem| problem.key == "default") => {}
         None => ctx.error(
             "default",
             None,
@@ -118,7 +129,9 @@ fn build(ctx: &mut Ctx<'_>, raw: RawFile, source: &Path, text: &str) -> Option<R
     let upstreams: Vec<_> = upstreams.into_iter().collect::<Option<_>>()?;
     let default = names.default?;
     let index = RouteIndex::build(matchers.iter().map(|m| m.path.as_ref()));
-    let warnings = lint::unreachable(&routes, &matchers, &index);
+    let mut warnings = std::mem::take(&mut ctx.warnings);
+    warnings.extend(lint::unreachable(source, &routes, &matchers, &index));
+    warnings.sort_by_key(|warning| warning.line.unwrap_or(usize::MAX));
     let body_predicates = matchers.iter().any(|m| m.has_body_predicates());
     Some(RouteTable {
         body_predicates,
@@ -155,6 +168,13 @@ fn compile_route(
             route,
             format!("invalid route name `{name}` (use letters, digits, `.`, `_`, `-`)"),
         ),
+        Some(name) if name == UNMATCHED_ROUTE => ctx.error(
+            format!("{key}.name"),
+            route,
+            format!(
+                "route name `{name}` is reserved: metrics and logs say route=\"{name}\" for requests that no route matched"
+            ),
+        ),
         Some(name) => {
             if let Some(first) = seen.get(name) {
                 let message = format!("duplicate route name `{name}` (first used on line {first})");
@@ -187,16 +207,7 @@ fn compile_route(
         Some(rewrite) => compile_rewrite(ctx, &format!("{key}.rewrite"), route, rewrite),
         None => None,
     };
-    let fallback = raw.fallback.as_ref().and_then(|fallback| {
-        let fallback_key = format!("{key}.fallback");
-        if let Some(kind @ ("respond" | "shadow")) = kind {
-            let message =
-                format!("`fallback` only applies to `to` and `canary` routes, not `{kind}`");
-            ctx.error(&fallback_key, route, message);
-            return None;
-        }
-        ctx.upstream_ref(&fallback_key, route, fallback, &names.upstreams)
-    });
+    let fallback = compile_fallback(ctx, &key, route, raw, action.as_ref(), names);
     let hooks = match &raw.hooks {
         Some(hooks) => action::compile_hooks(ctx, &format!("{key}.hooks"), route, hooks),
         None => Some(Vec::new()),
@@ -234,6 +245,39 @@ fn compile_route(
         fingerprint: hex_sha256(format!("{raw:?}").as_bytes()),
     };
     Some((route, matcher))
+}
+
+/// `fallback`, on `to` and `canary` routes only. On a `to` route it must name another
+/// upstream than `to`: the replay of a failed request would go to the upstream that just
+/// failed it (and repeat a `POST`'s side effects there). A canary's fallback may be one
+/// of its split, since it covers the other sides.
+fn compile_fallback(
+    ctx: &mut Ctx<'_>,
+    key: &str,
+    route: Option<&str>,
+    raw: &RawRoute,
+    action: Option<&Action>,
+    names: &Names,
+) -> Option<UpstreamId> {
+    let fallback = raw.fallback.as_ref()?;
+    let fallback_key = format!("{key}.fallback");
+    if let Some(kind @ ("respond" | "shadow")) = action_kind(raw) {
+        let message = format!("`fallback` only applies to `to` and `canary` routes, not `{kind}`");
+        ctx.error(&fallback_key, route, message);
+        return None;
+    }
+    let id = ctx.upstream_ref(&fallback_key, route, fallback, &names.upstreams)?;
+    if let Some(Action::Forward(to)) = action
+        && *to == id
+    {
+        let message = format!(
+            "`fallback` must differ from `to` (both are `{}`): a failed request would be replayed to the upstream that just failed it",
+            fallback.as_str()
+        );
+        ctx.error(&fallback_key, route, message);
+        return None;
+    }
+    Some(id)
 }
 
 /// Which action key the route uses, when it uses exactly one.
@@ -425,6 +469,17 @@ impl Ctx<'_> {
         });
     }
 
+    /// Records a warning at `key` (its line is looked up): legal, but probably a mistake.
+    pub(crate) fn warn(&mut self, key: String, route: Option<&str>, message: String) {
+        self.warnings.push(Warning {
+            file: self.file.to_path_buf(),
+            line: self.lines.line_of(&key),
+            route: route.map(str::to_owned),
+            key,
+            message,
+        });
+    }
+
     /// The directory relative paths in the file resolve against.
     pub(crate) fn base_dir(&self) -> &Path {
         &self.base_dir
@@ -432,6 +487,10 @@ impl Ctx<'_> {
 
     fn raw_problems(&mut self, raw: &RawFile) {
         for problem in &raw.problems {
+            if problem.repeated {
+                self.repeated_key(problem);
+                continue;
+            }
             let (key, line) = match &problem.field {
                 Some(field) if problem.message.contains("unknown field") => {
                     match self.lines.find_field(&problem.key, field) {
@@ -446,11 +505,32 @@ impl Ctx<'_> {
             self.errors.push(ConfigError {
                 file: self.file.to_path_buf(),
                 line,
-                route: None,
+                route: problem.route.clone(),
                 key,
                 message: problem.message.clone(),
             });
         }
+    }
+
+    /// A key given twice in one mapping, at its second occurrence when that is found
+    /// (else where the parser placed it: the mapping's start).
+    fn repeated_key(&mut self, problem: &RawProblem) {
+        let key = problem.key.clone();
+        let (line, message) = match (self.lines.repeat_of(&key), self.lines.line_of(&key)) {
+            (Some(again), Some(first)) => {
+                let name = key.rsplit('.').next().unwrap_or(&key);
+                let message = format!("duplicate key `{name}` (first given on line {first})");
+                (Some(again), message)
+            }
+            _ => (problem.line, problem.message.clone()),
+        };
+        self.errors.push(ConfigError {
+            file: self.file.to_path_buf(),
+            line,
+            route: None,
+            key,
+            message,
+        });
     }
 
     fn upstream_ref(

@@ -57,7 +57,10 @@ pub(super) fn compile(
         for (i, method) in methods.iter().enumerate() {
             let upper = method.as_str().to_ascii_uppercase();
             match Method::from_bytes(upper.as_bytes()) {
-                Ok(method) if !list.contains(&method) => list.push(method),
+                Ok(method) if !list.contains(&method) => {
+                    warn_nonstandard(ctx, &format!("{key}.methods[{i}]"), route, &method);
+                    list.push(method);
+                }
                 Ok(_) => {}
                 Err(_) => {
                     let message = format!("invalid method `{}`", method.as_str());
@@ -103,6 +106,23 @@ pub(super) fn compile(
     compiled.query = pairs(raw.query.as_ref());
     compiled.cookie = pairs(raw.cookie.as_ref());
     (ctx.errors.len() == errors_before).then_some(compiled)
+}
+
+/// The methods of RFC 9110 and RFC 5789 (`PATCH`).
+const STANDARD_METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Warns about a method outside [`STANDARD_METHODS`]: extension methods are legal HTTP
+/// (WebDAV's `PROPFIND`), so not an error, but a typo (`GETT`) would never match.
+fn warn_nonstandard(ctx: &mut Ctx<'_>, key: &str, route: Option<&str>, method: &Method) {
+    if !STANDARD_METHODS.contains(&method.as_str()) {
+        let message = format!(
+            "method `{method}` is not a standard method; a typo would never match (standard: {})",
+            STANDARD_METHODS.join(", ")
+        );
+        ctx.warn(key.to_owned(), route, message);
+    }
 }
 
 fn pairs(map: Option<&std::collections::BTreeMap<String, Scalar>>) -> Vec<(String, String)> {

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use http::Uri;
 
-use super::{Ctx, is_valid_name};
+use super::{Ctx, SELF_ANSWER_UPSTREAM, is_valid_name};
 use crate::file::{RawUpstream, Scalar};
 use crate::table::{Scheme, Upstream, UpstreamTls};
 use crate::units::parse_duration;
@@ -23,6 +23,11 @@ pub(super) fn compile(ctx: &mut Ctx<'_>, name: &str, raw: &RawUpstream) -> Optio
     if !is_valid_name(name) {
         let message =
             format!("invalid upstream name `{name}` (use letters, digits, `.`, `_`, `-`)");
+        ctx.error(&key, None, message);
+    } else if name == SELF_ANSWER_UPSTREAM {
+        let message = format!(
+            "upstream name `{name}` is reserved: metrics and logs say upstream=\"{name}\" for answers the proxy gave itself"
+        );
         ctx.error(&key, None, message);
     }
     let url = match &raw.url {

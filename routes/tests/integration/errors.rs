@@ -48,8 +48,82 @@ fn unknown_key_in_route_match() {
             .split(": unknown")
             .next()
             .unwrap(),
-        "routes.yaml:9: routes[0].match.pth"
+        "routes.yaml:9: routes[0] (a).match.pth"
     );
+}
+
+/// A value of the wrong shape is reported at its own key and line, with the route's
+/// name, in words of the file (no Rust type names); the other routes are still checked.
+#[test]
+fn wrong_types_name_their_key_and_line_in_plain_words() {
+    let yaml = with_routes(concat!(
+        "- name: a\n  match: { headers: { a: [1, 2] } }\n  to: svc\n",
+        "- name: b\n  match:\n    headers: { x: { present: \"yes\" } }\n  to: svc\n",
+        "- name: c\n  match:\n    query: { v: [1] }\n  to: svc\n",
+        "- name: y\n  match: { path: /y, methods: GET }\n  to: svc\n",
+        "- match: /x\n  to: svc\n",
+        "- name: z\n  to: nowhere\n",
+    ));
+    let got: Vec<String> = errors(&yaml).iter().map(ToString::to_string).collect();
+    assert_eq!(
+        got,
+        [
+            "routes.yaml:8: routes[0] (a).match.headers.a: expected a header value like \"true\", { regex: ... } or { present: true|false } (found a list)",
+            "routes.yaml:12: routes[1] (b).match.headers.x.present: expected true or false (found `yes`)",
+            "routes.yaml:16: routes[2] (c).match.query.v: expected a single value (text, a number or true/false), like \"2\" (found a list)",
+            "routes.yaml:19: routes[3] (y).match.methods: expected a list of methods, like [GET, POST] (found `GET`)",
+            "routes.yaml:21: routes[4].match: expected a mapping of predicates, like { path_prefix: /invoices } (found `/x`)",
+            "routes.yaml:24: routes[5] (z).to: unknown upstream `nowhere` (defined: monolith, svc)",
+        ]
+    );
+}
+
+/// (file, the one error it has): wrong shapes outside `match`.
+const WRONG_TYPES: &[(&str, &str)] = &[
+    (
+        "upstreams:\n  monolith: { url: \"http://h:1\" }\n  n: \"http://a\"\ndefault: monolith\n",
+        "routes.yaml:3: upstreams.n: expected a mapping with url, like { url: \"http://host:port\" } (found `http://a`)",
+    ),
+    (
+        "upstreams:\n  n:\n    url: http://a\n    tls: yes\ndefault: n\n",
+        "routes.yaml:4: upstreams.n.tls: expected a mapping, like { ca: ca.pem, server_name: host } (found `yes`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: [n]\n",
+        "routes.yaml:3: default: expected an upstream name, like monolith (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  to: [n]\n",
+        "routes.yaml:6: routes[0] (a).to: expected an upstream name, like monolith (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  canary:\n    split: [n, n]\n",
+        "routes.yaml:7: routes[0] (a).canary.split: expected a mapping of upstream to weight, like { monolith: 90, invoices: 10 } (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  to: n\n  hooks: plugins/a.lua\n",
+        "routes.yaml:7: routes[0] (a).hooks: expected a list of hooks, like [plugins/auth.lua] (found `plugins/a.lua`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  shadow:\n    primary: n\n    candidate: n\n    compare: { ignore_headers: date }\n",
+        "routes.yaml:9: routes[0] (a).shadow.compare.ignore_headers: expected a list of header names, like [date, x-request-id] (found `date`)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  match:\n    methods: [GET, [POST]]\n  to: n\n",
+        "routes.yaml:7: routes[0] (a).match.methods[1]: expected a method, like GET (found a list)",
+    ),
+    (
+        "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\nroutes:\n- name: a\n  respond:\n    status: 200\n    headers: [x]\n",
+        "routes.yaml:8: routes[0] (a).respond.headers: expected a mapping of header name to value, like { content-type: \"text/plain\" } (found a list)",
+    ),
+];
+
+#[test]
+fn wrong_types_outside_match_are_plain_words_too() {
+    for (yaml, expected) in WRONG_TYPES {
+        let got: Vec<String> = errors(yaml).iter().map(ToString::to_string).collect();
+        assert_eq!(got, [*expected], "{yaml}");
+    }
 }
 
 #[test]
@@ -87,6 +161,83 @@ fn unknown_upstream_reference() {
     );
 }
 
+/// A `to` route's fallback replays a failed request: to the same upstream it would
+/// meet the same failure (and repeat a POST's side effects there).
+#[test]
+fn a_fallback_is_another_upstream_than_to() {
+    let error = single(
+        &with_routes("- name: y\n  to: svc\n  fallback: svc\n"),
+        9,
+        "routes[0].fallback",
+        "must differ from `to`",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:9: routes[0] (y).fallback: `fallback` must differ from `to` (both are `svc`): a failed request would be replayed to the upstream that just failed it"
+    );
+    // A canary's fallback covers its other sides, so it may be part of the split.
+    let table = table(&with_routes(
+        "- name: a\n  to: svc\n  fallback: monolith\n- name: c\n  canary: { split: { monolith: 9, svc: 1 } }\n  fallback: monolith\n",
+    ));
+    assert_eq!(table.routes().len(), 2);
+}
+
+/// Metrics and logs label unmatched requests route="default" and the proxy's own answers
+/// upstream="respond": a route or upstream of that name would be counted with them.
+#[test]
+fn names_that_metrics_reserve_are_errors() {
+    let error = single(
+        &with_routes("- name: default\n  to: svc\n"),
+        7,
+        "routes[0].name",
+        "reserved",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:7: routes[0] (default).name: route name `default` is reserved: metrics and logs say route=\"default\" for requests that no route matched"
+    );
+    let error = single(
+        "upstreams:\n  monolith: { url: \"http://h:1\" }\n  respond: { url: \"http://h:2\" }\ndefault: monolith\n",
+        3,
+        "upstreams.respond",
+        "reserved",
+    );
+    assert_eq!(
+        error.to_string(),
+        "routes.yaml:3: upstreams.respond: upstream name `respond` is reserved: metrics and logs say upstream=\"respond\" for answers the proxy gave itself"
+    );
+    // The other label values are ordinary names.
+    table(
+        "upstreams:\n  default: { url: \"http://h:1\" }\ndefault: default\nroutes:\n- name: respond\n  respond: { status: 204 }\n",
+    );
+}
+
+/// Extension methods are legal HTTP, so an unknown method is no error; but a typo would
+/// never match, so it is a warning, named like an error.
+#[test]
+fn a_nonstandard_method_is_a_warning_at_its_key() {
+    let table = table(&with_routes(
+        "- name: y\n  match: { path: /y, methods: [get, GETT, \"3\"] }\n  to: svc\n- name: z\n  match:\n    path: /z\n    methods:\n      - PATCH\n      - propfind\n  to: svc\n- name: w\n  match: { path: /z, methods: [patch] }\n  to: svc\n",
+    ));
+    let got: Vec<String> = table.warnings().iter().map(ToString::to_string).collect();
+    let standard = "(standard: GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE, PATCH)";
+    assert_eq!(
+        got,
+        [
+            format!(
+                "routes.yaml:8: warning: routes[0] (y).match.methods[1]: method `GETT` is not a standard method; a typo would never match {standard}"
+            ),
+            format!(
+                "routes.yaml:8: warning: routes[0] (y).match.methods[2]: method `3` is not a standard method; a typo would never match {standard}"
+            ),
+            format!(
+                "routes.yaml:15: warning: routes[1] (z).match.methods[1]: method `PROPFIND` is not a standard method; a typo would never match {standard}"
+            ),
+            "routes.yaml:17: warning: routes[2] (w): unreachable: earlier route `z` (line 10, PATCH,PROPFIND path=/z) matches every request this route matches".to_owned(),
+        ]
+    );
+}
+
 #[test]
 fn duplicate_route_name() {
     let yaml = with_routes("- name: a\n  to: svc\n- name: a\n  to: svc\n");
@@ -96,6 +247,37 @@ fn duplicate_route_name() {
         "routes[1].name",
         "duplicate route name `a` (first used on line 7)",
     );
+}
+
+/// A key written twice is reported at its second occurrence, not where its mapping
+/// starts (which is where the YAML parser places it).
+#[test]
+fn duplicate_keys_are_reported_where_they_repeat() {
+    let cases = [
+        (
+            with_routes("- name: y\n  to: svc\n  match: { path: /a }\n  to: monolith\n"),
+            "routes.yaml:10: routes[0].to: duplicate key `to` (first given on line 8)",
+        ),
+        (
+            with_routes(
+                "- name: x\n  to: svc\n- name: y\n  match: { path: /a,\n    path: /b }\n  to: svc\n",
+            ),
+            "routes.yaml:11: routes[1].match.path: duplicate key `path` (first given on line 10)",
+        ),
+        (
+            "upstreams:\n  n: { url: \"http://a\" }\n  n: { url: \"http://b\" }\ndefault: n\n"
+                .to_owned(),
+            "routes.yaml:3: upstreams.n: duplicate key `n` (first given on line 2)",
+        ),
+        (
+            "upstreams:\n  n: { url: \"http://a\" }\ndefault: n\ndefault: n\n".to_owned(),
+            "routes.yaml:4: default: duplicate key `default` (first given on line 3)",
+        ),
+    ];
+    for (yaml, expected) in cases {
+        let got: Vec<String> = errors(&yaml).iter().map(ToString::to_string).collect();
+        assert_eq!(got, [expected], "{yaml}");
+    }
 }
 
 #[test]
