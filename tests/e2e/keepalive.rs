@@ -1,11 +1,12 @@
 //! The client side of HTTP/1.1 as a raw socket sees it: pipelining, a body part-way through
-//! a keep-alive connection, `Connection: close`, HEAD, and a client too slow with its head.
+//! a keep-alive connection, `Connection: close`, HEAD, a client too slow with its head, and
+//! one that leaves before its answer.
 
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 use crate::support::{PATIENCE, Proxy, Upstream, routes_yaml};
 
@@ -212,4 +213,53 @@ fn responses_complete(wire: &[u8]) -> Option<usize> {
         .parse()
         .ok()?;
     (wire.len() >= end + length).then_some(end + length)
+}
+
+/// A client that leaves before its answer aborts the request: the proxy drops the upstream
+/// exchange, closing that connection, rather than keep a slow upstream busy for nobody (as
+/// nginx does unless told to ignore client aborts, and as Envoy does).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_leaves_aborts_its_upstream_exchange() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let upstream = format!("http://{}", listener.local_addr().unwrap());
+    // An upstream timeout far beyond the test's patience: only the abort can end it.
+    let proxy = Proxy::start(
+        &format!(
+            "upstreams:\n  monolith: {{ url: \"{upstream}\", timeout: 10m }}\ndefault: monolith\n"
+        ),
+        &[],
+    );
+    let client = connect_and_send(&proxy, b"GET /slow HTTP/1.1\r\nhost: shop\r\n\r\n").await;
+    let (mut exchange, _) = tokio::time::timeout(PATIENCE, listener.accept())
+        .await
+        .expect("the request reaches the upstream")
+        .unwrap();
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = exchange.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the proxy closed before sending the whole request");
+        head.extend_from_slice(&buf[..n]);
+    }
+    assert!(head.starts_with(b"GET /slow HTTP/1.1\r\n"));
+
+    // The upstream never answers; the client gives up.
+    drop(client);
+    let read = tokio::time::timeout(PATIENCE, exchange.read(&mut buf))
+        .await
+        .expect("the proxy kept waiting for an answer nobody will read");
+    assert_eq!(read.unwrap(), 0, "the upstream connection is closed");
+    // Nothing of it is left in flight (the gauge goes down as the exchange is dropped).
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let metrics = crate::support::admin_get(&proxy, "/metrics").await.text();
+        if metrics
+            .lines()
+            .any(|line| line == "strangler_inflight_requests 0")
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }

@@ -106,7 +106,15 @@ pub(super) async fn serve<H: Handler>(
                 () = &mut stop, if idle => return Exit::Closed,
             }
         };
-        let response = handler.call(ordinary.request, conn).await;
+        // A client that leaves while its request is being answered aborts it: the answer,
+        // and with it the upstream exchange, is dropped (as hyper does on the connections
+        // it serves, and nginx unless told to ignore client aborts), so a slow upstream
+        // is not kept busy for clients that gave up, and retried, long ago.
+        let response = tokio::select! {
+            biased;
+            response = handler.call(ordinary.request, conn) => response,
+            () = connection.client_left(limits.max_head_bytes) => return Exit::Closed,
+        };
         let reusable = connection
             .write_response(response, ordinary.head_only, ordinary.keep_alive)
             .await;
@@ -231,6 +239,23 @@ impl Connection {
     /// Read whatever the socket has; `Ok(0)` when the client has closed.
     async fn fill(&mut self) -> io::Result<usize> {
         poll_fn(|cx| wire::poll_read_some(&self.stream, &mut self.read, READ_CHUNK, cx)).await
+    }
+
+    /// Resolves when the client closes the connection (or it breaks). What the client
+    /// sends meanwhile (the next request of a pipeline) is read into the buffer for later,
+    /// up to `max_head_bytes`; then reading waits for the answer to go out.
+    async fn client_left(&mut self, max_head_bytes: usize) {
+        poll_fn(|cx| {
+            while self.read.len() < max_head_bytes {
+                match wire::poll_read_some(&self.stream, &mut self.read, READ_CHUNK, cx) {
+                    Poll::Ready(Ok(0) | Err(_)) => return Poll::Ready(()),
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+            Poll::Pending
+        })
+        .await;
     }
 
     /// The socket for hyper, with `head` and then the unread buffer in front of it.
