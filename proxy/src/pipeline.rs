@@ -84,18 +84,31 @@ impl Pipeline {
         let runtime = self.store.snapshot();
 
         let method = request.method().clone();
-        // For the access log: the path as the client sent it (not the query, which may carry
-        // credentials), taken only when there is a log line to write.
-        let logged_path = self.access_log.then(|| request.uri().path().to_owned());
-        let mut slot = DEFAULT_SLOT;
-        let mut answerer = Answerer::Upstream(runtime.table().default_upstream());
+        // Counted (and logged) as 499 if the client leaves before the answer is ready: the
+        // server drops this future then, and the exchange with it.
+        let mut finish = Finish {
+            runtime: runtime.clone(),
+            slot: DEFAULT_SLOT,
+            answerer: Answerer::Upstream(runtime.table().default_upstream()),
+            status: CLIENT_CLOSED_REQUEST,
+            started,
+            log: self.access_log.then(|| AccessLine {
+                request_id: request_id.clone(),
+                method: method.clone(),
+                // The path as the client sent it (not the query, which may carry
+                // credentials).
+                path: request.uri().path().to_owned(),
+                client: conn.peer,
+            }),
+            _inflight: inflight,
+        };
         let answered_by = AnsweredBy::default();
         let outcome = match self.prepare(&runtime, request).await {
             Err(err) => Err(err),
             Ok((mut request, path, route)) => 'dispatched: {
                 let dispatch = Dispatch::for_route(&runtime, route, &request);
-                slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
-                answerer = dispatch.answerer();
+                finish.slot = route.map_or(DEFAULT_SLOT, |r| RouteSlot(r.index));
+                finish.answerer = dispatch.answerer();
                 let hooks = route.and_then(|r| Some((r, runtime.extras(r)?.hooks.as_ref()?)));
                 let exchange = Exchange {
                     runtime: &runtime,
@@ -131,9 +144,9 @@ impl Pipeline {
             }
         };
         if let Some(took_over) = answered_by.get() {
-            answerer = took_over;
+            finish.answerer = took_over;
         }
-        let (route_name, upstream_name) = runtime.names(slot, answerer);
+        let (route_name, upstream_name) = runtime.names(finish.slot, finish.answerer);
         let mut response = outcome.unwrap_or_else(|err| {
             tracing::warn!(request_id = ?request_id, route = route_name, error = %err, "request failed");
             if err.class() == ErrorClass::Upstream {
@@ -162,30 +175,11 @@ impl Pipeline {
                     .insert(headers::X_REQUEST_ID, request_id.clone());
             }
         }
-        let status = response.status().as_u16();
-        if self.access_log {
-            tracing::info!(
-                target: "strangler::access",
-                request_id = request_id.to_str().unwrap_or("-"),
-                method = %method,
-                path = logged_path.as_deref().unwrap_or("-"),
-                route = %route_name,
-                upstream = %upstream_name,
-                status,
-                // To the microsecond: `1.131`, not `1.1309060000000002`.
-                duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
-                client = %conn.peer,
-            );
+        finish.status = response.status().as_u16();
+        if let Some(line) = finish.log.take() {
+            line.write(route_name, upstream_name, finish.status, started);
         }
         // Counted and timed when the body is done (or the client went away), not at the head.
-        let finish = Finish {
-            runtime: runtime.clone(),
-            slot,
-            answerer,
-            status,
-            started,
-            _inflight: inflight,
-        };
         response.map(|body| body::boxed(Guarded::new(body, finish)))
     }
 
@@ -288,21 +282,58 @@ impl Pipeline {
     }
 }
 
-/// Records a finished exchange in the metrics when the response body is done or dropped.
+/// nginx's status for a request whose client closed the connection before the answer.
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
+/// Records a finished exchange in the metrics when the response body is done or dropped,
+/// or an aborted one (status 499, and its access log line) when the request is dropped
+/// before its answer.
 struct Finish {
     runtime: Arc<Runtime>,
     slot: RouteSlot,
     answerer: Answerer,
     status: u16,
     started: Instant,
+    /// The access log line still to write (when access logging is on): only an aborted
+    /// request still has it when dropped.
+    log: Option<AccessLine>,
     _inflight: InFlight,
 }
 
 impl Drop for Finish {
     fn drop(&mut self) {
+        if let Some(line) = self.log.take() {
+            let (route, upstream) = self.runtime.names(self.slot, self.answerer);
+            line.write(route, upstream, self.status, self.started);
+        }
         self.runtime
             .pair_metrics(self.slot, self.answerer)
             .observe(self.status, self.started);
+    }
+}
+
+/// What an access log line says of the request.
+struct AccessLine {
+    request_id: HeaderValue,
+    method: Method,
+    path: String,
+    client: SocketAddr,
+}
+
+impl AccessLine {
+    fn write(&self, route: &str, upstream: &str, status: u16, started: Instant) {
+        tracing::info!(
+            target: "strangler::access",
+            request_id = self.request_id.to_str().unwrap_or("-"),
+            method = %self.method,
+            path = self.path.as_str(),
+            route = %route,
+            upstream = %upstream,
+            status,
+            // To the microsecond: `1.131`, not `1.1309060000000002`.
+            duration_ms = started.elapsed().as_micros() as f64 / 1000.0,
+            client = %self.client,
+        );
     }
 }
 

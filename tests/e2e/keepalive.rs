@@ -229,7 +229,11 @@ async fn a_client_that_leaves_aborts_its_upstream_exchange() {
         ),
         &[],
     );
-    let client = connect_and_send(&proxy, b"GET /slow HTTP/1.1\r\nhost: shop\r\n\r\n").await;
+    let client = connect_and_send(
+        &proxy,
+        b"GET /slow HTTP/1.1\r\nhost: shop\r\nx-request-id: gave-up-1\r\n\r\n",
+    )
+    .await;
     let (mut exchange, _) = tokio::time::timeout(PATIENCE, listener.accept())
         .await
         .expect("the request reaches the upstream")
@@ -262,4 +266,15 @@ async fn a_client_that_leaves_aborts_its_upstream_exchange() {
         assert!(Instant::now() < deadline, "{metrics}");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+    // Logged and counted as nginx does: 499, client closed request.
+    let line = proxy.logs.wait_for("gave-up-1");
+    assert!(line.contains("status=499"), "{line}");
+    assert!(line.contains("path=\"/slow\""), "{line}");
+    let metrics = crate::support::admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"499\",route=\"default\",upstream=\"monolith\"} 1"
+        ),
+        "{metrics}"
+    );
 }
