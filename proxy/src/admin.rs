@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
 use strangler_routes::{Action, RequestView, normalize_path};
 
 use crate::body::{self, BoxBody};
@@ -382,6 +383,25 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
     };
     let upstreams: Vec<String> = route.action.upstreams().into_iter().map(name_of).collect();
     let gate = RouteGate::of(runtime, route).and_then(|gate| gate.to_json());
+    // The scripts' digests: the table's version covers the route file, not the scripts, so
+    // this is where replicas can be compared for the hooks they run.
+    let hooks: Vec<Value> = runtime
+        .extras(route)
+        .and_then(|extras| extras.hooks.as_ref())
+        .map(|hooks| {
+            hooks
+                .chain()
+                .entries()
+                .iter()
+                .map(|entry| {
+                    json!({
+                        "script": entry.script.path().display().to_string(),
+                        "sha256": hex(&Sha256::digest(entry.script.source())),
+                    })
+                })
+                .collect()
+        })
+        .unwrap_or_default();
     json!({
         "name": route.name,
         "line": route.line,
@@ -393,7 +413,13 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         "rollback_to": name_of(route.rollback_to),
         "pin": runtime.pins().get(&route.name),
         "gate": gate,
+        "hooks": hooks,
     })
+}
+
+/// Lowercase hexadecimal, as `sha256sum` prints a digest.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The gate of a route that has one: a shadow gate (comparisons) or a canary gate (error

@@ -187,6 +187,27 @@ impl Runtime {
         self.cells.metrics.upstream_error(name, kind);
     }
 
+    /// Whether this runtime serves anything else than `old`: another route file, another
+    /// hook script (which the file's version does not cover) or an upstream pool built
+    /// anew (a changed `tls.ca` bundle, say).
+    pub fn differs_from(&self, old: &Runtime) -> bool {
+        self.table.version() != old.table.version()
+            || self.script_digests().ne(old.script_digests())
+            || self
+                .pools
+                .iter()
+                .any(|pool| !old.pools.iter().any(|kept| Arc::ptr_eq(pool, kept)))
+    }
+
+    /// The content digests of the hook scripts in force, route by route, in order.
+    fn script_digests(&self) -> impl Iterator<Item = [u8; 32]> + '_ {
+        self.extras
+            .iter()
+            .filter_map(|extras| extras.hooks.as_ref())
+            .flat_map(|hooks| hooks.chain().entries())
+            .map(|entry| entry.script.digest())
+    }
+
     /// The route and upstream names that logs and metrics use: `default` for unmatched
     /// requests, `respond` for answers the proxy gave itself.
     pub fn names(&self, route: RouteSlot, answerer: Answerer) -> (&str, &str) {
@@ -452,7 +473,7 @@ impl RuntimeStore {
         match built {
             Ok(runtime) => {
                 let runtime = Arc::new(runtime);
-                let changed = runtime.table().version() != old.table().version();
+                let changed = runtime.differs_from(&old);
                 self.shared.metrics.serve(runtime.table());
                 self.current.store(runtime.clone());
                 runtime.commit_verifiers(&self.shared);

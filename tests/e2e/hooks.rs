@@ -7,6 +7,7 @@ use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
 use serde_json::json;
+use sha2::Digest as _;
 
 use crate::support::{
     Proxy, Reply, Upstream, admin_get, binary, client, get, h2c_client, send, write_atomically,
@@ -270,11 +271,23 @@ async fn a_hook_edit_reloads_and_a_syntax_error_is_rejected_with_script_and_line
     // The watcher does not know which file changed: its log line must not say "route file".
     proxy.logs.wait_for("watched file content changed");
     assert_eq!(proxy.logs.count("route file content changed"), 0);
-    proxy.logs.wait_for("route table loaded");
+    // The route file's version stays (it is the file's sha256), but the reload did change
+    // what serves, and says so; `/routes` names the script's own sha256.
+    let loaded = proxy.logs.wait_for("route table loaded");
+    assert!(loaded.contains("changed=true"), "{loaded}");
     assert_eq!(
         get(&proxy.url("/orders"), &[]).await.json()["headers"]["x-tagged"],
         "v2"
     );
+    let table = admin_get(&proxy, "/routes").await.json();
+    let hook = &table["routes"][0]["hooks"][0];
+    assert!(
+        hook["script"].as_str().unwrap().ends_with("hook.lua"),
+        "{table}"
+    );
+    let digest = sha2::Sha256::digest(std::fs::read(&script).unwrap());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(hook["sha256"], hex.as_str(), "{table}");
 
     write_atomically(
         &script,
