@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use clap::builder::BoolishValueParser;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use strangler_plugins::HookConfig;
 
@@ -63,7 +64,9 @@ pub struct RunArgs {
     #[arg(long, env = "STRANGLER_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
     /// Allow a non-loopback admin address without a token (trusted networks only).
-    #[arg(long, env = "STRANGLER_ADMIN_INSECURE")]
+    /// (The variable takes what environments use for yes and no: true/false, 1/0, yes/no,
+    /// on/off.)
+    #[arg(long, env = "STRANGLER_ADMIN_INSECURE", value_parser = BoolishValueParser::new())]
     pub admin_insecure: bool,
     /// Skip shadow copies while the CPUs this process may run on were idle less than this
     /// share of the last 100 ms, or its cgroup's CPU quota had less than this share left
@@ -95,14 +98,14 @@ pub struct RunArgs {
     #[arg(long, env = "STRANGLER_GRACE", value_parser = parse_duration, default_value = "30s")]
     pub grace: Duration,
     /// How long a client may take to send request headers.
-    #[arg(long, env = "STRANGLER_HEADER_TIMEOUT", value_parser = parse_duration, default_value = "30s")]
+    #[arg(long, env = "STRANGLER_HEADER_TIMEOUT", value_parser = parse_positive_duration, default_value = "30s")]
     pub header_timeout: Duration,
     /// Safety-net poll of the route file, in case a file event was missed.
-    #[arg(long, env = "STRANGLER_POLL", value_parser = parse_duration, default_value = "2s")]
+    #[arg(long, env = "STRANGLER_POLL", value_parser = parse_positive_duration, default_value = "2s")]
     pub poll: Duration,
     /// Worker threads serving connections; default: the CPUs this process may run on.
     /// With one, the proxy runs on a single-threaded runtime (no cross-thread scheduling).
-    #[arg(long, env = "STRANGLER_WORKERS")]
+    #[arg(long, env = "STRANGLER_WORKERS", value_parser = parse_positive_count)]
     pub workers: Option<usize>,
     /// The budgets of the Lua hooks.
     #[command(flatten)]
@@ -321,6 +324,34 @@ mod tests {
             tls_cert: certs.iter().map(PathBuf::from).collect(),
             tls_key: keys.iter().map(PathBuf::from).collect(),
         }
+    }
+
+    /// `strangler run --routes r.yaml` plus `extra`, parsed (the run arguments, or the
+    /// error as clap prints it).
+    fn run_args(extra: &[&str]) -> Result<RunArgs, String> {
+        let argv = ["strangler", "run", "--routes", "r.yaml"]
+            .iter()
+            .chain(extra);
+        match Cli::try_parse_from(argv)
+            .map_err(|e| e.to_string())?
+            .command
+        {
+            Command::Run(run) => Ok(run.args),
+            _ => Err("not run".to_string()),
+        }
+    }
+
+    #[test]
+    fn settings_that_cannot_work_are_refused_naming_the_flag() {
+        for (flag, value, why) in [
+            ("--workers", "0", "must be at least 1"),
+            ("--poll", "0s", "must be longer than 0s"),
+            ("--header-timeout", "0s", "must be longer than 0s"),
+        ] {
+            let err = run_args(&[flag, value]).unwrap_err();
+            assert!(err.contains(flag) && err.contains(why), "{err}");
+        }
+        assert_eq!(run_args(&["--workers", "2"]).unwrap().workers, Some(2));
     }
 
     #[test]

@@ -354,6 +354,29 @@ fn a_non_loopback_admin_without_a_token_is_refused() {
         stderr.contains("--admin-token-file") && stderr.contains("--admin-insecure"),
         "{stderr}"
     );
+
+    // STRANGLER_ADMIN_INSECURE takes the spellings environments use. Past the check, the
+    // start fails on the missing route file instead (so the run ends either way).
+    for (value, allowed) in [("1", true), ("yes", true), ("true", true), ("0", false)] {
+        let output = Command::new(binary())
+            .args(["run", "--routes", "/nonexistent/routes.yaml"])
+            .args(["--listen", "127.0.0.1:0", "--admin", "0.0.0.0:0"])
+            .env("STRANGLER_ADMIN_INSECURE", value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{value}: {stderr}");
+        assert_eq!(
+            stderr.contains("refusing to expose"),
+            !allowed,
+            "{value}: {stderr}"
+        );
+        assert_eq!(
+            stderr.contains("/nonexistent/routes.yaml"),
+            allowed,
+            "{value}: {stderr}"
+        );
+    }
 }
 
 async fn scrape(proxy: &Proxy) -> prometheus_parse::Scrape {
