@@ -302,7 +302,16 @@ pub async fn serve_with_tls(
         sampler.abort();
     }
     let _ = stop_tx.send(true);
-    while proxies.join_next().await.is_some() {}
+    // In-flight requests get up to --grace to finish; another signal (an operator who will
+    // not wait) ends them now, as nginx's fast shutdown does.
+    loop {
+        tokio::select! {
+            joined = proxies.join_next() => if joined.is_none() { break },
+            _ = terminate.recv() => { tracing::warn!("SIGTERM again: in-flight requests cut"); break; }
+            _ = interrupt.recv() => { tracing::warn!("SIGINT again: in-flight requests cut"); break; }
+        }
+    }
+    proxies.abort_all();
     let _ = admin_stop_tx.send(true);
     let _ = admin_task.await;
     tracing::info!("stopped");

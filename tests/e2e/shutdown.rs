@@ -74,6 +74,31 @@ async fn a_second_signal_cuts_the_shutdown_delay_short() {
     assert_eq!(proxy.wait_exit(), Some(0));
 }
 
+/// While the listeners drain (up to `--grace`), one more signal ends the wait: an operator
+/// who presses Ctrl-C twice means it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_signal_while_draining_cuts_the_in_flight_requests() {
+    let monolith = Upstream::start("monolith").await;
+    // An upstream timeout far beyond the test's patience: only the signal can end it.
+    let mut proxy = Proxy::start(
+        &format!(
+            "upstreams:\n  monolith: {{ url: \"{}\", timeout: 2h }}\ndefault: monolith\n",
+            monolith.url()
+        ),
+        &["--grace", "1h"],
+    );
+    let url = proxy.url("/slow");
+    let in_flight = tokio::spawn(async move { get(&url, &[("x-test-delay-ms", "3600000")]).await });
+    monolith.wait_for_hits(1).await;
+    proxy.signal("INT");
+    proxy.logs.wait_for("stopped accepting");
+    proxy.signal("INT");
+    proxy.logs.wait_for("in-flight requests cut");
+    // Well within PATIENCE, far from the hour.
+    assert_eq!(proxy.wait_exit(), Some(0));
+    in_flight.abort();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn readiness_and_liveness_answer_on_the_admin_port() {
     let monolith = Upstream::start("monolith").await;
