@@ -382,13 +382,7 @@ async fn results_start_over_on_reset_and_when_the_compare_rules_change() {
     }
     wait_for_gate(&proxy, &["failing 1", "inconclusive 0", "passing 0"]).await;
 
-    let reset = send(
-        &client(),
-        Request::delete(format!("http://{}/diffs/payroll", proxy.admin))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
+    let reset = admin_delete(&proxy, "/diffs/payroll").await;
     assert_eq!(reset.status, 200, "{}", reset.text());
     assert_eq!(reset.json()["reset"], true);
     let report = admin_get(&proxy, "/diffs/payroll").await.json();
@@ -414,14 +408,15 @@ async fn results_start_over_on_reset_and_when_the_compare_rules_change() {
     let report = wait_for_diffs(&proxy, "payroll", |s| comparisons(s) == 1).await;
     assert_eq!(count(&report["summary"], "match"), 1, "{report:#}");
 
-    let unknown = send(
-        &client(),
-        Request::delete(format!("http://{}/diffs/nope", proxy.admin))
-            .body(Full::new(Bytes::new()))
-            .unwrap(),
-    )
-    .await;
-    assert_eq!(unknown.status, 404);
+    assert_eq!(admin_delete(&proxy, "/diffs/nope").await.status, 404);
+}
+
+/// `DELETE` on the admin endpoint.
+async fn admin_delete(proxy: &Proxy, path: &str) -> crate::support::Answer {
+    let request = Request::delete(format!("http://{}{path}", proxy.admin))
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    send(&client(), request).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
