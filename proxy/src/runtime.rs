@@ -6,7 +6,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
-use strangler_routes::{Action, Reloader, Route, RouteTable, Shadow, UpstreamId, ValidationErrors};
+use strangler_routes::{
+    Action, Reloader, Route, RouteTable, SELF_ANSWER_UPSTREAM, Shadow, UNMATCHED_ROUTE, UpstreamId,
+    ValidationErrors,
+};
 
 use strangler_plugins::{HookEngine, LuaHooks, PluginError};
 
@@ -213,11 +216,11 @@ impl Runtime {
     pub fn names(&self, route: RouteSlot, answerer: Answerer) -> (&str, &str) {
         let route_name = match self.table.routes().get(route.0) {
             Some(route) => route.name.as_str(),
-            None => "default",
+            None => UNMATCHED_ROUTE,
         };
         let upstream_name = match answerer {
             Answerer::Upstream(id) => self.table.upstream(id).name.as_str(),
-            Answerer::Respond => "respond",
+            Answerer::Respond => SELF_ANSWER_UPSTREAM,
         };
         (route_name, upstream_name)
     }

@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use crate::matching::RequestView;
 use crate::table::{RouteTable, Upstream};
+use crate::validate::SELF_ANSWER_UPSTREAM;
 
 /// Which route a request would take, and why each earlier route did not match.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -66,7 +67,7 @@ impl RouteTable {
 impl fmt::Display for Explanation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match &self.chosen {
-            Some(route) if self.upstream == "respond" => {
+            Some(route) if self.upstream == SELF_ANSWER_UPSTREAM => {
                 writeln!(f, "route `{route}` answers directly (respond)")?;
             }
             Some(route) => writeln!(f, "route `{route}` → upstream `{}`", self.upstream)?,

@@ -11,6 +11,7 @@ use crate::action::{Action, Hook};
 use crate::error::Warning;
 use crate::index::RouteIndex;
 use crate::matching::{RequestView, RouteMatch};
+use crate::validate::SELF_ANSWER_UPSTREAM;
 
 /// Index of an upstream in [`RouteTable::upstreams`]; only meaningful for the table that
 /// produced it.
@@ -268,7 +269,7 @@ impl Upstream {
     pub(crate) fn name_of(table: &RouteTable, action: &Action) -> String {
         match action {
             Action::Forward(id) => table.upstream(*id).name.clone(),
-            Action::Respond(_) => "respond".to_owned(),
+            Action::Respond(_) => SELF_ANSWER_UPSTREAM.to_owned(),
             Action::Shadow(shadow) => table.upstream(shadow.primary).name.clone(),
             Action::Canary(canary) => canary
                 .split

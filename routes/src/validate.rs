@@ -27,10 +27,10 @@ mod tests;
 
 /// The route label value that metrics and logs give requests no route matched
 /// (`strangler_requests_total{route="default"}`): no route may be named so.
-const UNMATCHED_ROUTE: &str = "default";
+pub const UNMATCHED_ROUTE: &str = "default";
 /// The upstream label value that metrics and logs give answers the proxy gave itself
 /// (`respond` routes, errors): no upstream may be named so.
-const SELF_ANSWER_UPSTREAM: &str = "respond";
+pub const SELF_ANSWER_UPSTREAM: &str = "respond";
 
 const DEFAULT_HOOK_BODY_LIMIT: u64 = 64 << 10;
 const DEFAULT_MAX_BODY_MATCH: u64 = 64 << 10;
