@@ -72,6 +72,7 @@ mod config;
 mod engine;
 mod error;
 mod hooks;
+mod patterns;
 mod sandbox;
 mod script;
 mod shared;

@@ -7,13 +7,15 @@
 //! `getfenv`/`setfenv` (they reach the real globals), `collectgarbage`/`gcinfo` (a script
 //! must not stop the collector the memory limit relies on), `newproxy` (finalizers would run
 //! outside any budget), `coroutine` (a resume would swallow the budget error, see below)
-//! and `string.dump`.
+//! and `string.dump`. `string.find`, `match`, `gmatch` and `gsub` are replaced by ones
+//! the time budget reaches (see [`patterns`]).
 
 use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
 
 use crate::hooks::id_text;
+use crate::patterns;
 use crate::shared::Shared;
 
 /// Base-library functions that cannot reach outside the script.
@@ -66,6 +68,8 @@ pub(crate) fn template(
         .set_name("=strangler")
         .exec()?;
     let globals = lua.globals();
+    // LuaJIT matches patterns in C, out of the budget's reach: these are budgeted.
+    patterns::install(lua, &globals.raw_get::<Table>("string")?, shared)?;
     let template = lua.create_table()?;
     for name in BASE {
         let value: Value = globals.raw_get(*name)?;

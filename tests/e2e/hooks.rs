@@ -171,6 +171,41 @@ async fn a_runaway_hook_is_cut_off_and_the_proxy_keeps_serving() {
     );
 }
 
+/// A pattern that backtracks exponentially runs in LuaJIT's C matcher, which the budget's
+/// instruction hook never reaches: the string functions are replaced by budgeted ones, so
+/// it fails like a runaway loop, and one worker is enough to keep serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backtracking_pattern_is_cut_off_like_a_runaway_loop() {
+    let monolith = Upstream::start("monolith").await;
+    let script = r#"
+function on_request(req)
+  local subject = string.rep("a", 30) .. "b"
+  if subject:find(string.rep("a*", 30) .. "c") then req.headers:set("x-found", "yes") end
+end
+"#;
+    let proxy = start_with(&monolith, "", script, "fail", &["--workers", "1"]);
+    let started = Instant::now();
+    let answer = get(&proxy.url("/orders"), &[]).await;
+    assert_eq!(answer.status, 500, "{}", answer.text());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        get(&proxy.url("/other"), &[]).await.status,
+        200,
+        "the one worker is free again"
+    );
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "strangler_hook_runs_total{hook=\"hook.lua\",phase=\"on_request\",result=\"timeout\"} 1"
+        ),
+        "{metrics}"
+    );
+}
+
 /// Busy for 30 ms of CPU time, then tags the request; with `x-big`, makes a 4 MiB string
 /// instead.
 const SLOW_OR_BIG: &str = r#"
