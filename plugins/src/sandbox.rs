@@ -10,6 +10,7 @@
 //! and `string.dump`. `string.find`, `match`, `gmatch` and `gsub` are replaced by ones
 //! the time budget reaches (see [`patterns`]).
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use mlua::{Function, Lua, LuaSerdeExt, MultiValue, Table, Value};
@@ -178,6 +179,7 @@ fn log(lua: &Lua, shared: &Arc<Shared>, chunk: &str) -> mlua::Result<Table> {
                 .map(|v| v.to_string().unwrap_or_else(|_| v.type_name().to_string()))
                 .collect::<Vec<_>>()
                 .join(" ");
+            let message = one_line(&message);
             shared.with_context(|c| {
                 let request_id = id_text(&c.request_id);
                 let route = c.route.as_deref().unwrap_or("-");
@@ -192,4 +194,36 @@ fn log(lua: &Lua, shared: &Arc<Shared>, chunk: &str) -> mlua::Result<Table> {
         log.raw_set(level, function)?;
     }
     Ok(log)
+}
+
+/// `text` with line breaks and other control characters escaped (`\n`, `\r`, `\u{1b}`; a
+/// tab stays): a hook that logs what a client sent must not be able to forge log lines.
+fn one_line(text: &str) -> Cow<'_, str> {
+    let escaped = |c: char| c.is_control() && c != '\t';
+    if !text.chars().any(escaped) {
+        return Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if escaped(c) {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    Cow::Owned(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn log_messages_stay_on_one_line() {
+        assert_eq!(one_line("plain\ttext"), "plain\ttext");
+        assert_eq!(
+            one_line("x\n\u{1b}[31mred\r\nfake line"),
+            "x\\n\\u{1b}[31mred\\r\\nfake line"
+        );
+    }
 }

@@ -18,7 +18,8 @@ fn logs_carry_script_route_and_request_id() {
     let talk = one(
         &engine,
         "talk.lua",
-        "function on_request(req)\n  log.warn('hello', 42, nil)\nend\n",
+        // A line break in what a hook logs (a client's header, say) forges no line.
+        "function on_request(req)\n  log.warn('hello', 42, nil, 'x\\nforged')\nend\n",
     );
     let fail = hooks(
         &engine,
@@ -46,7 +47,7 @@ fn logs_carry_script_route_and_request_id() {
     assert_eq!(lines.len(), 2, "{text}");
     for want in [
         "WARN",
-        "hello 42 nil",
+        "hello 42 nil x\\nforged",
         "script=talk.lua",
         "route=\"orders\"",
         "request_id=\"req-42\"",

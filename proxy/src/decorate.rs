@@ -110,7 +110,9 @@ pub fn before<'a>(
         status,
         body,
         headers,
-    } = hooks.on_request(&mut view).map_err(hook_failed)?
+    } = hooks
+        .on_request(&mut view)
+        .map_err(|err| hook_failed(hooks, &view, err))?
     {
         exchange.answered_by.set(Answerer::Respond);
         let mut response = Response::new(body::full(body));
@@ -200,7 +202,9 @@ fn answer_hooks(
         headers: std::mem::take(&mut head.headers),
         upstream,
     };
-    let outcome = hooks.on_response(view, &mut res).map_err(hook_failed);
+    let outcome = hooks
+        .on_response(view, &mut res)
+        .map_err(|err| hook_failed(hooks, view, err));
     head.status = res.status;
     head.headers = res.headers;
     if let (Some(relayed), Some(fields)) = (relayed, res.upstream) {
@@ -238,11 +242,19 @@ fn rewrite<'a>(
     Ok(path.map(|path| Exchange { path, ..*exchange }))
 }
 
-fn hook_failed(err: strangler_plugins::HookError) -> ProxyError {
+/// The 500 for a hook that failed closed, logged with what an operator needs to find it:
+/// the script, phase, line, route and request id.
+fn hook_failed(
+    hooks: &LuaHooks,
+    view: &HookRequest,
+    err: strangler_plugins::HookError,
+) -> ProxyError {
     tracing::error!(
         script = %err.script.display(),
         phase = err.phase.as_str(),
         line = err.line,
+        route = %hooks.chain().route(),
+        request_id = view.id_text(),
         "hook failed: {}",
         err.message
     );

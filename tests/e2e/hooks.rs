@@ -169,6 +169,9 @@ async fn a_runaway_hook_is_cut_off_and_the_proxy_keeps_serving() {
         log.contains("line=2") || log.contains("line=Some(2)"),
         "{log}"
     );
+    let request_id = answer.headers["x-request-id"].to_str().unwrap();
+    assert!(log.contains("route=orders"), "{log}");
+    assert!(log.contains(&format!("request_id=\"{request_id}\"")), "{log}");
 }
 
 /// A pattern that backtracks exponentially runs in LuaJIT's C matcher, which the budget's
