@@ -138,14 +138,14 @@ pub(crate) fn script_env(
     Ok(env)
 }
 
-/// `json.encode(value)` (raises on functions and cycles), `json.decode(text)` (returns
+/// `json.encode(value)` (see [`to_json`]; raises on functions, NaN and cycles), `json.decode(text)` (returns
 /// `nil, err` on invalid JSON, as a body from another service may be anything), `json.null`.
 fn json(lua: &Lua) -> mlua::Result<Table> {
     let json = lua.create_table()?;
     json.raw_set(
         "encode",
         lua.create_function(|lua, value: Value| {
-            let value: serde_json::Value = lua.from_value(value)?;
+            let value = to_json(lua, &value, 0)?;
             serde_json::to_string(&value).map_err(mlua::Error::external)
         })?,
     )?;
@@ -163,6 +163,86 @@ fn json(lua: &Lua) -> mlua::Result<Table> {
     )?;
     json.raw_set("null", lua.null())?;
     Ok(json)
+}
+
+/// How deep `json.encode` follows nested tables (a table that contains itself would
+/// otherwise never end).
+const MAX_JSON_DEPTH: usize = 128;
+
+/// A Lua value as JSON, losing nothing. A table is an array when its keys are exactly
+/// `1..n` (or it came from `json.decode` as one, empty or not); any other table is an
+/// object, its number keys written as text: `{[1]=1,[3]=3}` is `{"1":1,"3":3}`, not the
+/// `[1]` a sequence reader would make of it, and `{1,2,x=3}` keeps its `x`.
+fn to_json(lua: &Lua, value: &Value, depth: usize) -> mlua::Result<serde_json::Value> {
+    use serde_json::Value as Json;
+    if depth > MAX_JSON_DEPTH {
+        return Err(mlua::Error::runtime(
+            "cannot encode: tables nested too deep (or a table that contains itself)",
+        ));
+    }
+    Ok(match value {
+        Value::Nil => Json::Null,
+        Value::LightUserData(null) if null.0.is_null() => Json::Null,
+        Value::Boolean(b) => Json::Bool(*b),
+        Value::Integer(n) => Json::from(*n),
+        Value::Number(n) => match serde_json::Number::from_f64(*n) {
+            Some(number) => Json::Number(number),
+            None => {
+                return Err(mlua::Error::runtime(format!(
+                    "cannot encode the number {n}"
+                )));
+            }
+        },
+        Value::String(s) => Json::String(s.to_str()?.to_owned()),
+        Value::Table(table) => {
+            let mut pairs = Vec::new();
+            for pair in table.pairs::<Value, Value>() {
+                pairs.push(pair?);
+            }
+            let is_array = table.metatable().is_some_and(|m| m == lua.array_metatable())
+                || (!pairs.is_empty()
+                    && pairs.iter().all(|(key, _)| {
+                        matches!(key, Value::Integer(i) if *i >= 1 && usize::try_from(*i).is_ok_and(|i| i <= pairs.len()))
+                    }));
+            if is_array {
+                let mut items = vec![Json::Null; pairs.len()];
+                for (key, item) in &pairs {
+                    if let Value::Integer(i) = key
+                        && let Some(slot) =
+                            usize::try_from(*i - 1).ok().and_then(|i| items.get_mut(i))
+                    {
+                        *slot = to_json(lua, item, depth + 1)?;
+                    }
+                }
+                Json::Array(items)
+            } else {
+                let mut object = serde_json::Map::new();
+                for (key, item) in &pairs {
+                    let key = match key {
+                        Value::String(s) => s.to_str()?.to_owned(),
+                        Value::Integer(_) | Value::Number(_) => lua
+                            .coerce_string(key.clone())?
+                            .map(|s| s.to_string_lossy())
+                            .unwrap_or_default(),
+                        other => {
+                            return Err(mlua::Error::runtime(format!(
+                                "cannot encode a table key of type {}",
+                                other.type_name()
+                            )));
+                        }
+                    };
+                    object.insert(key, to_json(lua, item, depth + 1)?);
+                }
+                Json::Object(object)
+            }
+        }
+        other => {
+            return Err(mlua::Error::runtime(format!(
+                "cannot encode a {}",
+                other.type_name()
+            )));
+        }
+    })
 }
 
 /// `log.info/warn/error(...)`: the arguments joined by spaces, as a tracing event with the

@@ -171,7 +171,10 @@ async fn a_runaway_hook_is_cut_off_and_the_proxy_keeps_serving() {
     );
     let request_id = answer.headers["x-request-id"].to_str().unwrap();
     assert!(log.contains("route=orders"), "{log}");
-    assert!(log.contains(&format!("request_id=\"{request_id}\"")), "{log}");
+    assert!(
+        log.contains(&format!("request_id=\"{request_id}\"")),
+        "{log}"
+    );
 }
 
 /// A pattern that backtracks exponentially runs in LuaJIT's C matcher, which the budget's

@@ -187,6 +187,43 @@ fn json_round_trips_and_decode_reports_bad_input() {
     );
 }
 
+/// Tables that are not plain sequences keep every entry (a reader of sequences would drop
+/// what follows a hole, or the named keys of a mixed table); what JSON cannot say is an
+/// error rather than a silent `null`.
+#[test]
+fn json_encode_loses_nothing() {
+    let (engine, _) = engine_with(HookConfig::default());
+    let hooks = one(
+        &engine,
+        "encode.lua",
+        r#"
+        function on_request(req)
+          req.headers:set("x-sparse", json.encode({ [1] = 1, [3] = 3 }))
+          req.headers:set("x-mixed", json.encode({ 1, 2, x = 3 }))
+          req.headers:set("x-array", json.encode({ "a", "b" }))
+          req.headers:set("x-decoded", json.encode(json.decode("[]")))
+          assert(not pcall(json.encode, { n = 0 / 0 }))
+          assert(not pcall(json.encode, { f = print }))
+          local loop = {}
+          loop.self = loop
+          assert(not pcall(json.encode, loop))
+        end
+        "#,
+    );
+    let mut req = request();
+    hooks_ok(&hooks, &mut req);
+    let header = |name: &str| -> serde_json::Value {
+        serde_json::from_slice(req.headers[name].as_bytes()).unwrap()
+    };
+    assert_eq!(header("x-sparse"), serde_json::json!({ "1": 1, "3": 3 }));
+    assert_eq!(
+        header("x-mixed"),
+        serde_json::json!({ "1": 1, "2": 2, "x": 3 })
+    );
+    assert_eq!(header("x-array"), serde_json::json!(["a", "b"]));
+    assert_eq!(header("x-decoded"), serde_json::json!([]));
+}
+
 #[test]
 fn bad_arguments_to_the_api_are_script_errors() {
     let (engine, _) = engine_with(HookConfig::default());
