@@ -56,8 +56,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         .get_all(header::TE)
         .iter()
         .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
-    for name in named {
-        headers.remove(&name);
+    // The proxy's own fields are set for the next hop whatever the client named: a
+    // `Connection: x-request-id` must not take the id the proxy logs away from the upstream.
+    for name in named.iter().filter(|name| **name != X_REQUEST_ID) {
+        headers.remove(name);
     }
     for name in &HOP_BY_HOP {
         headers.remove(name);
@@ -66,6 +68,51 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if te_trailers {
         headers.insert(header::TE, HeaderValue::from_static("trailers"));
     }
+}
+
+/// Whether a `Host` value is a host and an optional port (RFC 9112, section 3.2; RFC 3986,
+/// section 3.2.2): a name of letters, digits, `-`, `_` and single dots, or an IPv6 literal
+/// in brackets, then `:` and a port up to 65535. Empty is allowed (a target without an
+/// authority). Stricter than the RFC's reg-name, whose sub-delimiters (`,`, `;`, `$`…) no
+/// real host has and upstreams that split or build URLs would misread.
+pub fn is_host(value: &[u8]) -> bool {
+    let (host, port) = match value {
+        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
+            Some(end) => {
+                let literal = &rest[..end];
+                if literal.is_empty()
+                    || !literal
+                        .iter()
+                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+                {
+                    return false;
+                }
+                match &rest[end + 1..] {
+                    [] => return true,
+                    [b':', port @ ..] => (&[][..], Some(port)),
+                    _ => return false,
+                }
+            }
+            None => return false,
+        },
+        _ => match value.iter().rposition(|&b| b == b':') {
+            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
+            None => (value, None),
+        },
+    };
+    let name_ok = host
+        .iter()
+        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        && !host.windows(2).any(|pair| pair == b"..");
+    let port_ok = port.is_none_or(|port| {
+        (1..=5).contains(&port.len())
+            && port.iter().all(u8::is_ascii_digit)
+            && std::str::from_utf8(port)
+                .ok()
+                .and_then(|p| p.parse::<u32>().ok())
+                .is_some_and(|p| p <= 65535)
+    });
+    name_ok && port_ok
 }
 
 /// Add `X-Forwarded-For`, `-Proto`, `-Host` and `Via` for a request that arrived from `client`.
@@ -248,6 +295,41 @@ mod tests {
             );
         }
         headers
+    }
+
+    #[test]
+    fn host_values_are_a_host_and_a_port() {
+        for good in [
+            "",
+            "shop",
+            "shop.example",
+            "shop.example:8080",
+            "127.0.0.1:80",
+            "[::1]",
+            "[::1]:8443",
+            "svc_internal",
+            "a-b.c",
+        ] {
+            assert!(is_host(good.as_bytes()), "{good:?}");
+        }
+        for bad in [
+            "a b",
+            "user@a",
+            "a/b/../c",
+            "a:99999",
+            "a\"><script>",
+            "a,b",
+            "[::1",
+            "a?x=1",
+            "a..b",
+            "a:",
+            "a:x",
+            "[::1]x",
+            "::1",
+            "caf\u{e9}",
+        ] {
+            assert!(!is_host(bad.as_bytes()), "{bad:?}");
+        }
     }
 
     #[test]

@@ -241,7 +241,18 @@ impl Pipeline {
         let (mut size, mut hosts, mut coded) = (0, 0, false);
         for (name, value) in request.headers() {
             size += name.as_str().len() + value.len() + 4;
-            hosts += usize::from(name == header::HOST);
+            if name == header::HOST {
+                hosts += 1;
+                // RFC 9112, section 3.2: a Host that is no host[:port] is refused, or it
+                // would travel on in Host and X-Forwarded-Host to upstreams that build
+                // URLs from it (`evil.example/x`, `a b`, `a,b`).
+                if !headers::is_host(value.as_bytes()) {
+                    return Err(ProxyError::BadRequest(format!(
+                        "invalid Host {:?}",
+                        String::from_utf8_lossy(value.as_bytes())
+                    )));
+                }
+            }
             coded |= name == header::TRANSFER_ENCODING;
         }
         // RFC 9112, section 3.2: a server must refuse an HTTP/1.1 request without a Host and

@@ -113,6 +113,26 @@ async fn raw_answer(proxy: &Proxy, request: &[u8]) -> String {
     String::from_utf8_lossy(&buf[..n]).into_owned()
 }
 
+/// A `Host` that is no host[:port] is refused (RFC 9112, section 3.2), rather than passed
+/// on in Host and X-Forwarded-Host to upstreams that build URLs from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invalid_host_is_a_400() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    for host in ["evil.example/x", "a b", "user@a", "a,b", "a:99999"] {
+        let request = format!("GET / HTTP/1.1\r\nhost: {host}\r\n\r\n");
+        let response = raw_answer(&proxy, request.as_bytes()).await;
+        assert!(response.starts_with("HTTP/1.1 400"), "{host}: {response}");
+        assert!(response.contains("invalid Host"), "{host}: {response}");
+    }
+    assert_eq!(monolith.hit_count(), 0);
+    let fine = raw_answer(&proxy, b"GET / HTTP/1.1\r\nhost: shop.example:8080\r\n\r\n").await;
+    assert!(fine.starts_with("HTTP/1.1 200"), "{fine}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invalid_path_is_a_400() {
     let monolith = Upstream::start("monolith").await;

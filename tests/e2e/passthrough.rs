@@ -70,6 +70,16 @@ async fn a_client_request_id_is_kept() {
     let answer = get(&proxy.url("/"), &[("x-request-id", "trace-abc-123")]).await;
     assert_eq!(answer.json()["headers"]["x-request-id"], "trace-abc-123");
     assert_eq!(answer.headers["x-request-id"], "trace-abc-123");
+    // Naming it in Connection (hop-by-hop) does not take it from the upstream.
+    let answer = get(
+        &proxy.url("/"),
+        &[
+            ("x-request-id", "trace-hop"),
+            ("connection", "x-request-id"),
+        ],
+    )
+    .await;
+    assert_eq!(answer.json()["headers"]["x-request-id"], "trace-hop");
 }
 
 /// Each request writes one access log line with what an operator looks for, and the
