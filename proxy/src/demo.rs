@@ -115,7 +115,7 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
             return;
         };
         sample_traffic(proxy, bound.admin).await;
-        print_tour(proxy, bound.admin, &routes);
+        print_tour(proxy, bound.admin, &routes, once);
         if once {
             let _ = done_tx.send(());
         } else {
@@ -128,6 +128,8 @@ pub async fn run(args: DemoArgs) -> Result<(), DemoError> {
     };
     let served = app::serve(run_args, stop, Some(started_tx)).await;
     traffic.abort();
+    // The route file and hook were the demo's own: leave no directory behind per run.
+    let _ = std::fs::remove_dir_all(&dir);
     served?;
     Ok(())
 }
@@ -287,7 +289,15 @@ async fn fetch(
     }
 }
 
-fn print_tour(proxy: SocketAddr, admin: SocketAddr, routes: &std::path::Path) {
+fn print_tour(proxy: SocketAddr, admin: SocketAddr, routes: &std::path::Path, once: bool) {
+    if once {
+        println!(
+            "\n== done ==\n\
+             --once: the demo stops here. Run `strangler demo` without it to try the proxy\n\
+             with curl and a browser, and to edit its route file while it runs.\n"
+        );
+        return;
+    }
     println!(
         "\n== try it ==\n\
          curl -i http://{proxy}/invoices/42        # served by the new invoices service\n\

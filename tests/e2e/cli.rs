@@ -119,16 +119,21 @@ fn explain_names_the_route_and_why_earlier_ones_did_not_match() {
 
 #[test]
 fn the_demo_runs_its_sample_traffic_and_exits() {
-    let output = strangler(&[
-        "demo",
-        "--once",
-        "--listen",
-        "127.0.0.1:0",
-        "--admin",
-        "127.0.0.1:0",
-    ]);
+    let child = Command::new(binary())
+        .args(["demo", "--once", "--listen", "127.0.0.1:0"])
+        .args(["--admin", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Its files (route file, hook) live in a directory named after it, gone at its exit.
+    let files = std::env::temp_dir().join(format!("strangler-demo-{}", child.id()));
+    let output = child.wait_with_output().unwrap();
     let out = text(&output);
     assert_eq!(output.status.code(), Some(0), "{out}");
+    assert!(!files.exists(), "{} left behind", files.display());
+    assert!(out.contains("--once: the demo stops here"), "{out}");
+    assert!(!out.contains("Ctrl-C stops the demo"), "{out}");
     assert!(
         out.contains("invoices-service"),
         "/invoices is served by the new service:\n{out}"
