@@ -1,5 +1,9 @@
 //! Body types of the request path: one boxed body type, constructors, and a guard-carrying wrapper.
 
+mod client;
+
+pub use client::{BodyEnd, ClientBodyError, from_client};
+
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -18,30 +22,6 @@ pub fn empty() -> BoxBody {
     Empty::<Bytes>::new()
         .map_err(|never| match never {})
         .boxed_unsync()
-}
-
-/// The client's request body broke off (a malformed chunk, the connection closed before
-/// its end): the client's fault, answered 400 instead of being blamed on the upstream the
-/// body was on its way to.
-#[derive(Debug, thiserror::Error)]
-#[error("request body: {reason}")]
-pub struct ClientBodyError {
-    /// The innermost cause, e.g. "invalid chunk size line".
-    pub reason: String,
-}
-
-/// Box a request body as the client sends it; its failures become [`ClientBodyError`]s.
-pub fn from_client<B>(body: B) -> BoxBody
-where
-    B: Body<Data = Bytes> + Send + 'static,
-    B::Error: std::error::Error + Send + Sync + 'static,
-{
-    body.map_err(|err| -> BoxError {
-        Box::new(ClientBodyError {
-            reason: root_cause(&err),
-        })
-    })
-    .boxed_unsync()
 }
 
 /// The innermost message of an error chain: the most specific reason.

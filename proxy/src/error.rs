@@ -27,6 +27,9 @@ pub enum ProxyError {
     /// a transfer coding other than `chunked` (RFC 9112, section 6.1).
     #[error("not implemented: {0}")]
     NotImplemented(String),
+    /// The client stopped sending its request body (`--header-timeout` without a byte).
+    #[error("request timeout: {0}")]
+    ClientTimeout(String),
     /// The request headers exceed `--max-header-bytes`.
     #[error("request headers are {size} bytes, the limit is {limit}")]
     HeadersTooLarge {
@@ -79,6 +82,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
+            Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamBroken { .. } => StatusCode::BAD_GATEWAY,
@@ -92,6 +96,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_)
             | Self::NotImplemented(_)
+            | Self::ClientTimeout(_)
             | Self::HeadersTooLarge { .. }
             | Self::BodyTooLarge { .. } => ErrorClass::Downstream,
             Self::UpstreamConnect { .. }
@@ -106,6 +111,7 @@ impl ProxyError {
         match self {
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
+            Self::ClientTimeout(_) => "client_timeout",
             Self::HeadersTooLarge { .. } => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UpstreamConnect { .. } => "connect",

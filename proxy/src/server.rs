@@ -14,7 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -24,7 +24,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
-use crate::body::{self, BoxBody};
+use crate::body::{self, BodyEnd, BoxBody};
 use crate::pipeline::ConnInfo;
 
 /// Connection-level settings of a listener.
@@ -124,11 +124,22 @@ pub async fn serve<H: Handler>(
         };
         let loop_handler = handler.clone();
         let service_handler = handler.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |request: Request<Incoming>| {
             let handler = service_handler.clone();
             let conn = conn.clone();
             async move {
-                let request = request.map(body::from_client);
+                let request = if request.body().is_end_stream() {
+                    request.map(|_| body::empty())
+                } else {
+                    // A body that stops arriving for the header timeout is a 408; its end
+                    // starts the upstream's clock.
+                    let end = BodyEnd::new();
+                    let idle = settings.header_timeout;
+                    let mut request =
+                        request.map(|incoming| body::from_client(incoming, idle, end.clone()));
+                    request.extensions_mut().insert(end);
+                    request
+                };
                 Ok::<_, Infallible>(handler.call(request, &conn).await)
             }
         });

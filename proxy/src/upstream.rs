@@ -14,7 +14,7 @@ use rustls::pki_types::ServerName;
 use strangler_routes::{Scheme, Upstream};
 use tokio::sync::{Semaphore, TryAcquireError};
 
-use crate::body::{self, BodyTooLarge, BoxBody, ClientBodyError, Guarded, root_cause};
+use crate::body::{self, BodyEnd, BodyTooLarge, BoxBody, ClientBodyError, Guarded, root_cause};
 use crate::error::ProxyError;
 use crate::headers;
 use crate::tls::TlsError;
@@ -25,6 +25,9 @@ mod h1wire;
 
 use h1pool::{Failure, H1Pool};
 
+/// The deadline given to an exchange whose request body is still coming: the real one
+/// is set when the body ends (the upstream's `timeout` after it).
+const UNTIL_THE_BODY_ENDS: Duration = Duration::from_secs(7 * 24 * 3600);
 /// TCP, then TLS for `https://` upstreams; one connector type for both schemes.
 type Connector = HttpsConnector<HttpConnector>;
 
@@ -215,7 +218,32 @@ impl UpstreamPool {
         request: Request<BoxBody>,
         relay: bool,
     ) -> Result<Response<BoxBody>, ProxyError> {
-        let deadline = std::time::Instant::now() + self.spec.timeout;
+        // The timeout is the upstream's time to answer: while the client is still sending
+        // the body, it has not started (as Envoy's route timeout starts once the whole
+        // request is in), and a slow upload is no 504 blamed on the upstream.
+        let body_end = request
+            .extensions()
+            .get::<Arc<BodyEnd>>()
+            .filter(|end| !end.reached())
+            .cloned();
+        let Some(body_end) = body_end else {
+            let deadline = std::time::Instant::now() + self.spec.timeout;
+            return self.send_until(request, relay, deadline).await;
+        };
+        let unbounded = std::time::Instant::now() + UNTIL_THE_BODY_ENDS;
+        tokio::select! {
+            result = self.send_until(request, relay, unbounded) => result,
+            () = body_end.timeout_after(self.spec.timeout) => Err(self.timeout()),
+        }
+    }
+
+    /// As [`UpstreamPool::send_with`], with the answer's head due by `deadline`.
+    async fn send_until(
+        &self,
+        request: Request<BoxBody>,
+        relay: bool,
+        deadline: std::time::Instant,
+    ) -> Result<Response<BoxBody>, ProxyError> {
         let permit = match self.permits.clone().try_acquire_owned() {
             Ok(permit) => permit,
             Err(TryAcquireError::NoPermits) => {
@@ -335,7 +363,7 @@ impl UpstreamPool {
 }
 
 /// A failure of an exchange that the client's request body caused, found anywhere in
-/// `err`'s chain: over the body limit (413), or broken off (400). Either way not the
+/// `err`'s chain: over the body limit (413), broken off (400) or stopped (408). Never the
 /// upstream's doing.
 fn client_fault(err: &(dyn StdError + 'static)) -> Option<ProxyError> {
     if let Some(too_large) = find_source::<BodyTooLarge>(err) {
@@ -343,7 +371,13 @@ fn client_fault(err: &(dyn StdError + 'static)) -> Option<ProxyError> {
             limit: too_large.limit,
         });
     }
-    find_source::<ClientBodyError>(err).map(|broken| ProxyError::BadRequest(broken.to_string()))
+    find_source::<ClientBodyError>(err).map(|broken| {
+        if broken.timed_out {
+            ProxyError::ClientTimeout(broken.to_string())
+        } else {
+            ProxyError::BadRequest(broken.to_string())
+        }
+    })
 }
 
 /// Whether a request may be replayed after a stale-connection failure.

@@ -353,3 +353,52 @@ async fn a_stale_pooled_connection_is_retried_for_idempotent_requests() {
         assert_eq!(answer.status, 200, "request {i}: {}", answer.text());
     }
 }
+
+/// The upstream's `timeout` is its time to answer: it starts once the client's body is in,
+/// so an upload slower than it is served, not a 504 blamed on the upstream. A body that
+/// stops arriving for `--header-timeout` is the client's 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_upload_is_no_upstream_timeout_and_a_stalled_one_is_a_408() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &format!(
+            "upstreams:\n  monolith: {{ url: \"{}\", timeout: 300ms }}\ndefault: monolith\n",
+            monolith.url()
+        ),
+        &["--header-timeout", "1s"],
+    );
+    // 12 bytes over some 1.2 s: four times the upstream's timeout, never a second idle.
+    let mut slow = TcpStream::connect(proxy.addr).await.unwrap();
+    slow.write_all(b"PUT /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 12\r\n\r\n")
+        .await
+        .unwrap();
+    for _ in 0..12 {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        slow.write_all(b"x").await.unwrap();
+    }
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), slow.read(&mut answer))
+        .await
+        .unwrap()
+        .unwrap();
+    let answer = String::from_utf8_lossy(&answer[..n]);
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(
+        answer.contains("xxxxxxxxxxxx"),
+        "the echo has the body: {answer}"
+    );
+
+    // Part of the body, then nothing.
+    let stalled = raw_answer(
+        &proxy,
+        b"PUT /upload HTTP/1.1\r\nhost: a\r\ncontent-length: 100\r\n\r\nonly this",
+    )
+    .await;
+    assert!(stalled.starts_with("HTTP/1.1 408"), "{stalled}");
+    assert!(stalled.contains("no data from the client"), "{stalled}");
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        !metrics.contains("strangler_upstream_errors_total{"),
+        "neither is the upstream's fault:\n{metrics}"
+    );
+}
