@@ -6,6 +6,7 @@
 //! TLS connections go to hyper directly.
 
 mod h1;
+mod quiet;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -88,9 +89,13 @@ pub async fn serve<H: Handler>(
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
         .max_buf_size(settings.max_head_bytes);
+    // A live HTTP/2 client answers a ping twice a header timeout: a read, which keeps its
+    // connection from counting as quiet (see `quiet`), however long its requests take.
     builder
         .http2()
         .timer(TokioTimer::new())
+        .keep_alive_interval(settings.header_timeout / 2)
+        .keep_alive_timeout(settings.header_timeout / 2)
         .max_header_list_size(u32::try_from(settings.max_head_bytes).unwrap_or(u32::MAX));
     let builder = Arc::new(builder);
     let limits = h1::Limits {
@@ -155,7 +160,8 @@ pub async fn serve<H: Handler>(
                     else {
                         return;
                     };
-                    serve_with_hyper(&builder, stream, service, watcher, peer).await;
+                    let quiet = stream.is_http2().then_some(settings.header_timeout);
+                    serve_with_hyper(&builder, stream, service, watcher, peer, quiet).await;
                 });
             }
             Transport::Tls(acceptor) => {
@@ -182,7 +188,9 @@ pub async fn serve<H: Handler>(
                             return;
                         }
                     };
-                    serve_with_hyper(&builder, stream, service, watcher, peer).await;
+                    let http2 = stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let quiet = http2.then_some(settings.header_timeout);
+                    serve_with_hyper(&builder, stream, service, watcher, peer, quiet).await;
                 });
             }
         }
@@ -233,12 +241,16 @@ async fn refused_plain_http(stream: &mut tokio::net::TcpStream, peer: SocketAddr
 
 /// Serve `io` with hyper (HTTP/1.1 with upgrades, or HTTP/2), counted by `watcher` so the
 /// drain at shutdown waits for it.
+///
+/// With `quiet`, an HTTP/2 connection, it ends once nothing has been read from the client
+/// for that long (see [`quiet`]).
 async fn serve_with_hyper<I, S>(
     builder: &auto::Builder<TokioExecutor>,
     io: I,
     service: S,
     watcher: Watcher,
     peer: SocketAddr,
+    quiet: Option<Duration>,
 ) where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     S: Service<Request<Incoming>, Response = Response<BoxBody>, Error = Infallible>
@@ -247,10 +259,26 @@ async fn serve_with_hyper<I, S>(
         + 'static,
     S::Future: Send + 'static,
 {
+    let Some(quiet) = quiet else {
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(io), service)
+            .into_owned();
+        if let Err(err) = watcher.watch(connection).await {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        }
+        return;
+    };
+    let last_read = quiet::LastRead::new();
+    let io = quiet::Marked::new(io, last_read.clone());
     let connection = builder
         .serve_connection_with_upgrades(TokioIo::new(io), service)
         .into_owned();
-    if let Err(err) = watcher.watch(connection).await {
-        tracing::debug!(%peer, error = %err, "connection ended with an error");
+    tokio::select! {
+        served = watcher.watch(connection) => if let Err(err) = served {
+            tracing::debug!(%peer, error = %err, "connection ended with an error");
+        },
+        () = last_read.quiet_for(quiet) => {
+            tracing::debug!(%peer, ?quiet, "closing an HTTP/2 connection the client left quiet");
+        }
     }
 }

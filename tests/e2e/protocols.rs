@@ -85,6 +85,40 @@ async fn an_h2_host_field_that_contradicts_the_authority_is_refused() {
     assert_eq!(send(&h2c_client(), request).await.status, 200);
 }
 
+/// An HTTP/2 connection from which nothing is read for the header timeout is closed
+/// (slowloris: part of the preface, or the preface and silence, would hold it for good),
+/// while a live client, which answers the proxy's pings, keeps its connection through a
+/// request longer than that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_http2_connection_is_closed_and_a_live_one_is_not() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &["--header-timeout", "1s"],
+    );
+    let preface: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    for sent in [&preface[..18], preface] {
+        let mut stream = TcpStream::connect(proxy.addr).await.unwrap();
+        stream.write_all(sent).await.unwrap();
+        let mut buf = [0u8; 1024];
+        let closed = tokio::time::timeout(Duration::from_secs(10), async {
+            while stream.read(&mut buf).await.is_ok_and(|n| n > 0) {}
+        })
+        .await;
+        assert!(
+            closed.is_ok(),
+            "a quiet connection ({} bytes) stayed open",
+            sent.len()
+        );
+    }
+    let request = Request::get(proxy.url("/long"))
+        .header("x-test-delay-ms", "1500")
+        .body(Full::new(Bytes::new()))
+        .unwrap();
+    let answer = send(&h2c_client(), request).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn curl_speaks_h2c_to_the_proxy() {
     let monolith = Upstream::start("monolith").await;

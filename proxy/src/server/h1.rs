@@ -499,6 +499,15 @@ pub(super) struct Rewound {
     stream: TcpStream,
 }
 
+impl Rewound {
+    /// Whether the client began with the HTTP/2 preface (prior knowledge, h2c).
+    pub(super) fn is_http2(&self) -> bool {
+        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+        let seen = self.prefix.len().min(PREFACE.len());
+        seen > 0 && self.prefix[..seen] == PREFACE[..seen]
+    }
+}
+
 impl AsyncRead for Rewound {
     fn poll_read(
         self: Pin<&mut Self>,
