@@ -30,6 +30,9 @@ pub enum ProxyError {
     /// The client stopped sending its request body (`--header-timeout` without a byte).
     #[error("request timeout: {0}")]
     ClientTimeout(String),
+    /// The request has more header fields than the proxy reads.
+    #[error("request header fields too large: {0}")]
+    TooManyHeaders(String),
     /// The request headers exceed `--max-header-bytes`.
     #[error("request headers are {size} bytes, the limit is {limit}")]
     HeadersTooLarge {
@@ -83,7 +86,9 @@ impl ProxyError {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::NotImplemented(_) => StatusCode::NOT_IMPLEMENTED,
             Self::ClientTimeout(_) => StatusCode::REQUEST_TIMEOUT,
-            Self::HeadersTooLarge { .. } => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaders(_) => {
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
+            }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamConnect { .. } | Self::UpstreamBroken { .. } => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout { .. } => StatusCode::GATEWAY_TIMEOUT,
@@ -98,6 +103,7 @@ impl ProxyError {
             | Self::NotImplemented(_)
             | Self::ClientTimeout(_)
             | Self::HeadersTooLarge { .. }
+            | Self::TooManyHeaders(_)
             | Self::BodyTooLarge { .. } => ErrorClass::Downstream,
             Self::UpstreamConnect { .. }
             | Self::UpstreamTimeout { .. }
@@ -112,7 +118,7 @@ impl ProxyError {
             Self::BadRequest(_) => "bad_request",
             Self::NotImplemented(_) => "not_implemented",
             Self::ClientTimeout(_) => "client_timeout",
-            Self::HeadersTooLarge { .. } => "headers_too_large",
+            Self::HeadersTooLarge { .. } | Self::TooManyHeaders(_) => "headers_too_large",
             Self::BodyTooLarge { .. } => "body_too_large",
             Self::UpstreamConnect { .. } => "connect",
             Self::UpstreamTimeout { .. } => "timeout",

@@ -94,10 +94,10 @@ impl Pipeline {
             started,
             log: self.access_log.then(|| AccessLine {
                 request_id: request_id.clone(),
-                method: method.clone(),
+                method: Some(method.clone()),
                 // The path as the client sent it (not the query, which may carry
                 // credentials).
-                path: request.uri().path().to_owned(),
+                path: Some(request.uri().path().to_owned()),
                 client: conn.peer,
             }),
             _inflight: inflight,
@@ -323,11 +323,12 @@ impl Drop for Finish {
     }
 }
 
-/// What an access log line says of the request.
+/// What an access log line says of the request (`-` for a method or path a head that
+/// could not be read has not).
 struct AccessLine {
     request_id: HeaderValue,
-    method: Method,
-    path: String,
+    method: Option<Method>,
+    path: Option<String>,
     client: SocketAddr,
 }
 
@@ -336,8 +337,8 @@ impl AccessLine {
         tracing::info!(
             target: "strangler::access",
             request_id = self.request_id.to_str().unwrap_or("-"),
-            method = %self.method,
-            path = self.path.as_str(),
+            method = %self.method.as_ref().map_or("-", Method::as_str),
+            path = self.path.as_deref().unwrap_or("-"),
             route = %route,
             upstream = %upstream,
             status,
@@ -511,5 +512,35 @@ pub fn client_host<B>(request: &Request<B>) -> Option<HeaderValue> {
 impl crate::server::Handler for Pipeline {
     async fn call(&self, request: Request<BoxBody>, conn: &ConnInfo) -> Response<BoxBody> {
         self.handle(request, conn).await
+    }
+
+    /// A head that is not HTTP gets the reason and a request id, an access log line and a
+    /// count, as any other refused request (for the default route and upstream: it never
+    /// got as far as routing).
+    fn refuse(&self, status: StatusCode, reason: String, conn: &ConnInfo) -> Response<BoxBody> {
+        let started = Instant::now();
+        let request_id = headers::fresh_request_id();
+        let runtime = self.store.snapshot();
+        let answerer = Answerer::Upstream(runtime.table().default_upstream());
+        let (route, upstream) = runtime.names(DEFAULT_SLOT, answerer);
+        let err = if status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
+            ProxyError::TooManyHeaders(reason)
+        } else {
+            ProxyError::BadRequest(reason)
+        };
+        tracing::warn!(request_id = ?request_id, client = %conn.peer, error = %err, "request refused");
+        if self.access_log {
+            let line = AccessLine {
+                request_id: request_id.clone(),
+                method: None,
+                path: None,
+                client: conn.peer,
+            };
+            line.write(route, upstream, status.as_u16(), started);
+        }
+        runtime
+            .pair_metrics(DEFAULT_SLOT, answerer)
+            .observe(status.as_u16(), started);
+        err.to_response(&request_id)
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response};
+use http::{Request, Response, StatusCode};
 use hyper::body::{Body as _, Incoming};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -68,6 +68,15 @@ pub trait Handler: Send + Sync + 'static {
         request: Request<BoxBody>,
         conn: &ConnInfo,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
+
+    /// Answer a head that could not be read as a request (`status` 400 or 431, `reason`
+    /// saying why): by default a plain-text answer with the reason.
+    fn refuse(&self, status: StatusCode, reason: String, conn: &ConnInfo) -> Response<BoxBody> {
+        let _ = conn;
+        let mut response = Response::new(body::full(format!("{reason}\n")));
+        *response.status_mut() = status;
+        response
+    }
 }
 
 /// Accept on `listener` until `shutdown` turns true, then stop accepting and let in-flight

@@ -402,3 +402,67 @@ async fn a_slow_upload_is_no_upstream_timeout_and_a_stalled_one_is_a_408() {
         "neither is the upstream's fault:\n{metrics}"
     );
 }
+
+/// A head that is not HTTP (a malformed field name, a bad version, a target with raw
+/// quotes, too many fields) gets the reason and a request id, and is logged and counted,
+/// where the HTTP library's own answer was an empty 400 no log or metric saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_head_is_answered_with_its_reason_logged_and_counted() {
+    let monolith = Upstream::start("monolith").await;
+    let proxy = Proxy::start(
+        &routes_yaml(&[("monolith", &monolith.url())], "monolith", ""),
+        &[],
+    );
+    let many: String = (0..120).map(|i| format!("x-{i}: y\r\n")).collect();
+    let cases: [(String, &str, &str); 4] = [
+        (
+            "GET / HTTP/1.1\r\nhost: a\r\nbad name: x\r\n\r\n".into(),
+            "400",
+            "invalid header name",
+        ),
+        (
+            "GET / HTTP/1.2\r\nhost: a\r\n\r\n".into(),
+            "400",
+            "invalid HTTP version",
+        ),
+        (
+            "GET /?q=\"x\" HTTP/1.1\r\nhost: a\r\n\r\n".into(),
+            "400",
+            "invalid request target",
+        ),
+        (
+            format!("GET / HTTP/1.1\r\nhost: a\r\n{many}\r\n"),
+            "431",
+            "more than 100 header fields",
+        ),
+    ];
+    for (request, status, reason) in &cases {
+        let answer = raw_answer(&proxy, request.as_bytes()).await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{answer}"
+        );
+        assert!(answer.contains(reason), "{answer}");
+        let id_line = answer
+            .lines()
+            .find(|line| line.to_ascii_lowercase().starts_with("x-request-id: "))
+            .unwrap_or_else(|| panic!("no request id: {answer}"));
+        let id = &id_line["x-request-id: ".len()..];
+        let logged = proxy.logs.wait_for(&format!("request_id=\"{id}\" method=-"));
+        assert!(logged.contains(&format!("status={status}")), "{logged}");
+    }
+    assert_eq!(monolith.hit_count(), 0);
+    let metrics = admin_get(&proxy, "/metrics").await.text();
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"400\",route=\"default\",upstream=\"monolith\"} 3"
+        ),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(
+            "strangler_requests_total{code=\"431\",route=\"default\",upstream=\"monolith\"} 1"
+        ),
+        "{metrics}"
+    );
+}

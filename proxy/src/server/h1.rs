@@ -93,6 +93,17 @@ pub(super) async fn serve<H: Handler>(
             match parse_request(&mut connection.read, limits.max_head_bytes) {
                 Parsed::Ordinary(ordinary) => break ordinary,
                 Parsed::HandOver(head) => return Exit::HandOver(connection.rewound(head)),
+                Parsed::Refused(status, reason) => {
+                    let response = handler.refuse(status, reason, conn);
+                    if connection
+                        .write_response(response, false, false)
+                        .await
+                        .is_ok()
+                    {
+                        connection.linger(limits.header_timeout).await;
+                    }
+                    return Exit::Closed;
+                }
                 Parsed::Partial => {}
             }
             let idle = connection.read.is_empty();
@@ -159,6 +170,10 @@ enum Parsed {
     /// Something for hyper: the bytes already taken out of the buffer (the head, when the
     /// problem showed only after that; else nothing), to go back in front of the rest.
     HandOver(Bytes),
+    /// A head that is not HTTP: answered here with the status and reason (hyper's own
+    /// answer would carry neither a reason nor a request id, and be neither logged nor
+    /// counted), then the connection closes.
+    Refused(StatusCode, String),
 }
 
 /// Parse the request head at the front of `buf`.
@@ -171,8 +186,16 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let len = match request.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() < max_head_bytes => return Parsed::Partial,
-        // Malformed, the HTTP/2 preface, too many fields, too long: hyper answers those.
-        _ => return Parsed::HandOver(Bytes::new()),
+        // The HTTP/2 preface, and a head too long (431 from hyper, which reads it whole).
+        Ok(httparse::Status::Partial) => return Parsed::HandOver(Bytes::new()),
+        Err(_) if buf.starts_with(b"PRI * HTTP/2.0") => return Parsed::HandOver(Bytes::new()),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Parsed::Refused(
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                format!("more than {} header fields", wire::MAX_HEADERS),
+            );
+        }
+        Err(err) => return Parsed::Refused(StatusCode::BAD_REQUEST, err.to_string()),
     };
     let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
     else {
@@ -209,7 +232,12 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let head = buf.split_to(len).freeze();
 
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_span)) else {
-        return Parsed::HandOver(head);
+        return Parsed::Refused(
+            StatusCode::BAD_REQUEST,
+            "invalid request target (characters such as a space, `\"`, `<` or `>` must be \
+             percent-encoded)"
+                .to_string(),
+        );
     };
     // Room for what the proxy adds (request id, forwarding headers, Via) without regrowing.
     let Ok(headers) = spans.header_map(&head, ADDED_HEADERS) else {
@@ -254,6 +282,20 @@ impl Connection {
                 }
             }
             Poll::Pending
+        })
+        .await;
+    }
+
+    /// End the connection after a last answer: FIN, then read what the client still sends
+    /// (for up to `limit`) until it closes too. Closing with its bytes unread would reset
+    /// the connection, and the reset could destroy the answer before the client reads it.
+    async fn linger(&mut self, limit: Duration) {
+        let _ = self.stream.shutdown().await;
+        let _ = tokio::time::timeout(limit, async {
+            self.read.clear();
+            while matches!(self.fill().await, Ok(n) if n > 0) {
+                self.read.clear();
+            }
         })
         .await;
     }
