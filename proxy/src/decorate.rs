@@ -1,12 +1,14 @@
 //! The decorate step: a route's Lua hooks around its dispatch — `on_request` before,
 //! `on_response` on the head, `after_response` once the client has its answer.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use http::{Request, Response, Uri};
+use bytes::Bytes;
+use http::{HeaderMap, Request, Response, Uri};
 use strangler_plugins::{
     CalloutRequest, CalloutResponse, Callouts, Exchange as HookExchange, Flow, HookChain,
     HookEngine, HookEntry, HookRequest, HookResponse, HookScript, Hooks, LuaHooks, OnError,
@@ -20,6 +22,7 @@ use crate::error::ProxyError;
 use crate::headers::X_REQUEST_ID;
 use crate::runtime::Answerer;
 use crate::upstream::UpstreamPool;
+use crate::verify::{self, Decoded};
 use crate::wire::RelayedFields;
 
 /// The largest callout answer a hook gets to see.
@@ -115,9 +118,17 @@ pub fn before<'a>(
         .map_err(|err| hook_failed(hooks, &view, err))?
     {
         exchange.answered_by.set(Answerer::Respond);
+        let typed = headers.contains_key(http::header::CONTENT_TYPE) || body.is_empty();
         let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
+        // As a route's `respond:` says when its file gives no type.
+        if !typed {
+            response.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+        }
         return Ok(Before::Answered(response));
     }
     // The forwarded request is what the hooks left; later phases see it too. The map
@@ -171,7 +182,11 @@ impl Later<'_> {
         };
         let hooks = hooks.clone();
         tokio::spawn(async move {
-            let body = copy.await.ok().and_then(Result::ok);
+            let body = copy
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|raw| decoded(&response.headers, raw, limit));
             hooks.after_response(HookExchange {
                 request: view,
                 response,
@@ -179,6 +194,17 @@ impl Later<'_> {
             });
         });
         Ok(Response::from_parts(head, body::boxed(tee)))
+    }
+}
+
+/// `res.body` for `after_response` hooks: the body with its content codings (gzip,
+/// deflate, br) undone, since a hook reads JSON, not gzip; none when decoded it is over
+/// the route's `hook_body_limit`; as it came when its coding is unknown or it is corrupt.
+fn decoded(headers: &HeaderMap, raw: Bytes, limit: usize) -> Option<Bytes> {
+    match verify::decode(headers, &raw, limit) {
+        Decoded::Body(Cow::Borrowed(_)) | Decoded::Raw(..) => Some(raw),
+        Decoded::Body(Cow::Owned(body)) => Some(Bytes::from(body)),
+        Decoded::TooLarge => None,
     }
 }
 

@@ -87,6 +87,7 @@
 
 mod compare;
 mod decode;
+pub(crate) use decode::{Decoded, decode};
 mod diff;
 mod export;
 mod gate;

@@ -448,7 +448,9 @@ async fn a_malformed_head_is_answered_with_its_reason_logged_and_counted() {
             .find(|line| line.to_ascii_lowercase().starts_with("x-request-id: "))
             .unwrap_or_else(|| panic!("no request id: {answer}"));
         let id = &id_line["x-request-id: ".len()..];
-        let logged = proxy.logs.wait_for(&format!("request_id=\"{id}\" method=-"));
+        let logged = proxy
+            .logs
+            .wait_for(&format!("request_id=\"{id}\" method=-"));
         assert!(logged.contains(&format!("status={status}")), "{logged}");
     }
     assert_eq!(monolith.hit_count(), 0);

@@ -65,6 +65,10 @@ async fn hooks_set_headers_both_ways_and_can_answer_alone() {
     assert_eq!(blocked.text(), "blocked by hook");
     assert_eq!(blocked.headers["x-why"], "policy");
     assert_eq!(
+        blocked.headers["content-type"], "text/plain; charset=utf-8",
+        "typed as a route's respond: is"
+    );
+    assert_eq!(
         monolith.hit_count(),
         1,
         "the short-circuit never reached the upstream"
@@ -141,6 +145,51 @@ async fn after_response_awards_points_without_delaying_the_client() {
         call["headers"]["x-request-id"],
         answer.headers["x-request-id"].to_str().unwrap()
     );
+}
+
+/// A monolith that compresses its answers: `res.body` is what the hook can read (the JSON,
+/// not the gzip), while the client gets the answer as it came.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_response_reads_a_compressed_answer_decoded() {
+    use std::io::Write as _;
+    let mut gzip = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    gzip.write_all(br#"{"id": 43, "total": 10}"#).unwrap();
+    let compressed = gzip.finish().unwrap();
+    let sent = compressed.clone();
+    let monolith = Upstream::scripted("monolith", move |_| Reply {
+        status: 201,
+        headers: vec![
+            ("content-type", "application/json".to_string()),
+            ("content-encoding", "gzip".to_string()),
+        ],
+        body: sent.clone(),
+        delay: Duration::ZERO,
+    })
+    .await;
+    let loyalty = Upstream::scripted("loyalty", |_| Reply::json(json!({"ok": true}))).await;
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/loyalty.lua"
+    ))
+    .unwrap();
+    let proxy = start(
+        &monolith,
+        &format!("  loyalty: {{ url: \"{}\" }}\n", loyalty.url()),
+        &script,
+        "continue",
+    );
+    let request = Request::post(proxy.url("/orders"))
+        .header("x-customer-id", "c-8")
+        .body(Full::new(Bytes::from_static(b"{}")))
+        .unwrap();
+    let answer = send(&client(), request).await;
+    assert_eq!(answer.status, 201);
+    assert_eq!(answer.headers["content-encoding"], "gzip");
+    assert_eq!(answer.body, compressed, "the client's answer is untouched");
+    loyalty.wait_for_hits(1).await;
+    let call = loyalty.hits.lock().unwrap()[0].clone();
+    let points: serde_json::Value = serde_json::from_str(call["body"].as_str().unwrap()).unwrap();
+    assert_eq!(points["order_id"], 43);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
