@@ -642,7 +642,6 @@ mod tests {
             b"GET / HTTP/1.0\r\n\r\n",
             b"GET http://example/ HTTP/1.1\r\n\r\n",
             b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
-            b"GET / HTTP/1.1\r\nBad Header\r\n\r\n",
         ] {
             let (parsed, rest) = parse(wire);
             let text = String::from_utf8_lossy(wire);
@@ -651,6 +650,30 @@ mod tests {
                 "{text}"
             );
             assert_eq!(&rest[..], wire, "{text}");
+        }
+    }
+
+    #[test]
+    fn a_head_that_is_not_http_is_refused_here_with_its_reason() {
+        for (wire, status, reason) in [
+            (
+                &b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"[..],
+                400,
+                "invalid header name",
+            ),
+            (b"GET / HTTP/1.2\r\n\r\n", 400, "invalid HTTP version"),
+            (
+                b"GET /?q=\"x\" HTTP/1.1\r\nHost: a\r\n\r\n",
+                400,
+                "invalid request target",
+            ),
+        ] {
+            let text = String::from_utf8_lossy(wire);
+            let Parsed::Refused(refused, why) = parse(wire).0 else {
+                panic!("not refused: {text}");
+            };
+            assert_eq!(refused.as_u16(), status, "{text}");
+            assert!(why.contains(reason), "{text}: {why}");
         }
     }
 
