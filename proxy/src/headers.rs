@@ -76,43 +76,56 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
 /// authority). Stricter than the RFC's reg-name, whose sub-delimiters (`,`, `;`, `$`…) no
 /// real host has and upstreams that split or build URLs would misread.
 pub fn is_host(value: &[u8]) -> bool {
-    let (host, port) = match value {
-        [b'[', rest @ ..] => match rest.iter().position(|&b| b == b']') {
-            Some(end) => {
-                let literal = &rest[..end];
-                if literal.is_empty()
-                    || !literal
-                        .iter()
-                        .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
-                {
-                    return false;
-                }
-                match &rest[end + 1..] {
-                    [] => return true,
-                    [b':', port @ ..] => (&[][..], Some(port)),
-                    _ => return false,
-                }
-            }
-            None => return false,
-        },
-        _ => match value.iter().rposition(|&b| b == b':') {
-            Some(colon) => (&value[..colon], Some(&value[colon + 1..])),
-            None => (value, None),
-        },
-    };
-    let name_ok = host
-        .iter()
-        .all(|&b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        && !host.windows(2).any(|pair| pair == b"..");
-    let port_ok = port.is_none_or(|port| {
-        (1..=5).contains(&port.len())
-            && port.iter().all(u8::is_ascii_digit)
-            && std::str::from_utf8(port)
-                .ok()
-                .and_then(|p| p.parse::<u32>().ok())
-                .is_some_and(|p| p <= 65535)
-    });
-    name_ok && port_ok
+    // One pass, no allocation: this runs on every request.
+    if let [b'[', literal @ ..] = value {
+        let Some(end) = literal.iter().position(|&b| b == b']') else {
+            return false;
+        };
+        let address = &literal[..end];
+        return !address.is_empty()
+            && address
+                .iter()
+                .all(|&b| b.is_ascii_hexdigit() || b == b':' || b == b'.')
+            && match &literal[end + 1..] {
+                [] => true,
+                [b':', port @ ..] => is_port(port),
+                _ => false,
+            };
+    }
+    let mut previous = 0;
+    for (at, &b) in value.iter().enumerate() {
+        if b == b':' {
+            return is_port(&value[at + 1..]);
+        }
+        if !NAME_BYTES[usize::from(b)] || (b == b'.' && previous == b'.') {
+            return false;
+        }
+        previous = b;
+    }
+    true
+}
+
+/// The bytes of a host name: letters, digits, `-`, `_` and `.`.
+static NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut byte = 0;
+    while byte < 256 {
+        table[byte] =
+            matches!(byte as u8, b'a'..=b'z' | b'A'..=b'Z' | b'0'..=b'9' | b'-' | b'_' | b'.');
+        byte += 1;
+    }
+    table
+};
+
+/// A port: one to five digits, at most 65535.
+fn is_port(port: &[u8]) -> bool {
+    (1..=5).contains(&port.len())
+        && port
+            .iter()
+            .try_fold(0u32, |n, &b| {
+                b.is_ascii_digit().then(|| n * 10 + u32::from(b - b'0'))
+            })
+            .is_some_and(|n| n <= 65535)
 }
 
 /// Add `X-Forwarded-For`, `-Proto`, `-Host` and `Via` for a request that arrived from `client`.
