@@ -99,6 +99,22 @@ async fn hooks_set_headers_both_ways_and_can_answer_alone() {
     );
 }
 
+/// A proxy whose route `orders` runs the shipped `deploy/examples/loyalty.lua`, with
+/// `loyalty` as its `loyalty` upstream.
+fn with_loyalty_example(monolith: &Upstream, loyalty: &Upstream) -> Proxy {
+    let script = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/examples/loyalty.lua"
+    ))
+    .unwrap();
+    start(
+        monolith,
+        &format!("  loyalty: {{ url: \"{}\" }}\n", loyalty.url()),
+        &script,
+        "continue",
+    )
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_response_awards_points_without_delaying_the_client() {
     let monolith = Upstream::scripted("monolith", |_| Reply {
@@ -111,17 +127,7 @@ async fn after_response_awards_points_without_delaying_the_client() {
         ..Reply::json(json!({"ok": true}))
     })
     .await;
-    let script = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/examples/loyalty.lua"
-    ))
-    .unwrap();
-    let proxy = start(
-        &monolith,
-        &format!("  loyalty: {{ url: \"{}\" }}\n", loyalty.url()),
-        &script,
-        "continue",
-    );
+    let proxy = with_loyalty_example(&monolith, &loyalty);
     let started = Instant::now();
     let request = Request::post(proxy.url("/orders"))
         .header("x-customer-id", "c-7")
@@ -167,17 +173,7 @@ async fn after_response_reads_a_compressed_answer_decoded() {
     })
     .await;
     let loyalty = Upstream::scripted("loyalty", |_| Reply::json(json!({"ok": true}))).await;
-    let script = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/examples/loyalty.lua"
-    ))
-    .unwrap();
-    let proxy = start(
-        &monolith,
-        &format!("  loyalty: {{ url: \"{}\" }}\n", loyalty.url()),
-        &script,
-        "continue",
-    );
+    let proxy = with_loyalty_example(&monolith, &loyalty);
     let request = Request::post(proxy.url("/orders"))
         .header("x-customer-id", "c-8")
         .body(Full::new(Bytes::from_static(b"{}")))
