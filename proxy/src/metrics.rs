@@ -21,6 +21,9 @@ use strangler_routes::{Action, Route, RouteTable};
 
 use crate::verify::CandidateErrorKind;
 
+/// The `kind` values of `strangler_upstream_errors_total` for a failed exchange.
+const UPSTREAM_ERROR_KINDS: [&str; 3] = ["connect", "timeout", "broken"];
+
 /// Latency buckets in seconds: 0.5 ms to 30 s, dense where proxies live.
 const DURATION_BUCKETS: [f64; 16] = [
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 20.0,
@@ -215,7 +218,7 @@ impl Metrics {
         let outcome = |label: &str| self.shadow_comparisons.with_label_values(&[route, label]);
         let role = |label: &str| self.shadow_duration.with_label_values(&[route, label]);
         ShadowMetrics {
-            candidate_errors: ["connect", "timeout", "broken"]
+            candidate_errors: UPSTREAM_ERROR_KINDS
                 .map(|kind| self.upstream_errors.with_label_values(&[candidate, kind])),
             matched: outcome("match"),
             mismatch: outcome("mismatch"),
@@ -283,13 +286,28 @@ impl Metrics {
             .serve(table.routes().iter().map(|route| route.name.as_str()));
         self.hook_runs
             .serve(hook_labels(table).iter().map(String::as_str));
+        // Every upstream's error series exist from the start, at zero: `rate()` and alerts
+        // on them work before the first failure instead of seeing no series at all.
+        for upstream in table.upstreams() {
+            for kind in UPSTREAM_ERROR_KINDS {
+                self.upstream_errors
+                    .with_label_values(&[upstream.name.as_str(), kind]);
+            }
+        }
     }
 
-    /// Call once `new` serves instead of `old`: the series of the routes and hook scripts
-    /// `old` had and `new` has not leave `/metrics`, and so do the parallel-run series of
+    /// Call once `new` serves instead of `old`: the series of the routes, upstreams and hook
+    /// scripts `old` had and `new` has not leave `/metrics`, and so do the parallel-run series of
     /// routes no longer shadowed (promoted, say): a gate gauge left at `failing` would keep
     /// an alert firing for a comparison that has ended.
     pub fn forget_removed(&self, old: &RouteTable, new: &RouteTable) {
+        for gone in old
+            .upstreams()
+            .iter()
+            .filter(|u| !new.upstreams().iter().any(|kept| kept.name == u.name))
+        {
+            forget(&self.upstream_errors, "upstream", &gone.name);
+        }
         let shadowed = |route: &Route| matches!(route.action, Action::Shadow(_));
         for route in old.routes() {
             match new.route(&route.name) {

@@ -415,6 +415,7 @@ impl RuntimeStore {
         let table = Arc::new(strangler_routes::load_file(routes_file)?);
         let runtime = Runtime::build(table, None, &BTreeMap::new(), &shared)?;
         runtime.commit_verifiers(&shared);
+        shared.metrics.serve(runtime.table());
         shared.metrics.set_version(runtime.table().version());
         Ok(Self {
             current: ArcSwap::from_pointee(runtime),

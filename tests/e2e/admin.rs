@@ -400,6 +400,42 @@ fn sample(scrape: &prometheus_parse::Scrape, metric: &str, labels: &[(&str, &str
         })
 }
 
+/// Each upstream's error series exist from the start, at zero, so that `rate()` and
+/// alerts work before the first failure; an upstream the route file drops loses them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstream_error_series_exist_from_the_start_and_leave_with_their_upstream() {
+    let (monolith, service, proxy) = monolith_and_service(ROUTES, &[]).await;
+    let scraped = scrape(&proxy).await;
+    for upstream in ["monolith", "service"] {
+        for kind in ["connect", "timeout", "broken"] {
+            assert_eq!(
+                sample(
+                    &scraped,
+                    "strangler_upstream_errors_total",
+                    &[("upstream", upstream), ("kind", kind)]
+                ),
+                Some(0.0),
+                "{upstream} {kind}"
+            );
+        }
+    }
+    drop(service);
+    proxy.rewrite_routes_in_place(&routes_yaml(
+        &[("monolith", &monolith.url())],
+        "monolith",
+        "",
+    ));
+    let scraped = scrape(&proxy).await;
+    assert_eq!(
+        sample(
+            &scraped,
+            "strangler_upstream_errors_total",
+            &[("upstream", "service"), ("kind", "connect")]
+        ),
+        None
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_count_known_traffic_exactly() {
     let dead = crate::support::closed_port().await;
