@@ -12,8 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, header};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
-use strangler_routes::{Action, RequestView, normalize_path};
+use strangler_routes::{Action, RequestView, hex_sha256, normalize_path};
 
 use crate::body::{self, BoxBody};
 use crate::pipeline::ConnInfo;
@@ -396,7 +395,7 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
                 .map(|entry| {
                     json!({
                         "script": entry.script.path().display().to_string(),
-                        "sha256": hex(&Sha256::digest(entry.script.source())),
+                        "sha256": hex_sha256(entry.script.source().as_bytes()),
                     })
                 })
                 .collect()
@@ -415,11 +414,6 @@ fn route_json(runtime: &Runtime, route: &strangler_routes::Route) -> Value {
         "gate": gate,
         "hooks": hooks,
     })
-}
-
-/// Lowercase hexadecimal, as `sha256sum` prints a digest.
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// The gate of a route that has one: a shadow gate (comparisons) or a canary gate (error

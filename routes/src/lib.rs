@@ -36,7 +36,7 @@ pub use matching::RequestView;
 pub use normalize::{NormalizeError, normalize_path};
 pub use reload::{ChangeEvent, ReloadError, Reloader, spawn_watcher, spawn_watcher_files};
 pub use table::{Rewrite, Route, RouteTable, Scheme, Upstream, UpstreamId, UpstreamTls};
-pub use validate::{SELF_ANSWER_UPSTREAM, UNMATCHED_ROUTE};
+pub use validate::{SELF_ANSWER_UPSTREAM, UNMATCHED_ROUTE, hex_sha256};
 
 /// Reads, parses and validates the route file at `path`. Relative paths inside the file
 /// (e.g. `tls.ca`) resolve against the file's directory.

@@ -603,8 +603,9 @@ pub(crate) fn is_valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
 }
 
-/// Lowercase hex SHA-256.
-pub(crate) fn hex_sha256(bytes: &[u8]) -> String {
+/// Lowercase hex SHA-256, as `sha256sum` prints it (the table's version is the route
+/// file's).
+pub fn hex_sha256(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
