@@ -501,10 +501,9 @@ fn diff_format(query: &str) -> Result<bool, String> {
 fn text(status: StatusCode, body: &str) -> Response<BoxBody> {
     let mut response = Response::new(body::full(body.to_string()));
     *response.status_mut() = status;
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; charset=utf-8"),
-    );
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, crate::headers::TEXT_PLAIN);
     response
 }
 

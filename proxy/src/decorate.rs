@@ -19,7 +19,7 @@ use strangler_routes::{Route, normalize_path};
 use crate::body::{self, BoxBody, Tee};
 use crate::dispatch::Exchange;
 use crate::error::ProxyError;
-use crate::headers::X_REQUEST_ID;
+use crate::headers::{TEXT_PLAIN, X_REQUEST_ID};
 use crate::runtime::Answerer;
 use crate::upstream::UpstreamPool;
 use crate::verify::{self, Decoded};
@@ -118,16 +118,16 @@ pub fn before<'a>(
         .map_err(|err| hook_failed(hooks, &view, err))?
     {
         exchange.answered_by.set(Answerer::Respond);
-        let typed = headers.contains_key(http::header::CONTENT_TYPE) || body.is_empty();
+        let has_body = !body.is_empty();
         let mut response = Response::new(body::full(body));
         *response.status_mut() = status;
         *response.headers_mut() = headers;
         // As a route's `respond:` says when its file gives no type.
-        if !typed {
-            response.headers_mut().insert(
-                http::header::CONTENT_TYPE,
-                http::HeaderValue::from_static("text/plain; charset=utf-8"),
-            );
+        if has_body {
+            response
+                .headers_mut()
+                .entry(http::header::CONTENT_TYPE)
+                .or_insert(TEXT_PLAIN);
         }
         return Ok(Before::Answered(response));
     }

@@ -133,10 +133,7 @@ impl ProxyError {
         let mut response = Response::new(body::full(format!("{self}\n")));
         *response.status_mut() = self.status();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(header::CONTENT_TYPE, crate::headers::TEXT_PLAIN);
         headers.insert(crate::headers::X_REQUEST_ID, request_id.clone());
         if self.class() == ErrorClass::Downstream {
             // The request may not have been read to its end; do not reuse the connection.

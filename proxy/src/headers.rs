@@ -31,6 +31,10 @@ pub(crate) const HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// The `Content-Type` of a body the proxy wrote itself (an error, a route's `respond:`, a
+/// hook's `req:respond`, an admin page) and did not type otherwise.
+pub const TEXT_PLAIN: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
+
 /// Remove hop-by-hop headers, including every header named in `Connection`.
 ///
 /// `TE: trailers` survives on requests (gRPC needs it). `Upgrade` goes too: a tunnel sets

@@ -15,10 +15,7 @@ pub(super) fn respond(spec: &Respond) -> Response<BoxBody> {
         .iter()
         .any(|(name, _)| name == http::header::CONTENT_TYPE)
     {
-        headers.insert(
-            http::header::CONTENT_TYPE,
-            http::HeaderValue::from_static("text/plain; charset=utf-8"),
-        );
+        headers.insert(http::header::CONTENT_TYPE, crate::headers::TEXT_PLAIN);
     }
     for (name, value) in &spec.headers {
         headers.append(name.clone(), value.clone());
