@@ -263,13 +263,7 @@ pub fn request_id(headers: &mut HeaderMap) -> HeaderValue {
 /// Ids are made 64 at a time into one buffer that each id's value shares: one allocation
 /// per 64 requests instead of two per request (the value, and its shared form once the
 /// response header clones it).
-/// A new request id, for a request that brought no usable one and has no header map to
-/// carry it (a head that could not be read).
-pub fn fresh_request_id() -> HeaderValue {
-    new_request_id()
-}
-
-fn new_request_id() -> HeaderValue {
+pub fn new_request_id() -> HeaderValue {
     const ID_LEN: usize = 32;
     const BATCH: usize = 64;
     static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();

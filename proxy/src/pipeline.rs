@@ -298,15 +298,15 @@ const CLIENT_CLOSED_REQUEST: u16 = 499;
 
 /// Records a finished exchange in the metrics when the response body is done or dropped,
 /// or an aborted one (status 499, and its access log line) when the request is dropped
-/// before its answer.
+/// before its answer, or a head refused before it was a request.
 struct Finish {
     runtime: Arc<Runtime>,
     slot: RouteSlot,
     answerer: Answerer,
     status: u16,
     started: Instant,
-    /// The access log line still to write (when access logging is on): only an aborted
-    /// request still has it when dropped.
+    /// The access log line still to write (when access logging is on): one that still
+    /// has it when dropped is written then (an aborted request, a refused head).
     log: Option<AccessLine>,
     _inflight: InFlight,
 }
@@ -516,31 +516,26 @@ impl crate::server::Handler for Pipeline {
 
     /// A head that is not HTTP gets the reason and a request id, an access log line and a
     /// count, as any other refused request (for the default route and upstream: it never
-    /// got as far as routing).
-    fn refuse(&self, status: StatusCode, reason: String, conn: &ConnInfo) -> Response<BoxBody> {
-        let started = Instant::now();
-        let request_id = headers::fresh_request_id();
+    /// got as far as routing), through the same [`Finish`], dropped at once.
+    fn refuse(&self, err: ProxyError, conn: &ConnInfo) -> Response<BoxBody> {
+        let request_id = headers::new_request_id();
+        tracing::warn!(request_id = ?request_id, client = %conn.peer, error = %err, "request refused");
         let runtime = self.store.snapshot();
         let answerer = Answerer::Upstream(runtime.table().default_upstream());
-        let (route, upstream) = runtime.names(DEFAULT_SLOT, answerer);
-        let err = if status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE {
-            ProxyError::TooManyHeaders(reason)
-        } else {
-            ProxyError::BadRequest(reason)
-        };
-        tracing::warn!(request_id = ?request_id, client = %conn.peer, error = %err, "request refused");
-        if self.access_log {
-            let line = AccessLine {
+        drop(Finish {
+            runtime,
+            slot: DEFAULT_SLOT,
+            answerer,
+            status: err.status().as_u16(),
+            started: Instant::now(),
+            log: self.access_log.then(|| AccessLine {
                 request_id: request_id.clone(),
                 method: None,
                 path: None,
                 client: conn.peer,
-            };
-            line.write(route, upstream, status.as_u16(), started);
-        }
-        runtime
-            .pair_metrics(DEFAULT_SLOT, answerer)
-            .observe(status.as_u16(), started);
+            }),
+            _inflight: self.store.metrics().start(),
+        });
         err.to_response(&request_id)
     }
 }

@@ -14,7 +14,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::{Request, Response, StatusCode};
+use http::{Request, Response};
 use hyper::body::{Body as _, Incoming};
 use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
 
 use crate::body::{self, BodyEnd, BoxBody};
+use crate::error::ProxyError;
 use crate::pipeline::ConnInfo;
 
 /// Connection-level settings of a listener.
@@ -69,12 +70,12 @@ pub trait Handler: Send + Sync + 'static {
         conn: &ConnInfo,
     ) -> impl Future<Output = Response<BoxBody>> + Send;
 
-    /// Answer a head that could not be read as a request (`status` 400 or 431, `reason`
-    /// saying why): by default a plain-text answer with the reason.
-    fn refuse(&self, status: StatusCode, reason: String, conn: &ConnInfo) -> Response<BoxBody> {
+    /// Answer a head that could not be read as a request (`err` says why: a 400 or a
+    /// 431): by default its status and reason.
+    fn refuse(&self, err: ProxyError, conn: &ConnInfo) -> Response<BoxBody> {
         let _ = conn;
-        let mut response = Response::new(body::full(format!("{reason}\n")));
-        *response.status_mut() = status;
+        let mut response = Response::new(body::full(format!("{err}\n")));
+        *response.status_mut() = err.status();
         response
     }
 }

@@ -36,6 +36,7 @@ use tokio::time::Instant;
 
 use super::Handler;
 use crate::body::{self, BoxBody};
+use crate::error::ProxyError;
 use crate::pipeline::ConnInfo;
 use crate::wire::{self, FieldSpans, RelayedFields, has_token};
 
@@ -93,8 +94,8 @@ pub(super) async fn serve<H: Handler>(
             match parse_request(&mut connection.read, limits.max_head_bytes) {
                 Parsed::Ordinary(ordinary) => break ordinary,
                 Parsed::HandOver(head) => return Exit::HandOver(connection.rewound(head)),
-                Parsed::Refused(status, reason) => {
-                    let response = handler.refuse(status, reason, conn);
+                Parsed::Refused(err) => {
+                    let response = handler.refuse(err, conn);
                     if connection
                         .write_response(response, false, false)
                         .await
@@ -158,10 +159,6 @@ struct Ordinary {
 }
 
 /// What the bytes at the front of the read buffer hold.
-#[expect(
-    clippy::large_enum_variant,
-    reason = "made and taken apart once per request; boxing would cost an allocation each time"
-)]
 enum Parsed {
     /// An ordinary request, taken out of the buffer.
     Ordinary(Ordinary),
@@ -173,7 +170,7 @@ enum Parsed {
     /// A head that is not HTTP: answered here with the status and reason (hyper's own
     /// answer would carry neither a reason nor a request id, and be neither logged nor
     /// counted), then the connection closes.
-    Refused(StatusCode, String),
+    Refused(ProxyError),
 }
 
 /// Parse the request head at the front of `buf`.
@@ -190,12 +187,12 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         Ok(httparse::Status::Partial) => return Parsed::HandOver(Bytes::new()),
         Err(_) if buf.starts_with(b"PRI * HTTP/2.0") => return Parsed::HandOver(Bytes::new()),
         Err(httparse::Error::TooManyHeaders) => {
-            return Parsed::Refused(
-                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
-                format!("more than {} header fields", wire::MAX_HEADERS),
-            );
+            return Parsed::Refused(ProxyError::TooManyHeaders(format!(
+                "more than {} header fields",
+                wire::MAX_HEADERS
+            )));
         }
-        Err(err) => return Parsed::Refused(StatusCode::BAD_REQUEST, err.to_string()),
+        Err(err) => return Parsed::Refused(ProxyError::BadRequest(err.to_string())),
     };
     let (Some(method), Some(target), Some(1)) = (request.method, request.path, request.version)
     else {
@@ -232,12 +229,11 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     let head = buf.split_to(len).freeze();
 
     let Ok(uri) = Uri::from_maybe_shared(head.slice(target_span)) else {
-        return Parsed::Refused(
-            StatusCode::BAD_REQUEST,
+        return Parsed::Refused(ProxyError::BadRequest(
             "invalid request target (characters such as a space, `\"`, `<` or `>` must be \
              percent-encoded)"
                 .to_string(),
-        );
+        ));
     };
     // Room for what the proxy adds (request id, forwarding headers, Via) without regrowing.
     let Ok(headers) = spans.header_map(&head, ADDED_HEADERS) else {
@@ -669,11 +665,11 @@ mod tests {
             ),
         ] {
             let text = String::from_utf8_lossy(wire);
-            let Parsed::Refused(refused, why) = parse(wire).0 else {
+            let Parsed::Refused(refused) = parse(wire).0 else {
                 panic!("not refused: {text}");
             };
-            assert_eq!(refused.as_u16(), status, "{text}");
-            assert!(why.contains(reason), "{text}: {why}");
+            assert_eq!(refused.status().as_u16(), status, "{text}");
+            assert!(refused.to_string().contains(reason), "{text}: {refused}");
         }
     }
 
