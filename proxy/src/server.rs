@@ -20,7 +20,7 @@ use hyper::service::{Service, service_fn};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::TlsAcceptor;
@@ -180,9 +180,12 @@ pub async fn serve<H: Handler>(
                 tokio::spawn(async move {
                     let mut stream = stream;
                     let deadline = tokio::time::Instant::now() + settings.handshake_timeout;
-                    if tokio::time::timeout_at(deadline, refused_plain_http(&mut stream, peer))
-                        .await
-                        .unwrap_or(true)
+                    if tokio::time::timeout_at(
+                        deadline,
+                        refused_plain_http(&mut stream, peer, deadline),
+                    )
+                    .await
+                    .unwrap_or(true)
                     {
                         return;
                     }
@@ -228,7 +231,11 @@ const PLAIN_HTTP_ON_HTTPS: &[u8] = b"HTTP/1.1 400 Bad Request\r\n\
 /// the client left, or it sent a plain HTTP request (an `http://` URL for an `https://`
 /// port, a health check with the wrong scheme). That one gets a 400 saying so, as nginx
 /// does, instead of TLS alert bytes the client shows as garbage or "HTTP/0.9".
-async fn refused_plain_http(stream: &mut tokio::net::TcpStream, peer: SocketAddr) -> bool {
+async fn refused_plain_http(
+    stream: &mut tokio::net::TcpStream,
+    peer: SocketAddr,
+    deadline: tokio::time::Instant,
+) -> bool {
     let mut first = [0u8; 1];
     match stream.peek(&mut first).await {
         Ok(1) => {}
@@ -239,12 +246,8 @@ async fn refused_plain_http(stream: &mut tokio::net::TcpStream, peer: SocketAddr
         return false;
     }
     tracing::debug!(%peer, "plain HTTP request on an HTTPS listener");
-    if stream.write_all(PLAIN_HTTP_ON_HTTPS).await.is_ok() && stream.shutdown().await.is_ok() {
-        // Read what the client sent until it closes (the caller's deadline bounds this):
-        // closing with its request unread would reset the connection, and the reset could
-        // destroy the answer before the client reads it.
-        let mut sink = [0u8; 4096];
-        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    if stream.write_all(PLAIN_HTTP_ON_HTTPS).await.is_ok() {
+        h1::linger(stream, deadline).await;
     }
     true
 }

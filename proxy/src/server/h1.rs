@@ -29,7 +29,7 @@ use http::header::{self, HeaderName, HeaderValue};
 use http::{Method, Request, Response, StatusCode, Uri, Version};
 use http_body_util::BodyExt;
 use hyper::body::Body;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -101,7 +101,8 @@ pub(super) async fn serve<H: Handler>(
                         .await
                         .is_ok()
                     {
-                        connection.linger(limits.header_timeout).await;
+                        let deadline = Instant::now() + limits.header_timeout;
+                        linger(&mut connection.stream, deadline).await;
                     }
                     return Exit::Closed;
                 }
@@ -142,6 +143,18 @@ pub(super) async fn serve<H: Handler>(
     }
 }
 
+/// End a connection after its last answer: FIN, then read what the client still sends
+/// until it closes too, or `deadline`. Closing with its bytes unread would reset the
+/// connection, and the reset could destroy the answer before the client reads it.
+pub(super) async fn linger(stream: &mut TcpStream, deadline: Instant) {
+    let _ = stream.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout_at(deadline, async {
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
+
 /// Resolves once shutdown begins; never when nobody can begin it any more.
 async fn stopping(shutdown: &mut watch::Receiver<bool>) {
     if shutdown.wait_for(|stop| *stop).await.is_err() {
@@ -173,6 +186,13 @@ enum Parsed {
     Refused(ProxyError),
 }
 
+/// Whether `bytes` are (the start of) the HTTP/2 connection preface.
+fn opens_http2(bytes: &[u8]) -> bool {
+    const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+    let seen = bytes.len().min(PREFACE.len());
+    seen > 0 && bytes[..seen] == PREFACE[..seen]
+}
+
 /// Parse the request head at the front of `buf`.
 fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
     if buf.is_empty() {
@@ -185,7 +205,7 @@ fn parse_request(buf: &mut BytesMut, max_head_bytes: usize) -> Parsed {
         Ok(httparse::Status::Partial) if buf.len() < max_head_bytes => return Parsed::Partial,
         // The HTTP/2 preface, and a head too long (431 from hyper, which reads it whole).
         Ok(httparse::Status::Partial) => return Parsed::HandOver(Bytes::new()),
-        Err(_) if buf.starts_with(b"PRI * HTTP/2.0") => return Parsed::HandOver(Bytes::new()),
+        Err(_) if opens_http2(buf) => return Parsed::HandOver(Bytes::new()),
         Err(httparse::Error::TooManyHeaders) => {
             return Parsed::Refused(ProxyError::TooManyHeaders(format!(
                 "more than {} header fields",
@@ -278,20 +298,6 @@ impl Connection {
                 }
             }
             Poll::Pending
-        })
-        .await;
-    }
-
-    /// End the connection after a last answer: FIN, then read what the client still sends
-    /// (for up to `limit`) until it closes too. Closing with its bytes unread would reset
-    /// the connection, and the reset could destroy the answer before the client reads it.
-    async fn linger(&mut self, limit: Duration) {
-        let _ = self.stream.shutdown().await;
-        let _ = tokio::time::timeout(limit, async {
-            self.read.clear();
-            while matches!(self.fill().await, Ok(n) if n > 0) {
-                self.read.clear();
-            }
         })
         .await;
     }
@@ -540,9 +546,7 @@ pub(super) struct Rewound {
 impl Rewound {
     /// Whether the client began with the HTTP/2 preface (prior knowledge, h2c).
     pub(super) fn is_http2(&self) -> bool {
-        const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-        let seen = self.prefix.len().min(PREFACE.len());
-        seen > 0 && self.prefix[..seen] == PREFACE[..seen]
+        opens_http2(&self.prefix)
     }
 }
 
