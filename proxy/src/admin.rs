@@ -348,15 +348,17 @@ impl Admin {
             .as_deref()
             .and_then(|name| Some((runtime.pins().get(name)?, table.route(name)?)));
         // A pinned route of any kind is served by its `rollback_to`: say what traffic does.
-        let mut text = explanation.to_string();
-        if let Some((pin, route)) = pinned {
+        let pinned = pinned.map(|(pin, route)| {
             explanation.upstream = table.upstream(route.rollback_to).name.clone();
-            text = format!(
-                "{explanation}\npinned to `{}`: {}",
+            pin
+        });
+        let mut text = explanation.to_string();
+        if let Some(pin) = pinned {
+            text.push_str(&format!(
+                "\npinned to `{}`: {}",
                 explanation.upstream, pin.reason
-            );
+            ));
         }
-        let pinned = pinned.map(|(pin, _)| pin);
         json_response(
             StatusCode::OK,
             &json!({
